@@ -1,0 +1,34 @@
+# Every target builds .venv first, so each works on a fresh clone with only Python and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+FLASK := $(BIN)/flask --app backup_api
+
+.PHONY: run test token clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime  ## serve the API with waitress on HOST:PORT
+	$(FLASK) serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.dev  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+token: $(VENV)/.runtime  ## print a token owning PARTNER (make token PARTNER="casino_alpha casino_beta")
+	@test -n "$(PARTNER)" || { echo 'usage: make token PARTNER=casino_alpha' >&2; exit 2; }
+	@$(FLASK) token issue $(PARTNER)
+
+clean:
+	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__

@@ -1,0 +1,328 @@
+"""The Game Backup API: app factory, routes, error handling and CLI commands."""
+
+import json
+import os
+import secrets
+from datetime import timedelta
+
+import click
+import waitress
+import waitress.channel
+import waitress.task
+from flask import Blueprint, Flask, current_app, jsonify, request
+from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
+from marshmallow import ValidationError
+from werkzeug.exceptions import Forbidden, HTTPException, UnsupportedMediaType
+
+import schemas
+import storage
+
+MIN_SECRET_BYTES = 32
+SECRET_FILE = "jwt-secret"
+MAX_BODY_BYTES = 1 << 20
+
+
+class ConfigError(RuntimeError):
+    """The service is configured in a way it cannot run with."""
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create and configure the service."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(
+        DATABASE=os.path.join(app.instance_path, "backup.db"),
+        JWT_SECRET=None,
+        SYNCHRONOUS="FULL",
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+    )
+    if test_config is None:
+        # loads=str: a secret such as "123..." must stay a string, not become a number.
+        app.config.from_prefixed_env("BACKUP_API", loads=str)
+    else:
+        app.config.update(test_config)
+
+    database = os.path.abspath(app.config["DATABASE"])
+    os.makedirs(os.path.dirname(database), exist_ok=True)
+    app.config.update(
+        JWT_SECRET_KEY=_jwt_secret(app.config["JWT_SECRET"], os.path.dirname(database)),
+        JWT_ALGORITHM="HS256",
+        JWT_DECODE_ALGORITHMS=["HS256"],
+        JWT_TOKEN_LOCATION=["headers"],
+    )
+    app.extensions["store"] = storage.Store(database, synchronous=app.config["SYNCHRONOUS"])
+
+    _init_jwt(app)
+    _register_error_handlers(app)
+    app.register_blueprint(_routes())
+    _register_cli(app)
+    return app
+
+
+def _jwt_secret(configured: str | None, folder: str) -> str:
+    """Return the configured secret, or the one kept in folder, made on first start."""
+    if configured is not None:
+        where = "BACKUP_API_JWT_SECRET"
+        secret = configured
+    else:
+        where = os.path.join(folder, SECRET_FILE)
+        try:
+            # O_EXCL: of two processes starting at once, exactly one writes the secret.
+            fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            with open(where, encoding="utf-8") as f:
+                secret = f.read().strip()
+        else:
+            secret = secrets.token_urlsafe(48)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(secret + "\n")
+    size = len(secret.encode("utf-8"))
+    if size < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"the JWT secret in {where} is {size} bytes long; HS256 needs at least {MIN_SECRET_BYTES}"
+            " random bytes to resist guessing. Set a longer one, or unset it to have one generated."
+        )
+    return secret
+
+
+# Authentication -------------------------------------------------------------------------
+
+
+def _claims_problem(claims: dict) -> str | None:
+    """Say what is wrong with a token's claims, or None when they are acceptable."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if (value is None and name == "exp") or (
+            name in claims and (isinstance(value, bool) or not isinstance(value, (int, float)))
+        ):
+            return f"the token needs a numeric '{name}' claim"
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        return "the token needs a non-empty string 'sub' claim"
+    partners = claims.get("partners")
+    if "partners" in claims and not (
+        isinstance(partners, list) and all(isinstance(p, str) and p for p in partners)
+    ):
+        return "the 'partners' claim must be an array of partner_id strings"
+    return None
+
+
+def owned_partners(claims: dict) -> set[str]:
+    """Return the partner_ids the token's holder owns."""
+    if "partners" in claims:
+        return set(claims["partners"])
+    return {claims["sub"]}
+
+
+def _unauthorized(message: str):
+    """Answer 401 with a Bearer challenge."""
+    response = error_response(401, message)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="backup-api"'
+    return response
+
+
+def _init_jwt(app: Flask) -> None:
+    """Set up flask-jwt-extended so that every token failure is our 401, not its 422."""
+    jwt = JWTManager(app)
+    jwt.token_verification_loader(lambda header, claims: _claims_problem(claims) is None)
+    jwt.token_verification_failed_loader(lambda header, claims: _unauthorized(_claims_problem(claims)))
+    jwt.unauthorized_loader(lambda reason: _unauthorized(f"missing or malformed bearer token: {reason}"))
+    jwt.invalid_token_loader(lambda reason: _unauthorized(f"invalid token: {reason}"))
+    jwt.expired_token_loader(lambda header, claims: _unauthorized("the token has expired"))
+    jwt.revoked_token_loader(lambda header, claims: _unauthorized("the token has been revoked"))
+    jwt.needs_fresh_token_loader(lambda header, claims: _unauthorized("a fresh token is required"))
+    jwt.user_lookup_error_loader(lambda header, claims: _unauthorized("unknown token holder"))
+
+
+def authenticate() -> dict:
+    """Verify the bearer token and return its claims."""
+    # verify_type=False: tokens minted elsewhere carry no flask-jwt-extended "type" claim.
+    verify_jwt_in_request(verify_type=False)
+    return get_jwt()
+
+
+def authorise(claims: dict, partner_id) -> None:
+    """Refuse with 403 a partner_id that the token does not own."""
+    if partner_id not in owned_partners(claims):
+        raise Forbidden(f"this token does not own partner {partner_id!r}")
+
+
+def read_json():
+    """Return the request body parsed strictly as JSON."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("the body must be JSON, sent as Content-Type: application/json")
+    return schemas.parse_json(request.get_data(cache=False))
+
+
+# Routes ---------------------------------------------------------------------------------
+
+
+def _routes():
+    """Build the blueprint holding the two routes."""
+
+    bp = Blueprint("api", __name__)
+
+    @bp.post("/player-events")
+    def post_player_event():
+        """Store one player event."""
+        claims = authenticate()
+        payload = read_json()
+        partner_id = payload.get("partner_id") if isinstance(payload, dict) else None
+        # Ownership first: a partner_id the token does not own is 403 whatever else is wrong.
+        if isinstance(partner_id, str) and partner_id:
+            authorise(claims, partner_id)
+        event = schemas.validate_event(payload)
+        store().add_events([event], claims["sub"])
+        return {"status": "ok"}
+
+    @bp.put("/users/<partner_id>/player/<player_login>/vip")
+    def put_vip(partner_id, player_login):
+        """Set or clear a player's VIP flag."""
+        claims = authenticate()
+        authorise(claims, partner_id)
+        is_vip = schemas.validate_vip(read_json())
+        store().set_vip(partner_id, player_login, is_vip, claims["sub"])
+        return {"status": "ok"}
+
+    return bp
+
+
+def store() -> storage.Store:
+    """Return the app's store."""
+    return current_app.extensions["store"]
+
+
+# Errors ---------------------------------------------------------------------------------
+
+
+def error_response(status: int, message: str, errors: dict | None = None):
+    """Build the one error envelope every failure uses."""
+    body = {"status": "error", "message": message}
+    if errors is not None:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _register_error_handlers(app: Flask) -> None:
+    """Answer every failure with the JSON error envelope."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        response = error_response(exc.code or 500, exc.description or exc.name)
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(schemas.BodyError)
+    def body_error(exc: schemas.BodyError):
+        return error_response(400, f"invalid JSON body: {exc}")
+
+    @app.errorhandler(ValidationError)
+    def validation_error(exc: ValidationError):
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_body": exc.messages}
+        return error_response(400, "the request failed validation: " + ", ".join(sorted(messages)), messages)
+
+    @app.errorhandler(storage.EventConflict)
+    def conflict(exc: storage.EventConflict):
+        return error_response(409, str(exc))
+
+    @app.errorhandler(storage.StorageError)
+    def storage_error(exc: storage.StorageError):
+        app.logger.error("storage failure: %s", exc)
+        return error_response(503, "the backup store is unavailable; nothing was stored, retry later")
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        app.logger.exception("unhandled error")
+        return error_response(500, "internal error")
+
+
+# Serving --------------------------------------------------------------------------------
+
+
+class _JSONErrorTask(waitress.task.ErrorTask):
+    """Answer waitress's own errors (413, malformed HTTP) in the JSON envelope too."""
+
+    def execute(self):
+        error = self.request.error
+        body = json.dumps({"status": "error", "message": f"{error.reason}: {error.body}"}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _JSONErrorChannel(waitress.channel.HTTPChannel):
+    """An HTTP channel whose error responses are JSON."""
+
+    error_task_class = _JSONErrorTask
+
+
+def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = 4) -> None:
+    """Serve app with waitress until interrupted."""
+    server = waitress.create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        # Above Flask's own 1 MiB limit, so that Flask answers 413 for most bodies; waitress
+        # refuses anything larger still, by Content-Length, before buffering it.
+        max_request_body_size=2 * MAX_BODY_BYTES,
+    )
+    server.channel_class = _JSONErrorChannel
+    server.print_listen("Serving on http://{}:{}")
+    server.run()
+
+
+# CLI ------------------------------------------------------------------------------------
+
+
+def _register_cli(app: Flask) -> None:
+    """Add the serve, token, events and players commands."""
+
+    @app.cli.command("serve")
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--port", default=8000, show_default=True, type=int)
+    @click.option("--threads", default=4, show_default=True, type=int)
+    def serve_command(host, port, threads):
+        """Serve the API with waitress."""
+        serve(current_app._get_current_object(), host=host, port=port, threads=threads)
+
+    token = click.Group("token", help="Mint bearer tokens.")
+    app.cli.add_command(token)
+
+    @token.command("issue")
+    @click.argument("partners", nargs=-1, required=True)
+    @click.option("--days", default=365, show_default=True, type=click.IntRange(min=1))
+    @click.option("--sub", help="The token holder (default: the first partner).")
+    def issue(partners, days, sub):
+        """Print a token that owns PARTNERS."""
+        if not all(partners):
+            raise click.BadParameter("a partner_id cannot be empty", param_hint="PARTNERS")
+        token = create_access_token(
+            identity=sub or partners[0],
+            expires_delta=timedelta(days=days),
+            additional_claims={"partners": list(partners)},
+        )
+        click.echo(token)
+
+    events = click.Group("events", help="Read stored events.")
+    app.cli.add_command(events)
+
+    @events.command("export")
+    @click.option("--partner", help="Only this partner_id.")
+    @click.option("--player", help="Only this player_login.")
+    def export_events(partner, player):
+        """Write stored events as JSON Lines, oldest first."""
+        for line in store().export_events(partner, player):
+            click.echo(line)
+
+    players = click.Group("players", help="Read player flags.")
+    app.cli.add_command(players)
+
+    @players.command("export")
+    def export_players():
+        """Write the VIP flags as JSON Lines."""
+        for line in store().export_players():
+            click.echo(line)

@@ -1,0 +1,217 @@
+"""Request parsing and validation: the strict JSON reader, the event catalog, the schemas."""
+
+import json
+import re
+from datetime import datetime
+from decimal import Decimal
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+# The event catalog: each event_type and the fields it requires beyond the three
+# that every event carries. The README, the tests and the validation read it from here.
+EVENT_RULES: dict[str, tuple[str, ...]] = {
+    "game_open": ("game_id",),
+    "game_close": ("game_id",),
+    "bet": ("amount",),
+    "win": ("amount",),
+    "deposit": ("amount",),
+    "bonus_started": ("session_id",),
+    "bonus_finished": ("session_id",),
+    "tournament_started": ("session_id",),
+    "tournament_finished": ("session_id",),
+    "big_win": (),
+    "complaint": (),
+    "session_start": ("session_id",),
+    "session_end": ("session_id",),
+}
+ALWAYS_REQUIRED = ("partner_id", "player_login", "event_type")
+
+MAX_ID_LENGTH = 255
+# Deeper than any real event needs, far below what would exhaust the interpreter's stack.
+MAX_DEPTH = 64
+# The largest finite IEEE 754 double: the reference types amount as "number <double>".
+MAX_AMOUNT = Decimal(float.fromhex("0x1.fffffffffffffp+1023"))
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+class BodyError(ValueError):
+    """The request body is not acceptable JSON."""
+
+
+def _no_duplicates(pairs: list) -> dict:
+    """Build an object, refusing a key that appears twice."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BodyError(f"duplicate key {key!r} in a JSON object")
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str):
+    """Refuse NaN and Infinity, which are not JSON."""
+    raise BodyError(f"{name} is not a valid JSON value")
+
+
+def _check_tree(value) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and strings that are not valid Unicode."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise BodyError("a string holds an unpaired UTF-16 surrogate") from None
+            continue
+        if isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def parse_json(raw: bytes):
+    """Parse a request body strictly: UTF-8, no duplicate keys, numbers kept as Decimal."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError(f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        value = json.loads(
+            text,
+            parse_float=Decimal,
+            # Every number becomes a Decimal: exact, and free of int()'s digit limit.
+            parse_int=Decimal,
+            parse_constant=_no_constant,
+            object_pairs_hook=_no_duplicates,
+        )
+    except json.JSONDecodeError as exc:
+        raise BodyError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    _check_tree(value)
+    return value
+
+
+def _no_control_characters(value: str) -> None:
+    """Refuse control characters, which no identifier needs and which would forge log lines."""
+    if _CONTROL.search(value):
+        raise ValidationError("Must not contain control characters.")
+
+
+def Identifier(**kwargs) -> fields.String:
+    """A non-empty string of at most 255 characters with no control characters."""
+    return fields.String(
+        validate=[validate.Length(min=1, max=MAX_ID_LENGTH), _no_control_characters], **kwargs
+    )
+
+
+class Amount(fields.Field):
+    """A JSON number, finite and at least 0, kept exactly as sent."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        # parse_json turns every JSON number into a Decimal; anything else was not a number.
+        if not isinstance(value, Decimal):
+            raise ValidationError("Must be a JSON number.")
+        if not value.is_finite() or abs(value) > MAX_AMOUNT:
+            raise ValidationError("Must be a finite number.")
+        if value < 0:
+            raise ValidationError("Must be greater than or equal to 0.")
+        return value
+
+
+class Timestamp(fields.String):
+    """An RFC 3339 date-time with a UTC offset, kept as the string sent."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if not _RFC3339.fullmatch(value):
+            raise ValidationError("Must be an RFC 3339 timestamp with an offset, e.g. 2026-01-31T12:00:00Z.")
+        try:
+            datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError("Not a valid date and time.") from None
+        return value
+
+
+class StrictBoolean(fields.Field):
+    """JSON true or false and nothing else (marshmallow's Boolean takes "yes", 1 and 0)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise ValidationError("Must be true or false.")
+        return value
+
+
+class PlayerEventSchema(Schema):
+    """One player event; fields not declared here are kept as sent."""
+
+    partner_id = Identifier(required=True)
+    player_login = Identifier(required=True)
+    event_type = fields.String(required=True, validate=validate.OneOf(list(EVENT_RULES)))
+    session_id = Identifier()
+    game_id = Identifier()
+    amount = Amount()
+    currency = fields.String(
+        validate=validate.Regexp(r"[A-Z]{3}\Z", error="Must be an ISO 4217 code: three upper-case letters.")
+    )
+    metadata = fields.Dict()
+    event_id = Identifier()
+    occurred_at = Timestamp()
+
+    class Meta:
+        # Undeclared fields are validated by nothing and kept verbatim by the caller.
+        unknown = EXCLUDE
+
+    @validates_schema
+    def require_catalog_fields(self, data, **kwargs):
+        """Apply the catalog row of the event's type."""
+        required = EVENT_RULES.get(data.get("event_type"), ())
+        missing = {name: ["Missing data for required field."] for name in required if name not in data}
+        if missing:
+            raise ValidationError(missing)
+
+
+class VipSchema(Schema):
+    """The body of PUT /users/{id}/player/{player_id}/vip."""
+
+    is_vip = StrictBoolean(required=True)
+
+    class Meta:
+        unknown = RAISE
+
+
+_event_schema = PlayerEventSchema()
+_vip_schema = VipSchema()
+
+
+def _require_object(payload) -> None:
+    """Refuse a body that is not a JSON object."""
+    if not isinstance(payload, dict):
+        raise ValidationError({"_body": ["Must be a JSON object."]})
+
+
+def validate_event(payload) -> dict:
+    """Check one event against the catalog and return it unchanged, as sent."""
+    _require_object(payload)
+    _event_schema.load(payload)
+    return payload
+
+
+def validate_vip(payload) -> bool:
+    """Check a VIP body and return the flag."""
+    _require_object(payload)
+    return _vip_schema.load(payload)["is_vip"]
+

@@ -1,0 +1,238 @@
+"""The SQLite store: events kept once by content, VIP flags, exports. Knows nothing of HTTP."""
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import sqlite_utils
+
+_encode_str = json.encoder.encode_basestring  # the C encoder, no ASCII escaping
+
+
+class StorageError(Exception):
+    """The database could not be read or written."""
+
+
+class EventConflict(Exception):
+    """An event_id already names a stored event with other content."""
+
+    def __init__(self, partner_id: str, event_id: str):
+        super().__init__(f"event_id {event_id!r} of partner {partner_id!r} is already stored with other content")
+        self.partner_id = partner_id
+        self.event_id = event_id
+
+
+def dumps(value, canonical: bool = False) -> str:
+    """Write JSON with every number exactly as parsed; canonical sorts keys and normalises numbers."""
+    parts: list[str] = []
+    _write(value, parts, canonical)
+    return "".join(parts)
+
+
+def _write(value, out: list[str], canonical: bool) -> None:
+    """Append the JSON text of value to out."""
+    if isinstance(value, str):
+        out.append(_encode_str(value))
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
+    elif value is None:
+        out.append("null")
+    elif isinstance(value, (Decimal, int)):
+        out.append(_canonical_number(value) if canonical else str(value))
+    elif isinstance(value, dict):
+        items = sorted(value.items()) if canonical else value.items()
+        out.append("{")
+        for i, (key, item) in enumerate(items):
+            if i:
+                out.append(",")
+            out.append(_encode_str(key))
+            out.append(":")
+            _write(item, out, canonical)
+        out.append("}")
+    elif isinstance(value, list):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out, canonical)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot store a {type(value).__name__} as JSON")
+
+
+def _canonical_number(number: Decimal | int) -> str:
+    """Write a number so that 5, 5.0, 5.00 and 0.5e1 give the same text."""
+    number = Decimal(number)
+    if number.is_zero():
+        return "0"
+    sign, digits, exponent = number.as_tuple()
+    text = "".join(map(str, digits))
+    stripped = text.rstrip("0")
+    exponent += len(text) - len(stripped)
+    return f"{'-' if sign else ''}{stripped}e{exponent}"
+
+
+def content_key(event: dict) -> bytes:
+    """Hash an event's content: key order, whitespace and number form do not change it."""
+    return hashlib.sha256(dumps(event, canonical=True).encode("utf-8")).digest()
+
+
+def utc_now() -> str:
+    """Return the current time as an RFC 3339 UTC timestamp."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Store:
+    """One SQLite database, shared by all threads of the process."""
+
+    def __init__(self, path: str, synchronous: str = "FULL", busy_timeout_ms: int = 5000):
+        """Open (and create when missing) the database at path."""
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.path = path
+        try:
+            # One connection behind one lock: SQLite serialises writers anyway, and a
+            # single writer never meets "database is locked" from its own threads.
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._lock = threading.Lock()
+            self.db = sqlite_utils.Database(self._conn)
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self.db.enable_wal()
+            self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            with self._lock:
+                self._create_schema()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the database {path}: {exc}") from exc
+
+    def _create_schema(self) -> None:
+        """Create the tables and indexes that are missing."""
+        events = self.db["events"]
+        events.create(
+            {
+                "id": int,
+                "content_hash": bytes,
+                "partner_id": str,
+                "player_login": str,
+                "event_id": str,
+                "received_at": str,
+                "sub": str,
+                "event": str,
+            },
+            pk="id",
+            not_null={"content_hash", "partner_id", "player_login", "received_at", "sub", "event"},
+            if_not_exists=True,
+        )
+        events.create_index(["content_hash"], unique=True, if_not_exists=True)
+        events.create_index(["partner_id", "player_login"], if_not_exists=True)
+        # A partial index, which sqlite-utils cannot express: event_id is unique per partner.
+        self._conn.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS idx_events_partner_event_id"
+            " ON events (partner_id, event_id) WHERE event_id IS NOT NULL"
+        )
+        self.db["players"].create(
+            {"partner_id": str, "player_login": str, "is_vip": int, "updated_at": str, "updated_by": str},
+            pk=("partner_id", "player_login"),
+            not_null={"is_vip", "updated_at", "updated_by"},
+            if_not_exists=True,
+        )
+
+    def add_events(self, events: list[dict], sub: str) -> tuple[int, int]:
+        """Store events in one transaction; return (stored, already held). Raise EventConflict."""
+        received_at = utc_now()
+        rows = [
+            (content_key(e), e["partner_id"], e["player_login"], e.get("event_id"), received_at, sub, dumps(e))
+            for e in events
+        ]
+        stored = 0
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for row in rows:
+                    # Raw SQL: the UNIQUE indexes decide, and rowcount says whether they did.
+                    cursor = self._conn.execute(
+                        "INSERT INTO events (content_hash, partner_id, player_login, event_id,"
+                        " received_at, sub, event) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        row,
+                    )
+                    if cursor.rowcount:
+                        stored += 1
+                    elif row[3] is not None:
+                        self._check_same_content(row[1], row[3], row[0])
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StorageError(f"the event could not be stored: {exc}") from exc
+                raise
+        return stored, len(rows) - stored
+
+    def _check_same_content(self, partner_id: str, event_id: str, key: bytes) -> None:
+        """Raise EventConflict if the stored event with this event_id has other content."""
+        (held,) = self._conn.execute(
+            "SELECT content_hash FROM events WHERE partner_id = ? AND event_id = ?", (partner_id, event_id)
+        ).fetchone()
+        if held != key:
+            raise EventConflict(partner_id, event_id)
+
+    def set_vip(self, partner_id: str, player_login: str, is_vip: bool, sub: str) -> None:
+        """Record a player's VIP flag, when it was set and by whom."""
+        record = {
+            "partner_id": partner_id,
+            "player_login": player_login,
+            "is_vip": int(is_vip),
+            "updated_at": utc_now(),
+            "updated_by": sub,
+        }
+        with self._lock:
+            try:
+                self.db["players"].upsert(record, pk=("partner_id", "player_login"))
+            except sqlite3.Error as exc:
+                raise StorageError(f"the VIP flag could not be stored: {exc}") from exc
+
+    def export_events(self, partner_id: str | None = None, player_login: str | None = None) -> Iterator[str]:
+        """Yield one JSON line per stored event, oldest first."""
+        where, params = [], []
+        if partner_id is not None:
+            where.append("partner_id = ?")
+            params.append(partner_id)
+        if player_login is not None:
+            where.append("player_login = ?")
+            params.append(player_login)
+        sql = "SELECT id, received_at, event FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        # The event is stored as exact JSON text, so it is spliced in, never re-parsed.
+        for id_, received_at, event in self._read(sql + " ORDER BY id", params):
+            yield f'{{"id": {id_}, "received_at": "{received_at}", "event": {event}}}'
+
+    def export_players(self) -> Iterator[str]:
+        """Yield one JSON line per player with a VIP flag."""
+        sql = "SELECT partner_id, player_login, is_vip, updated_at, updated_by FROM players ORDER BY 1, 2"
+        for partner_id, player_login, is_vip, updated_at, updated_by in self._read(sql, []):
+            yield json.dumps(
+                {
+                    "partner_id": partner_id,
+                    "player_login": player_login,
+                    "is_vip": bool(is_vip),
+                    "updated_at": updated_at,
+                    "updated_by": updated_by,
+                },
+                ensure_ascii=False,
+            )
+
+    def _read(self, sql: str, params: list) -> Iterator[tuple]:
+        """Run a query on a connection of its own, so a long export never holds the write lock."""
+        conn = sqlite3.connect(self.path)
+        try:
+            yield from conn.execute(sql, params)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
