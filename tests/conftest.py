@@ -1,0 +1,74 @@
+"""Fixtures: an app on a temporary database, its client and CLI runner, and tokens."""
+
+import json
+import time
+from decimal import Decimal
+
+import jwt
+import pytest
+
+from backup_api import create_app
+
+SECRET = "test-secret-that-is-long-enough-for-hs256-and-even-hs512-0123456789abcdef"
+
+
+@pytest.fixture
+def app(tmp_path):
+    """Return an app on a fresh database in tmp_path."""
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "backup.db"), "JWT_SECRET": SECRET})
+    yield app
+    app.extensions["store"].close()
+
+
+@pytest.fixture
+def client(app):
+    """Return a test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """Return a CLI runner."""
+    return app.test_cli_runner()
+
+
+def make_token(sub="casino_alpha", secret=SECRET, algorithm="HS256", lifetime=3600, **claims):
+    """Mint a token with PyJWT, as a partner with any standard library would."""
+    payload = {"sub": sub}
+    if lifetime is not None:
+        payload["exp"] = int(time.time()) + lifetime
+    payload.update(claims)
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def bearer(token=None):
+    """Return the Authorization header for token (a fresh casino_alpha token by default)."""
+    return {"Authorization": f"Bearer {token or make_token()}"}
+
+
+def post_event(client, event, token=None, raw=None, content_type="application/json"):
+    """POST one event (or raw bytes) to /player-events."""
+    data = raw if raw is not None else json.dumps(event)
+    return client.post("/player-events", data=data, headers=bearer(token), content_type=content_type)
+
+
+def stored_events(app, **filters):
+    """Return the exported events, numbers parsed exactly."""
+    store = app.extensions["store"]
+    return [json.loads(line, parse_float=Decimal) for line in store.export_events(**filters)]
+
+
+def stored_players(app):
+    """Return the exported VIP flags."""
+    return [json.loads(line) for line in app.extensions["store"].export_players()]
+
+
+def valid_event(kind="bet", **fields):
+    """Return a minimal valid event of type kind, with fields overriding its values."""
+    from schemas import EVENT_RULES
+
+    event = {"partner_id": "casino_alpha", "player_login": "player42", "event_type": kind}
+    samples = {"amount": 5, "session_id": "sess_abc", "game_id": "game_7"}
+    event.update({name: samples[name] for name in EVENT_RULES[kind]})
+    event.update(fields)
+    return event

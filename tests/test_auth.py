@@ -1,0 +1,86 @@
+"""Bearer tokens: every authentication failure is 401 on both routes."""
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+
+from tests.conftest import SECRET, make_token, valid_event
+
+ROUTES = [
+    ("post", "/player-events", valid_event("bet")),
+    ("put", "/users/casino_alpha/player/player42/vip", {"is_vip": True}),
+]
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _unsigned(alg: str) -> str:
+    """A token whose header names alg, with a made-up signature."""
+    claims = {"sub": "casino_alpha", "exp": int(time.time()) + 3600}
+    return f"{_b64({'alg': alg, 'typ': 'JWT'})}.{_b64(claims)}." + ("" if alg == "none" else "c2lnbmF0dXJl")
+
+
+now = int(time.time())
+BAD_HEADERS = {
+    "no header": None,
+    "empty": "",
+    "not bearer": "Basic dXNlcjpwYXNz",
+    "bearer without token": "Bearer",
+    "two tokens": f"Bearer {make_token()} {make_token()}",
+    "malformed": "Bearer not.a.jwt",
+    "garbage": "Bearer %%%",
+    "bad signature": "Bearer " + make_token(secret="another-secret-that-is-also-long-enough-xx"),
+    "alg none": "Bearer " + _unsigned("none"),
+    "HS512": "Bearer " + make_token(algorithm="HS512"),
+    "RS256 header": "Bearer " + _unsigned("RS256"),
+    "expired": "Bearer " + make_token(lifetime=-10),
+    "no exp": "Bearer " + make_token(lifetime=None),
+    "string exp": "Bearer " + jwt.encode({"sub": "casino_alpha", "exp": str(now + 3600)}, SECRET),
+    "not yet valid (nbf)": "Bearer " + make_token(nbf=now + 3600),
+    "issued in the future (iat)": "Bearer " + make_token(iat=now + 3600),
+    "no sub": "Bearer " + jwt.encode({"exp": now + 3600}, SECRET),
+    "numeric sub": "Bearer " + jwt.encode({"sub": 7, "exp": now + 3600}, SECRET),
+    "empty sub": "Bearer " + make_token(sub=""),
+    "partners not a list": "Bearer " + make_token(partners="casino_alpha"),
+    "partners with a number": "Bearer " + make_token(partners=["casino_alpha", 3]),
+    "partners with empty string": "Bearer " + make_token(partners=[""]),
+}
+
+
+@pytest.mark.parametrize("method,path,body", ROUTES, ids=["events", "vip"])
+@pytest.mark.parametrize("case", BAD_HEADERS)
+def test_authentication_failures_are_401(app, client, method, path, body, case):
+    header = BAD_HEADERS[case]
+    headers = {} if header is None else {"Authorization": header}
+    response = getattr(client, method)(path, json=body, headers=headers)
+    assert response.status_code == 401, response.get_json()
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.get_json()["status"] == "error"
+    assert response.get_json()["message"]
+    assert list(app.extensions["store"].export_events()) == []
+    assert list(app.extensions["store"].export_players()) == []
+
+
+@pytest.mark.parametrize("method,path,body", ROUTES, ids=["events", "vip"])
+def test_authentication_comes_before_the_body(client, method, path, body):
+    response = getattr(client, method)(path, data="{not json", content_type="text/plain")
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("method,path,body", ROUTES, ids=["events", "vip"])
+def test_minimal_standard_token_is_accepted(client, method, path, body):
+    # Only sub and exp: no type, jti or fresh claim.
+    token = jwt.encode({"sub": "casino_alpha", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    response = getattr(client, method)(path, json=body, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+def test_nbf_and_iat_in_the_past_are_fine(client):
+    token = make_token(nbf=now - 10, iat=now - 10)
+    response = client.post("/player-events", json=valid_event("bet"), headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
