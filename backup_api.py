@@ -10,6 +10,7 @@ import waitress
 import waitress.channel
 import waitress.task
 from flask import Blueprint, Flask, current_app, jsonify, request
+from flask.cli import AppGroup
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
 from marshmallow import ValidationError
 from werkzeug.exceptions import Forbidden, HTTPException, UnsupportedMediaType
@@ -271,7 +272,8 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = 
         max_request_body_size=2 * MAX_BODY_BYTES,
     )
     server.channel_class = _JSONErrorChannel
-    server.print_listen("Serving on http://{}:{}")
+    # Printed, not logged, so that scripts can read the port (useful with --port 0).
+    print(f"Serving on http://{server.effective_host}:{server.effective_port}", flush=True)
     server.run()
 
 
@@ -289,7 +291,7 @@ def _register_cli(app: Flask) -> None:
         """Serve the API with waitress."""
         serve(current_app._get_current_object(), host=host, port=port, threads=threads)
 
-    token = click.Group("token", help="Mint bearer tokens.")
+    token = AppGroup("token", help="Mint bearer tokens.")
     app.cli.add_command(token)
 
     @token.command("issue")
@@ -307,7 +309,7 @@ def _register_cli(app: Flask) -> None:
         )
         click.echo(token)
 
-    events = click.Group("events", help="Read stored events.")
+    events = AppGroup("events", help="Read stored events.")
     app.cli.add_command(events)
 
     @events.command("export")
@@ -318,7 +320,7 @@ def _register_cli(app: Flask) -> None:
         for line in store().export_events(partner, player):
             click.echo(line)
 
-    players = click.Group("players", help="Read player flags.")
+    players = AppGroup("players", help="Read player flags.")
     app.cli.add_command(players)
 
     @players.command("export")

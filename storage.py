@@ -5,6 +5,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -140,6 +141,28 @@ class Store:
             if_not_exists=True,
         )
 
+    @contextmanager
+    def _transaction(self, failure: str) -> Iterator[sqlite3.Connection]:
+        """Run a write transaction under the lock; any SQLite failure becomes StorageError."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise StorageError(f"{failure}: {exc}") from exc
+                raise
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if the connection still can."""
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the connection is unusable; its transaction was never committed
+
     def add_events(self, events: list[dict], sub: str) -> tuple[int, int]:
         """Store events in one transaction; return (stored, already held). Raise EventConflict."""
         received_at = utc_now()
@@ -148,32 +171,24 @@ class Store:
             for e in events
         ]
         stored = 0
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                for row in rows:
-                    # Raw SQL: the UNIQUE indexes decide, and rowcount says whether they did.
-                    cursor = self._conn.execute(
-                        "INSERT INTO events (content_hash, partner_id, player_login, event_id,"
-                        " received_at, sub, event) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        row,
-                    )
-                    if cursor.rowcount:
-                        stored += 1
-                    elif row[3] is not None:
-                        self._check_same_content(row[1], row[3], row[0])
-                self._conn.execute("COMMIT")
-            except BaseException as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StorageError(f"the event could not be stored: {exc}") from exc
-                raise
+        with self._transaction("the events could not be stored") as conn:
+            for row in rows:
+                # Raw SQL: the UNIQUE indexes decide, and rowcount says whether they did.
+                cursor = conn.execute(
+                    "INSERT INTO events (content_hash, partner_id, player_login, event_id,"
+                    " received_at, sub, event) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    row,
+                )
+                if cursor.rowcount:
+                    stored += 1
+                elif row[3] is not None:
+                    self._check_same_content(conn, row[1], row[3], row[0])
         return stored, len(rows) - stored
 
-    def _check_same_content(self, partner_id: str, event_id: str, key: bytes) -> None:
+    @staticmethod
+    def _check_same_content(conn: sqlite3.Connection, partner_id: str, event_id: str, key: bytes) -> None:
         """Raise EventConflict if the stored event with this event_id has other content."""
-        (held,) = self._conn.execute(
+        (held,) = conn.execute(
             "SELECT content_hash FROM events WHERE partner_id = ? AND event_id = ?", (partner_id, event_id)
         ).fetchone()
         if held != key:
@@ -181,18 +196,14 @@ class Store:
 
     def set_vip(self, partner_id: str, player_login: str, is_vip: bool, sub: str) -> None:
         """Record a player's VIP flag, when it was set and by whom."""
-        record = {
-            "partner_id": partner_id,
-            "player_login": player_login,
-            "is_vip": int(is_vip),
-            "updated_at": utc_now(),
-            "updated_by": sub,
-        }
-        with self._lock:
-            try:
-                self.db["players"].upsert(record, pk=("partner_id", "player_login"))
-            except sqlite3.Error as exc:
-                raise StorageError(f"the VIP flag could not be stored: {exc}") from exc
+        # Plain SQL: sqlite-utils' upsert commits on its own, inside our transaction.
+        with self._transaction("the VIP flag could not be stored") as conn:
+            conn.execute(
+                "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
+                " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                (partner_id, player_login, int(is_vip), utc_now(), sub),
+            )
 
     def export_events(self, partner_id: str | None = None, player_login: str | None = None) -> Iterator[str]:
         """Yield one JSON line per stored event, oldest first."""

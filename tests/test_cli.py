@@ -1,0 +1,95 @@
+"""CLI commands: token issue, events export, players export; secret handling."""
+
+import json
+import os
+import stat
+import time
+
+import jwt
+import pytest
+
+from backup_api import ConfigError, create_app
+from tests.conftest import SECRET, post_event, valid_event
+
+
+def test_token_issue_is_accepted_by_the_app(app, client, runner):
+    result = runner.invoke(args=["token", "issue", "casino_alpha", "casino_beta"])
+    assert result.exit_code == 0
+    token = result.output.strip().splitlines()[-1]
+    for partner in ("casino_alpha", "casino_beta"):
+        assert post_event(client, valid_event("bet", partner_id=partner), token=token).status_code == 200
+    assert post_event(client, valid_event("bet", partner_id="casino_gamma"), token=token).status_code == 403
+
+
+def test_token_issue_claims_and_days(runner):
+    result = runner.invoke(args=["token", "issue", "casino_alpha", "--days", "3", "--sub", "ops"])
+    claims = jwt.decode(result.output.strip().splitlines()[-1], SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "ops"
+    assert claims["partners"] == ["casino_alpha"]
+    assert abs(claims["exp"] - (time.time() + 3 * 86400)) < 60
+
+
+def test_token_issue_defaults_to_a_year(runner):
+    result = runner.invoke(args=["token", "issue", "casino_alpha"])
+    claims = jwt.decode(result.output.strip(), SECRET, algorithms=["HS256"])
+    assert abs(claims["exp"] - (time.time() + 365 * 86400)) < 60
+    assert claims["sub"] == "casino_alpha"
+
+
+@pytest.mark.parametrize("args", [["token", "issue"], ["token", "issue", ""], ["token", "issue", "a", "--days", "0"]])
+def test_token_issue_refuses_bad_arguments(runner, args):
+    assert runner.invoke(args=args).exit_code != 0
+
+
+def test_events_export(app, client, runner):
+    token = jwt.encode({"sub": "x", "partners": ["casino_alpha", "casino_beta"], "exp": time.time() + 60}, SECRET)
+    raw = '{"partner_id":"casino_alpha","player_login":"p1","event_type":"bet","amount":1234567.891234567891}'
+    post_event(client, None, raw=raw, token=token)
+    post_event(client, valid_event("win", player_login="p2"), token=token)
+    post_event(client, valid_event("deposit", partner_id="casino_beta", player_login="p1"), token=token)
+
+    lines = runner.invoke(args=["events", "export"]).output.splitlines()
+    assert len(lines) == 3
+    first = json.loads(lines[0])
+    assert set(first) == {"id", "received_at", "event"}
+    assert first["received_at"].endswith("Z")
+    assert '"amount":1234567.891234567891' in lines[0]
+    assert [json.loads(line)["id"] for line in lines] == sorted(json.loads(line)["id"] for line in lines)
+
+    only_alpha = runner.invoke(args=["events", "export", "--partner", "casino_alpha"]).output.splitlines()
+    assert [json.loads(line)["event"]["player_login"] for line in only_alpha] == ["p1", "p2"]
+    only_p1 = runner.invoke(args=["events", "export", "--partner", "casino_alpha", "--player", "p1"]).output
+    assert len(only_p1.splitlines()) == 1
+    assert len(runner.invoke(args=["events", "export", "--player", "p1"]).output.splitlines()) == 2
+
+
+def test_players_export(client, runner):
+    client.put("/users/casino_alpha/player/p9/vip", json={"is_vip": True},
+               headers={"Authorization": "Bearer " + jwt.encode({"sub": "casino_alpha", "exp": time.time() + 60}, SECRET)})
+    [line] = runner.invoke(args=["players", "export"]).output.splitlines()
+    player = json.loads(line)
+    assert player["partner_id"] == "casino_alpha" and player["player_login"] == "p9" and player["is_vip"] is True
+    assert "updated_at" in player
+
+
+def test_short_secret_refuses_to_start(tmp_path):
+    with pytest.raises(ConfigError, match="at least 32"):
+        create_app({"DATABASE": str(tmp_path / "db"), "JWT_SECRET": "x" * 31})
+
+
+def test_secret_is_generated_once_with_mode_0600(tmp_path):
+    database = tmp_path / "data" / "backup.db"
+    first = create_app({"DATABASE": str(database)})
+    secret_file = tmp_path / "data" / "jwt-secret"
+    assert stat.S_IMODE(os.stat(secret_file).st_mode) == 0o600
+    second = create_app({"DATABASE": str(database)})
+    assert first.config["JWT_SECRET_KEY"] == second.config["JWT_SECRET_KEY"]
+    assert len(first.config["JWT_SECRET_KEY"]) >= 32
+
+
+def test_environment_configures_the_app(tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKUP_API_DATABASE", str(tmp_path / "env.db"))
+    monkeypatch.setenv("BACKUP_API_JWT_SECRET", "1" * 40)  # digits: must stay a string
+    app = create_app()
+    assert app.config["JWT_SECRET_KEY"] == "1" * 40
+    assert (tmp_path / "env.db").exists()

@@ -1,0 +1,126 @@
+"""The store: exact JSON, the content key, the UNIQUE constraints, threads."""
+
+import sqlite3
+import threading
+from decimal import Decimal
+
+import pytest
+
+import storage
+from schemas import parse_json
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = storage.Store(str(tmp_path / "s.db"))
+    yield s
+    s.close()
+
+
+def event(**fields):
+    return {"partner_id": "p", "player_login": "l", "event_type": "bet", "amount": Decimal("5"), **fields}
+
+
+def test_dumps_keeps_numbers_exactly():
+    value = parse_json(b'{"a": 1234567.891234567891, "b": [1E+3, -0, 5.00], "c": "\xc3\xa9\\n"}')
+    assert storage.dumps(value) == '{"a":1234567.891234567891,"b":[1E+3,-0,5.00],"c":"\xe9\\n"}'
+
+
+@pytest.mark.parametrize("a,b", [("5", "5.0"), ("5", "5.00"), ("5", "0.5e1"), ("0", "-0.0"), ("1200", "1.2e3")])
+def test_equal_numbers_have_one_key(a, b):
+    assert storage.content_key(event(amount=Decimal(a))) == storage.content_key(event(amount=Decimal(b)))
+
+
+@pytest.mark.parametrize("a,b", [("5", "5.1"), ("5", "50"), ("1", "-1")])
+def test_different_numbers_have_different_keys(a, b):
+    assert storage.content_key(event(amount=Decimal(a))) != storage.content_key(event(amount=Decimal(b)))
+
+
+def test_key_ignores_order_but_not_types():
+    assert storage.content_key({"a": 1, "b": 2}) == storage.content_key({"b": 2, "a": 1})
+    assert storage.content_key({"a": "5"}) != storage.content_key({"a": Decimal(5)})
+    assert storage.content_key({"a": [1, 2]}) != storage.content_key({"a": [2, 1]})
+
+
+def test_key_is_not_the_records_own_id():
+    assert storage.content_key(event(id="1")) != storage.content_key(event(id="1", amount=Decimal(6)))
+
+
+def test_add_events_counts_duplicates(store):
+    assert store.add_events([event()], "s") == (1, 0)
+    assert store.add_events([event()], "s") == (0, 1)
+    assert store.add_events([event(), event(amount=Decimal(7))], "s") == (1, 1)
+
+
+def test_event_id_conflict_rolls_back(store):
+    store.add_events([event(event_id="e1")], "s")
+    with pytest.raises(storage.EventConflict):
+        store.add_events([event(amount=Decimal(9)), event(event_id="e1", amount=Decimal(6))], "s")
+    assert len(list(store.export_events())) == 1
+
+
+def test_unique_constraint_is_in_the_database(store):
+    store.add_events([event()], "s")
+    row = store.db.execute("SELECT content_hash, partner_id, player_login, received_at, sub, event FROM events").fetchone()
+    with pytest.raises(sqlite3.IntegrityError):
+        store.db.execute(
+            "INSERT INTO events (content_hash, partner_id, player_login, received_at, sub, event)"
+            " VALUES (?, ?, ?, ?, ?, ?)", row
+        )
+
+
+def test_wal_mode_and_schema(store):
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    indexes = {row[1] for row in store.db.execute("PRAGMA index_list(events)")}
+    assert "idx_events_partner_id_player_login" in indexes
+
+
+def test_threads_writing_the_same_event_store_one_row(store):
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def worker():
+        barrier.wait(timeout=10)
+        try:
+            for i in range(50):
+                store.add_events([event(amount=Decimal(i))], "s")
+        except Exception as exc:  # collected, then asserted empty
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    assert len(list(store.export_events())) == 50
+
+
+def test_two_stores_on_one_file_never_lock(tmp_path):
+    # Two processes would each have a store; two stores in threads stand in for them.
+    a, b = storage.Store(str(tmp_path / "x.db")), storage.Store(str(tmp_path / "x.db"))
+    errors = []
+
+    def worker(s, offset):
+        try:
+            for i in range(100):
+                s.add_events([event(amount=Decimal(offset + i))], "s")
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s, n * 1000)) for n, s in enumerate((a, b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert len(list(a.export_events())) == 200
+    a.close()
+    b.close()
+
+
+def test_storage_error_is_named(tmp_path):
+    s = storage.Store(str(tmp_path / "y.db"))
+    s.close()
+    with pytest.raises(storage.StorageError):
+        s.add_events([event()], "s")
