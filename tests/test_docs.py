@@ -1,0 +1,57 @@
+"""The README's catalog is the rule table."""
+
+import re
+
+import pytest
+
+from schemas import EVENT_RULES
+from tests.server import ROOT
+
+
+def test_readme_catalog_matches_the_rule_table():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- catalog -->")[1].split("<!-- /catalog -->")[0]
+    rows = {}
+    for line in table.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = tuple(re.findall(r"`(\w+)`", cells[1]))
+    assert rows == EVENT_RULES
+
+
+# The catalog as the partner reference (1.0.0) prints it, so this check runs in any checkout.
+REFERENCE_CATALOG = """
+game_open game_id
+game_close game_id
+bet amount (≥ 0)
+win amount (≥ 0)
+deposit amount (≥ 0)
+bonus_started session_id
+bonus_finished session_id
+tournament_started session_id
+tournament_finished session_id
+big_win
+complaint
+session_start session_id
+session_end session_id
+"""
+
+
+def _reference_rows(catalog: str) -> dict:
+    rows = {}
+    for line in catalog.strip().splitlines():
+        name, *extra = line.split()
+        rows[name] = tuple(word for word in extra if re.fullmatch(r"[a-z_]+", word))
+    return rows
+
+
+def test_reference_catalog_matches_the_rule_table():
+    assert _reference_rows(REFERENCE_CATALOG) == EVENT_RULES
+
+
+def test_copy_of_the_reference_catalog_is_current():
+    reference = ROOT.parent / "shared" / "spec" / "game-backup-api-reference.txt"
+    if not reference.exists():
+        pytest.skip("the partner reference is not beside this checkout")
+    text = reference.read_text(encoding="utf-8")
+    catalog = text.split("event_type Extra required fields")[1].split("A missing required field")[0]
+    assert catalog.strip() == REFERENCE_CATALOG.strip()
