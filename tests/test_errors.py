@@ -90,3 +90,16 @@ def test_404_and_405_are_json(client):
     assert response.status_code == 405
     assert response.get_json()["status"] == "error"
     assert "POST" in response.headers["Allow"]
+
+
+def _nested(levels: int) -> str:
+    """An event whose JSON is exactly `levels` containers deep (the event object is level 1)."""
+    inner = "{}" if levels == 2 else '{"m":' * (levels - 2) + "{}" + "}" * (levels - 2)
+    return '{"partner_id":"casino_alpha","player_login":"p","event_type":"big_win","metadata":' + inner + "}"
+
+
+def test_nesting_limit_is_64_levels(app, client):
+    assert post_event(client, None, raw=_nested(64)).status_code == 200
+    response = post_event(client, None, raw=_nested(65))
+    assert response.status_code == 400
+    assert "64" in response.get_json()["message"]
