@@ -15,6 +15,7 @@ from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_
 from marshmallow import ValidationError
 from werkzeug.exceptions import Forbidden, HTTPException, UnsupportedMediaType
 
+import openapi
 import schemas
 import storage
 
@@ -51,6 +52,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         JWT_TOKEN_LOCATION=["headers"],
     )
     app.extensions["store"] = storage.Store(database, synchronous=app.config["SYNCHRONOUS"])
+    app.extensions["openapi"] = openapi.document()
 
     _init_jwt(app)
     _register_error_handlers(app)
@@ -174,12 +176,23 @@ def _routes():
         store().add_events([event], claims["sub"])
         return {"status": "ok"}
 
+    @bp.get("/openapi.json")
+    def openapi_document():
+        """Serve the OpenAPI document (no token needed)."""
+        return current_app.extensions["openapi"]
+
+    @bp.get("/healthz")
+    def healthz():
+        """Answer 200 when the database answers a query (no token needed)."""
+        store().ping()
+        return {"status": "ok"}
+
     @bp.put("/users/<partner_id>/player/<player_login>/vip")
     def put_vip(partner_id, player_login):
         """Set or clear a player's VIP flag."""
         claims = authenticate()
         authorise(claims, partner_id)
-        is_vip = schemas.validate_vip(read_json())
+        is_vip = schemas.validate_vip(read_json(), partner_id, player_login)
         store().set_vip(partner_id, player_login, is_vip, claims["sub"])
         return {"status": "ok"}
 

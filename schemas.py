@@ -32,8 +32,7 @@ MAX_DEPTH = 64
 # The largest finite IEEE 754 double: the reference types amount as "number <double>".
 MAX_AMOUNT = Decimal(float.fromhex("0x1.fffffffffffffp+1023"))
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_RFC3339 = re.compile(
+RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 )
 
@@ -105,16 +104,16 @@ def parse_json(raw: bytes):
     return value
 
 
-def _no_control_characters(value: str) -> None:
-    """Refuse control characters, which no identifier needs and which would forge log lines."""
-    if _CONTROL.search(value):
-        raise ValidationError("Must not contain control characters.")
+# A full match (marshmallow's Regexp anchors only at the start); the OpenAPI document reuses it.
+NO_CONTROL_CHARACTERS = validate.Regexp(
+    r"[^\x00-\x1f\x7f-\x9f]*\Z", error="Must not contain control characters."
+)
 
 
 def Identifier(**kwargs) -> fields.String:
     """A non-empty string of at most 255 characters with no control characters."""
     return fields.String(
-        validate=[validate.Length(min=1, max=MAX_ID_LENGTH), _no_control_characters], **kwargs
+        validate=[validate.Length(min=1, max=MAX_ID_LENGTH), NO_CONTROL_CHARACTERS], **kwargs
     )
 
 
@@ -137,7 +136,7 @@ class Timestamp(fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
-        if not _RFC3339.fullmatch(value):
+        if not RFC3339.fullmatch(value):
             raise ValidationError("Must be an RFC 3339 timestamp with an offset, e.g. 2026-01-31T12:00:00Z.")
         try:
             datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
@@ -158,18 +157,23 @@ class StrictBoolean(fields.Field):
 class PlayerEventSchema(Schema):
     """One player event; fields not declared here are kept as sent."""
 
-    partner_id = Identifier(required=True)
-    player_login = Identifier(required=True)
-    event_type = fields.String(required=True, validate=validate.OneOf(list(EVENT_RULES)))
-    session_id = Identifier()
-    game_id = Identifier()
-    amount = Amount()
-    currency = fields.String(
-        validate=validate.Regexp(r"[A-Z]{3}\Z", error="Must be an ISO 4217 code: three upper-case letters.")
+    partner_id = Identifier(required=True, metadata={"description": "Partner / casino; owned by your token."})
+    player_login = Identifier(required=True, metadata={"description": "Player within the partner."})
+    event_type = fields.String(
+        required=True,
+        validate=validate.OneOf(list(EVENT_RULES)),
+        metadata={"description": "What happened; selects the extra required fields (see the catalog)."},
     )
-    metadata = fields.Dict()
-    event_id = Identifier()
-    occurred_at = Timestamp()
+    session_id = Identifier(metadata={"description": "Player session."})
+    game_id = Identifier(metadata={"description": "Game."})
+    amount = Amount(metadata={"description": "A JSON number, kept exactly as sent."})
+    currency = fields.String(
+        validate=validate.Regexp(r"[A-Z]{3}\Z", error="Must be an ISO 4217 code: three upper-case letters."),
+        metadata={"description": "ISO 4217 currency code."},
+    )
+    metadata = fields.Dict(metadata={"description": "Free-form JSON object."})
+    event_id = Identifier(metadata={"description": "Your id for the event: the deduplication key with partner_id."})
+    occurred_at = Timestamp(metadata={"description": "When it happened: RFC 3339 with an offset."})
 
     class Meta:
         # Undeclared fields are validated by nothing and kept verbatim by the caller.
@@ -195,6 +199,7 @@ class VipSchema(Schema):
 
 _event_schema = PlayerEventSchema()
 _vip_schema = VipSchema()
+_path_field = Identifier(required=True)
 
 
 def _require_object(payload) -> None:
@@ -210,8 +215,19 @@ def validate_event(payload) -> dict:
     return payload
 
 
-def validate_vip(payload) -> bool:
-    """Check a VIP body and return the flag."""
+def validate_vip(payload, partner_id: str, player_login: str) -> bool:
+    """Check a VIP body and the identifiers from its path; return the flag."""
     _require_object(payload)
-    return _vip_schema.load(payload)["is_vip"]
-
+    errors = {}
+    for name, value in (("id", partner_id), ("player_id", player_login)):
+        try:
+            _path_field.deserialize(value)
+        except ValidationError as exc:
+            errors[name] = exc.messages
+    try:
+        is_vip = _vip_schema.load(payload)["is_vip"]
+    except ValidationError as exc:
+        errors.update(exc.messages)
+    if errors:
+        raise ValidationError(errors)
+    return is_vip

@@ -205,6 +205,14 @@ class Store:
                 (partner_id, player_login, int(is_vip), utc_now(), sub),
             )
 
+    def ping(self) -> None:
+        """Run a query on the events table; raise StorageError if the database does not answer."""
+        with self._lock:
+            try:
+                self._conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"the database does not answer: {exc}") from exc
+
     def export_events(self, partner_id: str | None = None, player_login: str | None = None) -> Iterator[str]:
         """Yield one JSON line per stored event, oldest first."""
         where, params = [], []

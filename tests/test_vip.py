@@ -77,3 +77,19 @@ def test_foreign_partner_is_403_even_with_bad_body(client):
 
 def test_wrong_content_type_is_415(client):
     assert put(client, raw='{"is_vip": true}', content_type="text/plain").status_code == 415
+
+
+@pytest.mark.parametrize("player", ["a%0Ab", "x" * 256, "%7F"])
+def test_player_id_in_the_path_follows_the_identifier_rule(app, client, player):
+    response = put(client, {"is_vip": True}, path=f"/users/casino_alpha/player/{player}/vip")
+    assert response.status_code == 400
+    assert "player_id" in response.get_json()["errors"]
+    assert stored_players(app) == []
+
+
+def test_partner_id_in_the_path_follows_the_identifier_rule(app, client):
+    partner = "c" * 256
+    response = put(client, {"is_vip": True}, path=f"/users/{partner}/player/p/vip", token=make_token(sub=partner))
+    assert response.status_code == 400
+    assert "id" in response.get_json()["errors"]
+    assert stored_players(app) == []

@@ -1,0 +1,184 @@
+"""The OpenAPI 3.1 document, built from the marshmallow schemas and the catalog table."""
+
+from marshmallow import fields, validate
+
+import schemas
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+OK = {"$ref": "#/components/schemas/Ok"}
+
+_RESPONSES = {
+    200: "Stored (or already held: resending is safe).",
+    400: "Malformed JSON, or a field is missing or invalid; `errors` names every offending field.",
+    401: "No valid bearer token.",
+    403: "The token does not own this partner.",
+    409: "This event_id is already stored with other content.",
+    413: "The body is over 1 MiB.",
+    415: "The body was not sent as application/json.",
+    503: "The store cannot be written; nothing was stored.",
+}
+
+
+def _pattern(regexp: validate.Regexp) -> str:
+    """Turn a marshmallow Regexp (anchored at the start, \\Z at the end) into a JSON Schema pattern."""
+    return "^" + regexp.regex.pattern.replace("\\Z", "$")
+
+
+def field_schema(field: fields.Field) -> dict:
+    """Describe one marshmallow field as JSON Schema."""
+    if isinstance(field, schemas.Amount):
+        out = {"type": "number", "minimum": 0, "maximum": float(schemas.MAX_AMOUNT)}
+    elif isinstance(field, schemas.Timestamp):
+        out = {"type": "string", "format": "date-time", "pattern": "^" + schemas.RFC3339.pattern + "$"}
+    elif isinstance(field, schemas.StrictBoolean):
+        out = {"type": "boolean"}
+    elif isinstance(field, fields.Dict):
+        out = {"type": "object"}
+    elif isinstance(field, fields.String):
+        out = {"type": "string"}
+    else:
+        raise TypeError(f"no JSON Schema for {type(field).__name__}")
+    for validator in field.validators:
+        if isinstance(validator, validate.Length):
+            out.update(minLength=validator.min, maxLength=validator.max)
+        elif isinstance(validator, validate.OneOf):
+            out["enum"] = list(validator.choices)
+        elif isinstance(validator, validate.Regexp):
+            out["pattern"] = _pattern(validator)
+    if "description" in field.metadata:
+        out["description"] = field.metadata["description"]
+    return out
+
+
+def _event_variant(event_type: str, properties: dict) -> dict:
+    """One row of the catalog as an object schema."""
+    return {
+        "type": "object",
+        "title": event_type,
+        "required": [*schemas.ALWAYS_REQUIRED, *schemas.EVENT_RULES[event_type]],
+        "properties": {**properties, "event_type": {"type": "string", "const": event_type}},
+        # Fields not declared here are accepted and kept verbatim.
+        "additionalProperties": True,
+    }
+
+
+def _responses(*codes: int) -> dict:
+    """The documented responses of one operation."""
+    out = {}
+    for code in codes:
+        out[str(code)] = {
+            "description": _RESPONSES[code],
+            "content": {"application/json": {"schema": OK if code == 200 else ERROR}},
+        }
+    return out
+
+
+def document() -> dict:
+    """Build the whole OpenAPI document."""
+    event_fields = schemas.PlayerEventSchema().fields
+    properties = {name: field_schema(field) for name, field in event_fields.items()}
+    variants = {f"{t}_event": _event_variant(t, properties) for t in schemas.EVENT_RULES}
+    identifier = field_schema(schemas.Identifier())
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Aggregator Game Backup API",
+            "version": "1.0.0",
+            "description": "Push your players' activity and VIP flags; every event is kept once.",
+        },
+        "paths": {
+            "/player-events": {
+                "post": {
+                    "operationId": "postPlayerEvent",
+                    "summary": "Ingest a player event",
+                    "security": [{"bearerAuth": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlayerEvent"}}},
+                    },
+                    "responses": _responses(200, 400, 401, 403, 409, 413, 415, 503),
+                }
+            },
+            "/users/{id}/player/{player_id}/vip": {
+                "put": {
+                    "operationId": "setPlayerVip",
+                    "summary": "Set VIP status for a player",
+                    "security": [{"bearerAuth": []}],
+                    "parameters": [
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "description": "partner_id; owned by your token.",
+                            # A path segment cannot hold "/".
+                            "schema": {**identifier, "pattern": "^[^/\\x00-\\x1f\\x7f-\\x9f]*$"},
+                        },
+                        {
+                            "name": "player_id",
+                            "in": "path",
+                            "required": True,
+                            "description": "player_login within the partner.",
+                            "schema": {**identifier, "pattern": "^[^/\\x00-\\x1f\\x7f-\\x9f]*$"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VipUpdate"}}},
+                    },
+                    "responses": _responses(200, 400, 401, 403, 413, 415, 503),
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Whether the service and its database answer",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "Healthy.", "content": {"application/json": {"schema": OK}}},
+                        "503": {"description": "The database does not answer.",
+                                "content": {"application/json": {"schema": ERROR}}},
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "HS256 JWT with sub, exp and optionally partners (see the README).",
+                }
+            },
+            "schemas": {
+                "Ok": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"const": "ok"}},
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["status", "message"],
+                    "properties": {
+                        "status": {"const": "error"},
+                        "message": {"type": "string"},
+                        "errors": {"type": "object", "description": "Offending fields and what is wrong with each."},
+                    },
+                },
+                "PlayerEvent": {
+                    "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in variants],
+                    "discriminator": {
+                        "propertyName": "event_type",
+                        "mapping": {t: f"#/components/schemas/{t}_event" for t in schemas.EVENT_RULES},
+                    },
+                },
+                **variants,
+                "VipUpdate": {
+                    "type": "object",
+                    "required": ["is_vip"],
+                    "properties": {name: field_schema(f) for name, f in schemas.VipSchema().fields.items()},
+                    "additionalProperties": False,
+                },
+            },
+        },
+    }

@@ -1,0 +1,70 @@
+"""The OpenAPI document: valid, true to the catalog, and fuzzed against the app with schemathesis."""
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, seed, settings
+from openapi_spec_validator import validate
+
+from backup_api import create_app
+from schemas import ALWAYS_REQUIRED, EVENT_RULES
+from tests.conftest import SECRET, make_token
+from tests.test_docs import REFERENCE_CATALOG, _reference_rows
+
+# Schemathesis collects its cases at import time, so this app has a module-level database.
+_folder = tempfile.TemporaryDirectory(prefix="backup-api-fuzz-")
+fuzz_app = create_app({"TESTING": True, "DATABASE": str(Path(_folder.name) / "fuzz.db"), "JWT_SECRET": SECRET})
+schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzz_app)
+
+
+def test_document_is_valid_openapi_3_1(client):
+    document = client.get("/openapi.json").get_json()
+    validate(document)
+    assert document["openapi"].startswith("3.1")
+
+
+def test_every_reference_catalog_row_is_a_variant_with_exactly_its_fields(client):
+    components = client.get("/openapi.json").get_json()["components"]["schemas"]
+    variants = [components[ref["$ref"].rsplit("/", 1)[1]] for ref in components["PlayerEvent"]["oneOf"]]
+    by_type = {v["properties"]["event_type"]["const"]: set(v["required"]) for v in variants}
+    expected = {t: {*ALWAYS_REQUIRED, *extra} for t, extra in _reference_rows(REFERENCE_CATALOG).items()}
+    assert by_type == expected
+    assert set(by_type) == set(EVENT_RULES)
+
+
+def test_constraints_are_stated(client):
+    document = client.get("/openapi.json").get_json()
+    bet = document["components"]["schemas"]["bet_event"]["properties"]
+    assert bet["amount"]["minimum"] == 0 and bet["amount"]["type"] == "number"
+    assert bet["currency"]["pattern"] == "^[A-Z]{3}$"
+    assert bet["partner_id"]["maxLength"] == 255 and bet["partner_id"]["minLength"] == 1
+    assert bet["occurred_at"]["format"] == "date-time"
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    codes = set(document["paths"]["/player-events"]["post"]["responses"])
+    assert {"200", "400", "401", "403", "409", "413", "415"} <= codes
+
+
+def _owner_token(case) -> str:
+    """A valid token that owns the partner this case names, so that cases reach validation and storage."""
+    partner = None
+    if isinstance(case.body, dict):
+        partner = case.body.get("partner_id")
+    if case.path_parameters:
+        partner = case.path_parameters.get("id")
+    partners = [partner] if isinstance(partner, str) and partner else []
+    return make_token(sub="fuzzer", partners=partners)
+
+
+@schema.parametrize()
+@seed(20261124)
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_fuzz_api(case):
+    case.call_and_validate(headers={"Authorization": f"Bearer {_owner_token(case)}"})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_fuzz_app():
+    yield
+    fuzz_app.extensions["store"].close()
