@@ -1,16 +1,19 @@
 """The Game Backup API: app factory, routes, error handling and CLI commands."""
 
 import json
+import logging
 import os
 import secrets
+import time
 from datetime import timedelta
 
 import click
 import waitress
 import waitress.channel
 import waitress.task
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.cli import AppGroup
+from flask.logging import default_handler
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
 from marshmallow import ValidationError
 from werkzeug.exceptions import Forbidden, HTTPException, UnsupportedMediaType
@@ -35,6 +38,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         DATABASE=os.path.join(app.instance_path, "backup.db"),
         JWT_SECRET=None,
         SYNCHRONOUS="FULL",
+        LOG_LEVEL="INFO",
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     if test_config is None:
@@ -54,6 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["store"] = storage.Store(database, synchronous=app.config["SYNCHRONOUS"])
     app.extensions["openapi"] = openapi.document()
 
+    _init_logging(app)
     _init_jwt(app)
     _register_error_handlers(app)
     app.register_blueprint(_routes())
@@ -85,6 +90,45 @@ def _jwt_secret(configured: str | None, folder: str) -> str:
             " random bytes to resist guessing. Set a longer one, or unset it to have one generated."
         )
     return secret
+
+
+# Logging --------------------------------------------------------------------------------
+
+# Event types an operator wants to notice: logged at WARNING when stored.
+NOTICE_EVENT_TYPES = ("big_win", "complaint")
+
+
+def _printable(text: str) -> str:
+    """Escape control characters so that a client cannot forge log lines."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _init_logging(app: Flask) -> None:
+    """Log one line per request on stderr, at the level BACKUP_API_LOG_LEVEL names."""
+    level = str(app.config["LOG_LEVEL"]).upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ConfigError(f"BACKUP_API_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
+    app.logger.setLevel(level)
+    default_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    @app.before_request
+    def start_clock():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def access_log(response):
+        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        # Never the token, never the body: only who and what.
+        app.logger.info(
+            "%s %s %d %.1fms partner=%s sub=%s",
+            request.method,
+            _printable(request.path),
+            response.status_code,
+            elapsed_ms,
+            _printable(g.get("partner_id", "-")),
+            _printable(g.get("sub", "-")),
+        )
+        return response
 
 
 # Authentication -------------------------------------------------------------------------
@@ -139,11 +183,14 @@ def authenticate() -> dict:
     """Verify the bearer token and return its claims."""
     # verify_type=False: tokens minted elsewhere carry no flask-jwt-extended "type" claim.
     verify_jwt_in_request(verify_type=False)
-    return get_jwt()
+    claims = get_jwt()
+    g.sub = claims["sub"]
+    return claims
 
 
 def authorise(claims: dict, partner_id) -> None:
     """Refuse with 403 a partner_id that the token does not own."""
+    g.partner_id = partner_id
     if partner_id not in owned_partners(claims):
         raise Forbidden(f"this token does not own partner {partner_id!r}")
 
@@ -173,7 +220,14 @@ def _routes():
         if isinstance(partner_id, str) and partner_id:
             authorise(claims, partner_id)
         event = schemas.validate_event(payload)
-        store().add_events([event], claims["sub"])
+        stored, _ = store().add_events([event], claims["sub"])
+        if stored and event["event_type"] in NOTICE_EVENT_TYPES:
+            current_app.logger.warning(
+                "%s event: partner=%s player=%s",
+                event["event_type"],
+                event["partner_id"],
+                event["player_login"],
+            )
         return {"status": "ok"}
 
     @bp.get("/openapi.json")
@@ -332,6 +386,21 @@ def _register_cli(app: Flask) -> None:
         """Write stored events as JSON Lines, oldest first."""
         for line in store().export_events(partner, player):
             click.echo(line)
+
+    db = AppGroup("db", help="Look after the database.")
+    app.cli.add_command(db)
+
+    @db.command("snapshot")
+    @click.argument("path", type=click.Path(dir_okay=False))
+    def snapshot(path):
+        """Write a consistent copy of the live database to PATH (safe while serving)."""
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        try:
+            store().snapshot(path)
+        except (FileExistsError, storage.StorageError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"snapshot written to {path}")
 
     players = AppGroup("players", help="Read player flags.")
     app.cli.add_command(players)

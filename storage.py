@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -251,6 +252,25 @@ class Store:
             yield from conn.execute(sql, params)
         finally:
             conn.close()
+
+    def snapshot(self, destination: str) -> None:
+        """Write a consistent copy of the database to destination with SQLite's online backup API."""
+        if os.path.exists(destination):
+            raise FileExistsError(f"{destination} already exists; choose a new name")
+        partial = destination + ".partial"
+        source = sqlite3.connect(self.path)
+        target = sqlite3.connect(partial)
+        try:
+            # One step (pages=-1): the copy is one read transaction, consistent while writers go on.
+            source.backup(target)
+            # The copy is a single self-contained file, not a WAL database.
+            target.execute("PRAGMA journal_mode = DELETE")
+        except sqlite3.Error as exc:
+            raise StorageError(f"the snapshot failed: {exc}") from exc
+        finally:
+            target.close()
+            source.close()
+        os.replace(partial, destination)
 
     def close(self) -> None:
         """Close the connection."""
