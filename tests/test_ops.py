@@ -1,0 +1,136 @@
+"""Operations: health check, access log, snapshots while writing."""
+
+import logging
+from contextlib import closing
+import sqlite3
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+
+from backup_api import ConfigError, create_app
+from tests.conftest import SECRET, make_token, post_event, valid_event
+
+
+def test_healthz_needs_no_token(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_healthz_is_503_when_the_database_does_not_answer(app, client):
+    app.extensions["store"].close()
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["status"] == "error"
+
+
+def test_openapi_needs_no_token(client):
+    assert client.get("/openapi.json").status_code == 200
+
+
+def _lines(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "backup_api"]
+
+
+def test_access_log_line_per_request(client, caplog):
+    caplog.set_level(logging.INFO, logger="backup_api")
+    token = make_token(sub="ops-bot", partners=["casino_alpha"])
+    post_event(client, valid_event("bet", player_login="secret-player-name"), token=token)
+    client.get("/nowhere")
+    lines = _lines(caplog)
+    assert len(lines) == 2
+    assert lines[0].startswith("POST /player-events 200 ")
+    assert "ms partner=casino_alpha sub=ops-bot" in lines[0]
+    assert lines[1].startswith("GET /nowhere 404 ") and lines[1].endswith("partner=- sub=-")
+    text = "\n".join(lines)
+    assert token not in text and token.split(".")[1] not in text
+    assert "secret-player-name" not in text  # the body is never logged
+
+
+def test_access_log_escapes_control_characters(client, caplog):
+    caplog.set_level(logging.INFO, logger="backup_api")
+    client.get("/x%0Afake 200 line")
+    [line] = _lines(caplog)
+    assert "\n" not in line and "\\n" in line
+
+
+@pytest.mark.parametrize("event_type,level", [("big_win", logging.WARNING), ("complaint", logging.WARNING)])
+def test_notable_events_are_warnings(client, caplog, event_type, level):
+    caplog.set_level(logging.INFO, logger="backup_api")
+    post_event(client, valid_event(event_type, player_login="p7"))
+    warnings = [r for r in caplog.records if r.levelno == level]
+    assert [r.getMessage() for r in warnings] == [f"{event_type} event: partner=casino_alpha player=p7"]
+
+
+def test_ordinary_events_are_not_warnings(client, caplog):
+    caplog.set_level(logging.INFO, logger="backup_api")
+    post_event(client, valid_event("bet"))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_log_level_from_configuration(tmp_path, caplog):
+    app = create_app({"DATABASE": str(tmp_path / "d.db"), "JWT_SECRET": SECRET, "LOG_LEVEL": "warning"})
+    caplog.set_level(logging.DEBUG)
+    app.test_client().get("/healthz")
+    assert _lines(caplog) == []
+    with pytest.raises(ConfigError):
+        create_app({"DATABASE": str(tmp_path / "d.db"), "JWT_SECRET": SECRET, "LOG_LEVEL": "loud"})
+
+
+def test_snapshot_while_writing_is_a_consistent_prefix(app, tmp_path):
+    store = app.extensions["store"]
+    stop = threading.Event()
+    errors = []
+
+    def writer(n):
+        i = 0
+        try:
+            while not stop.is_set() and i < 5000:
+                ev = {"partner_id": "p", "player_login": f"w{n}", "event_type": "bet", "amount": Decimal(i)}
+                store.add_events([ev], "s")
+                i += 1
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        while len(list(store.export_events())) < 50:
+            pass
+        store.snapshot(str(tmp_path / "snap.db"))
+        with closing(sqlite3.connect(tmp_path / "snap.db")) as conn:
+            snapped = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        deadline = time.monotonic() + 10
+        # Let the writers get past the snapshot, to show it was taken while they wrote.
+        while len(list(store.export_events())) <= snapped and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert errors == []
+
+    copy = sqlite3.connect(tmp_path / "snap.db")
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        copied = copy.execute("SELECT id, content_hash, event FROM events ORDER BY id").fetchall()
+    finally:
+        copy.close()
+    live = store.db.execute("SELECT id, content_hash, event FROM events ORDER BY id").fetchall()
+    assert 50 <= len(copied) < len(live)
+    assert copied == live[: len(copied)]
+
+
+def test_snapshot_command(app, client, runner, tmp_path):
+    post_event(client, valid_event("bet"))
+    target = tmp_path / "out" / "copy.db"
+    result = runner.invoke(args=["db", "snapshot", str(target)])
+    assert result.exit_code == 0, result.output
+    copy = sqlite3.connect(target)
+    assert copy.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+    copy.close()
+    again = runner.invoke(args=["db", "snapshot", str(target)])
+    assert again.exit_code != 0 and "already exists" in again.output
