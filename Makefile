@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app backup_api
 
-.PHONY: run test token clean
+.PHONY: run test token fuzz snapshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ test: $(VENV)/.dev  ## run the whole test suite
 token: $(VENV)/.runtime  ## print a token owning PARTNER (make token PARTNER="casino_alpha casino_beta")
 	@test -n "$(PARTNER)" || { echo 'usage: make token PARTNER=casino_alpha' >&2; exit 2; }
 	@$(FLASK) token issue $(PARTNER)
+
+fuzz: $(VENV)/.dev  ## a long schemathesis campaign against a real waitress process
+	$(BIN)/python -m tests.fuzz
+
+SNAPSHOT ?= snapshots/backup-$(shell date -u +%Y%m%dT%H%M%SZ).db
+snapshot: $(VENV)/.runtime  ## copy the live database to SNAPSHOT, safely while serving
+	$(FLASK) db snapshot $(SNAPSHOT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__
