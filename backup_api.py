@@ -125,7 +125,7 @@ def _init_logging(app: Flask) -> None:
             _printable(request.path),
             response.status_code,
             elapsed_ms,
-            _printable(g.get("partner_id", "-")),
+            _printable(",".join(sorted(g.get("partners", ()))) or "-"),
             _printable(g.get("sub", "-")),
         )
         return response
@@ -190,7 +190,7 @@ def authenticate() -> dict:
 
 def authorise(claims: dict, partner_id) -> None:
     """Refuse with 403 a partner_id that the token does not own."""
-    g.partner_id = partner_id
+    g.partners = g.get("partners", set()) | {partner_id}
     if partner_id not in owned_partners(claims):
         raise Forbidden(f"this token does not own partner {partner_id!r}")
 
@@ -211,23 +211,26 @@ def _routes():
     bp = Blueprint("api", __name__)
 
     @bp.post("/player-events")
-    def post_player_event():
-        """Store one player event."""
+    def post_player_events():
+        """Store one player event, or a batch of them (a JSON array), all or nothing."""
         claims = authenticate()
         payload = read_json()
-        partner_id = payload.get("partner_id") if isinstance(payload, dict) else None
+        batch = isinstance(payload, list)
         # Ownership first: a partner_id the token does not own is 403 whatever else is wrong.
-        if isinstance(partner_id, str) and partner_id:
-            authorise(claims, partner_id)
-        event = schemas.validate_event(payload)
-        stored, _ = store().add_events([event], claims["sub"])
-        if stored and event["event_type"] in NOTICE_EVENT_TYPES:
-            current_app.logger.warning(
-                "%s event: partner=%s player=%s",
-                event["event_type"],
-                event["partner_id"],
-                event["player_login"],
-            )
+        for item in payload if batch else [payload]:
+            partner_id = item.get("partner_id") if isinstance(item, dict) else None
+            if isinstance(partner_id, str) and partner_id:
+                authorise(claims, partner_id)
+        events = schemas.validate_batch(payload) if batch else [schemas.validate_event(payload)]
+        new = store().add_events(events, claims["sub"])
+        for event, is_new in zip(events, new):
+            if is_new and event["event_type"] in NOTICE_EVENT_TYPES:
+                current_app.logger.warning(
+                    "%s event: partner=%s player=%s", event["event_type"], event["partner_id"], event["player_login"]
+                )
+        if batch:
+            accepted = sum(new)
+            return {"status": "ok", "accepted": accepted, "duplicates": len(new) - accepted}
         return {"status": "ok"}
 
     @bp.get("/openapi.json")

@@ -8,7 +8,7 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 OK = {"$ref": "#/components/schemas/Ok"}
 
 _RESPONSES = {
-    200: "Stored (or already held: resending is safe).",
+    200: "Stored (or already held: resending is safe); a batch says how many of each.",
     400: "Malformed JSON, or a field is missing or invalid; `errors` names every offending field.",
     401: "No valid bearer token.",
     403: "The token does not own this partner.",
@@ -94,9 +94,28 @@ def document() -> dict:
                     "security": [{"bearerAuth": []}],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlayerEvent"}}},
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/PlayerEvent"},
+                                        {"$ref": "#/components/schemas/PlayerEventBatch"},
+                                    ]
+                                }
+                            }
+                        },
                     },
-                    "responses": _responses(200, 400, 401, 403, 409, 413, 415, 503),
+                    "responses": {
+                        **_responses(200, 400, 401, 403, 409, 413, 415, 503),
+                        "200": {
+                            "description": _RESPONSES[200],
+                            "content": {
+                                "application/json": {
+                                    "schema": {"oneOf": [OK, {"$ref": "#/components/schemas/BatchOk"}]}
+                                }
+                            },
+                        },
+                    },
                 }
             },
             "/users/{id}/player/{player_id}/vip": {
@@ -170,6 +189,22 @@ def document() -> dict:
                     "discriminator": {
                         "propertyName": "event_type",
                         "mapping": {t: f"#/components/schemas/{t}_event" for t in schemas.EVENT_RULES},
+                    },
+                },
+                "PlayerEventBatch": {
+                    "type": "array",
+                    "description": "A backfill: all events are stored, or none.",
+                    "items": {"$ref": "#/components/schemas/PlayerEvent"},
+                    "minItems": 1,
+                    "maxItems": schemas.MAX_BATCH,
+                },
+                "BatchOk": {
+                    "type": "object",
+                    "required": ["status", "accepted", "duplicates"],
+                    "properties": {
+                        "status": {"const": "ok"},
+                        "accepted": {"type": "integer", "minimum": 0, "description": "New events stored."},
+                        "duplicates": {"type": "integer", "minimum": 0, "description": "Events already held."},
                     },
                 },
                 **variants,

@@ -27,6 +27,7 @@ EVENT_RULES: dict[str, tuple[str, ...]] = {
 ALWAYS_REQUIRED = ("partner_id", "player_login", "event_type")
 
 MAX_ID_LENGTH = 255
+MAX_BATCH = 1000
 # Deeper than any real event needs, far below what would exhaust the interpreter's stack.
 MAX_DEPTH = 64
 # The largest finite IEEE 754 double: the reference types amount as "number <double>".
@@ -212,6 +213,21 @@ def validate_event(payload) -> dict:
     """Check one event against the catalog and return it unchanged, as sent."""
     _require_object(payload)
     _event_schema.load(payload)
+    return payload
+
+
+def validate_batch(payload: list) -> list[dict]:
+    """Check a batch of 1 to MAX_BATCH events; errors are keyed by each event's index."""
+    if not 1 <= len(payload) <= MAX_BATCH:
+        raise ValidationError({"_body": [f"A batch holds 1 to {MAX_BATCH} events, not {len(payload)}."]})
+    errors = {}
+    for index, item in enumerate(payload):
+        try:
+            validate_event(item)
+        except ValidationError as exc:
+            errors[str(index)] = exc.messages
+    if errors:
+        raise ValidationError(errors)
     return payload
 
 

@@ -164,14 +164,14 @@ class Store:
         except sqlite3.Error:
             pass  # the connection is unusable; its transaction was never committed
 
-    def add_events(self, events: list[dict], sub: str) -> tuple[int, int]:
-        """Store events in one transaction; return (stored, already held). Raise EventConflict."""
+    def add_events(self, events: list[dict], sub: str) -> list[bool]:
+        """Store events in one transaction; say of each whether it was new. Raise EventConflict."""
         received_at = utc_now()
         rows = [
             (content_key(e), e["partner_id"], e["player_login"], e.get("event_id"), received_at, sub, dumps(e))
             for e in events
         ]
-        stored = 0
+        new = []
         with self._transaction("the events could not be stored") as conn:
             for row in rows:
                 # Raw SQL: the UNIQUE indexes decide, and rowcount says whether they did.
@@ -180,11 +180,10 @@ class Store:
                     " received_at, sub, event) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     row,
                 )
-                if cursor.rowcount:
-                    stored += 1
-                elif row[3] is not None:
+                new.append(cursor.rowcount == 1)
+                if not cursor.rowcount and row[3] is not None:
                     self._check_same_content(conn, row[1], row[3], row[0])
-        return stored, len(rows) - stored
+        return new
 
     @staticmethod
     def _check_same_content(conn: sqlite3.Connection, partner_id: str, event_id: str, key: bytes) -> None:

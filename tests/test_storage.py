@@ -46,10 +46,10 @@ def test_key_is_not_the_records_own_id():
     assert storage.content_key(event(id="1")) != storage.content_key(event(id="1", amount=Decimal(6)))
 
 
-def test_add_events_counts_duplicates(store):
-    assert store.add_events([event()], "s") == (1, 0)
-    assert store.add_events([event()], "s") == (0, 1)
-    assert store.add_events([event(), event(amount=Decimal(7))], "s") == (1, 1)
+def test_add_events_tells_new_from_duplicate(store):
+    assert store.add_events([event()], "s") == [True]
+    assert store.add_events([event()], "s") == [False]
+    assert store.add_events([event(), event(amount=Decimal(7)), event(amount=Decimal(7))], "s") == [False, True, False]
 
 
 def test_event_id_conflict_rolls_back(store):
