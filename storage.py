@@ -88,6 +88,18 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class _WriteRequest:
+    """Rows that one call asked to store, and what became of them."""
+
+    __slots__ = ("rows", "new", "error", "done")
+
+    def __init__(self, rows: list[tuple]):
+        self.rows = rows
+        self.new: list[bool] = []
+        self.error: BaseException | None = None
+        self.done = False
+
+
 class Store:
     """One SQLite database, shared by all threads of the process."""
 
@@ -100,7 +112,9 @@ class Store:
             # One connection behind one lock: SQLite serialises writers anyway, and a
             # single writer never meets "database is locked" from its own threads.
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._lock = threading.Lock()
+            self._lock = threading.Lock()  # held by the one thread writing
+            self._queue_lock = threading.Lock()  # guards the queue of writes waiting for it
+            self._queue: list[_WriteRequest] = []
             self.db = sqlite_utils.Database(self._conn)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self.db.enable_wal()
@@ -165,24 +179,65 @@ class Store:
             pass  # the connection is unusable; its transaction was never committed
 
     def add_events(self, events: list[dict], sub: str) -> list[bool]:
-        """Store events in one transaction; say of each whether it was new. Raise EventConflict."""
+        """Store events all or nothing; say of each whether it was new. Raise EventConflict.
+
+        Returns only after the events are committed. Group commit: the calls waiting for the
+        write lock share one transaction and one fsync, each inside a savepoint of its own, so
+        that a conflict in one call undoes that call alone.
+        """
         received_at = utc_now()
         rows = [
             (content_key(e), e["partner_id"], e["player_login"], e.get("event_id"), received_at, sub, dumps(e))
             for e in events
         ]
+        request = _WriteRequest(rows)
+        with self._queue_lock:
+            self._queue.append(request)
+        with self._lock:
+            if not request.done:  # else a previous holder of the lock committed it with its own
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if request.error is not None:
+            raise request.error
+        return request.new
+
+    def _commit_group(self, group: list["_WriteRequest"]) -> None:
+        """Write every request of group in one transaction, recording each one's outcome."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for request in group:
+                conn.execute("SAVEPOINT request")
+                try:
+                    request.new = self._insert(conn, request.rows)
+                except EventConflict as exc:
+                    conn.execute("ROLLBACK TO request")
+                    request.error = exc
+                conn.execute("RELEASE request")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback()
+            failure = StorageError(f"the events could not be stored: {exc}") if isinstance(exc, sqlite3.Error) else exc
+            for request in group:
+                request.error = failure
+        finally:
+            for request in group:
+                request.done = True
+
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple]) -> list[bool]:
+        """Insert rows; say of each whether it was new. Raise EventConflict."""
         new = []
-        with self._transaction("the events could not be stored") as conn:
-            for row in rows:
-                # Raw SQL: the UNIQUE indexes decide, and rowcount says whether they did.
-                cursor = conn.execute(
-                    "INSERT INTO events (content_hash, partner_id, player_login, event_id,"
-                    " received_at, sub, event) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    row,
-                )
-                new.append(cursor.rowcount == 1)
-                if not cursor.rowcount and row[3] is not None:
-                    self._check_same_content(conn, row[1], row[3], row[0])
+        for row in rows:
+            # Raw SQL: the UNIQUE indexes decide, and rowcount says whether they did.
+            cursor = conn.execute(
+                "INSERT INTO events (content_hash, partner_id, player_login, event_id,"
+                " received_at, sub, event) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                row,
+            )
+            new.append(cursor.rowcount == 1)
+            if not cursor.rowcount and row[3] is not None:
+                self._check_same_content(conn, row[1], row[3], row[0])
         return new
 
     @staticmethod

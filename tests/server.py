@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class Server:
     """The service on a free port of 127.0.0.1, in a process of its own."""
 
-    def __init__(self, database: Path, secret: str | None = None, threads: int = 4):
+    def __init__(self, database: Path, secret: str | None = None, threads: int = 4, module: str = "backup_api"):
         self.database = database
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
         self.env["BACKUP_API_DATABASE"] = str(database)
@@ -25,6 +25,8 @@ class Server:
         if secret is not None:
             self.env["BACKUP_API_JWT_SECRET"] = secret
         self.threads = threads
+        # Another module with the same "serve" command (the benchmark's bare Flask baseline).
+        self.module = module
         self.proc = None
         self.port = None
 
@@ -32,7 +34,7 @@ class Server:
         """Start the server and wait until it listens."""
         # Port 0: the kernel picks a free port, and waitress prints the one it got.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "backup_api", "serve", "--port", "0",
+            [sys.executable, "-m", "flask", "--app", self.module, "serve", "--port", "0",
              "--threads", str(self.threads)],
             cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )

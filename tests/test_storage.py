@@ -124,3 +124,31 @@ def test_storage_error_is_named(tmp_path):
     s.close()
     with pytest.raises(storage.StorageError):
         s.add_events([event()], "s")
+
+
+def test_group_commit_keeps_each_callers_outcome(store):
+    # Conflicting and valid writes race for the lock; a conflict undoes its own call only.
+    store.add_events([event(event_id="taken", amount=Decimal(1))], "s")
+    outcomes = {}
+    barrier = threading.Barrier(12)
+
+    def worker(n):
+        barrier.wait(timeout=10)
+        amount = Decimal(2) if n % 3 == 0 else Decimal(100 + n)
+        batch = [event(player_login=f"l{n}", amount=amount)]
+        if n % 3 == 0:
+            batch.append(event(event_id="taken", amount=amount))
+        try:
+            outcomes[n] = store.add_events(batch, "s")
+        except storage.EventConflict:
+            outcomes[n] = "conflict"
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert {n: o for n, o in outcomes.items() if n % 3 == 0} == {n: "conflict" for n in range(0, 12, 3)}
+    assert {n: o for n, o in outcomes.items() if n % 3} == {n: [True] for n in range(12) if n % 3}
+    players = {line.split('"player_login":"')[1].split('"')[0] for line in store.export_events()}
+    assert players == {"l"} | {f"l{n}" for n in range(12) if n % 3}

@@ -1,0 +1,25 @@
+"""The benchmark's baseline: a bare Flask app with one route, served exactly as the service is."""
+
+import click
+from flask import Flask
+
+import backup_api
+
+
+def create_app() -> Flask:
+    """Return a Flask app that answers {"status": "ok"} to POST /player-events and does nothing else."""
+    app = Flask(__name__)
+
+    @app.post("/player-events")
+    def ok():
+        return {"status": "ok"}
+
+    @app.cli.command("serve")
+    @click.option("--host", default="127.0.0.1")
+    @click.option("--port", default=8000, type=int)
+    @click.option("--threads", default=4, type=int)
+    def serve(host, port, threads):
+        """Serve with the service's own waitress settings."""
+        backup_api.serve(app, host=host, port=port, threads=threads)
+
+    return app
