@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app backup_api
 
-.PHONY: run test token fuzz snapshot clean
+.PHONY: run test token fuzz bench snapshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ token: $(VENV)/.runtime  ## print a token owning PARTNER (make token PARTNER="ca
 
 fuzz: $(VENV)/.dev  ## a long schemathesis campaign against a real waitress process
 	$(BIN)/python -m tests.fuzz
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench: $(VENV)/.dev  ## the benchmark (see bench/run.py); installs wrk from Debian when missing
+	@command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+	$(BIN)/python -m bench.run
 
 SNAPSHOT ?= snapshots/backup-$(shell date -u +%Y%m%dT%H%M%SZ).db
 snapshot: $(VENV)/.runtime  ## copy the live database to SNAPSHOT, safely while serving

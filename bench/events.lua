@@ -1,6 +1,5 @@
 -- wrk script: every request is a new, valid event (no duplicate hits).
--- Arguments after "--": run prefix, bearer token, batch size (1 = single events),
--- and optionally a request limit per connection thread (wrk stops the thread there).
+-- Arguments after "--": run prefix, bearer token, batch size (1 = single events).
 local threads = {}
 
 function setup(thread)
@@ -11,9 +10,7 @@ end
 function init(args)
   prefix = args[1] .. "-" .. tid
   batch = tonumber(args[3])
-  limit = tonumber(args[4] or "0")
   counter = 0
-  answered = 0
   wrk.headers["Authorization"] = "Bearer " .. args[2]
   wrk.headers["Content-Type"] = "application/json"
 end
@@ -37,13 +34,6 @@ function request()
     body = "[" .. table.concat(items, ",") .. "]"
   end
   return wrk.format("POST", "/player-events", nil, body)
-end
-
-function response(status, headers, body)
-  answered = answered + 1
-  if limit > 0 and answered >= limit then
-    wrk.thread:stop()
-  end
 end
 
 function done(summary, latency, requests)

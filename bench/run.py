@@ -1,0 +1,212 @@
+"""make bench: the service against a bare Flask baseline, ingest as the store grows, memory, disk.
+
+Everything is measured in this one run on this machine; what counts is each ratio against a
+baseline measured beside it, and medians over rounds, because the machine is shared and noisy.
+"""
+
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import storage
+from tests.conftest import SECRET, make_token
+from tests.server import Server
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNECTIONS = 8
+WRK_THREADS = 2
+FILL = int(os.environ.get("BENCH_FILL", "2000000"))
+MEMORY_FIRST, MEMORY_TOTAL = 10000, int(os.environ.get("BENCH_MEMORY_REQUESTS", "200000"))
+TOKEN = make_token(lifetime=7 * 86400)
+
+
+def wrk(port: int, prefix: str, batch: int = 1, seconds: int = SECONDS) -> dict:
+    """Drive a server with unique events; return requests/s and latency percentiles (ms)."""
+    args = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s",
+            "-s", str(HERE / "events.lua"), f"http://127.0.0.1:{port}", "--", prefix, TOKEN, str(batch)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 600, check=True).stdout
+    match = re.search(r"RESULT requests=(\d+) duration_us=(\d+) p50_us=(\d+) p99_us=(\d+) "
+                      r"bad_status=(\d+) socket_errors=(\d+)", out)
+    if not match:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    requests, duration, p50, p99, bad, socket_errors = map(int, match.groups())
+    if bad or socket_errors:
+        raise RuntimeError(f"wrk saw {bad} non-2xx answers and {socket_errors} socket errors")
+    return {"requests": requests, "rps": requests / (duration / 1e6), "p50": p50 / 1000, "p99": p99 / 1000}
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def sample_event(i: int, prefix: str = "fill") -> dict:
+    """An event shaped like the ones wrk sends."""
+    return {
+        "partner_id": "casino_alpha",
+        "player_login": f"player{i % 1000}",
+        "session_id": f"sess_{prefix}_{i % 97}",
+        "event_type": "bet",
+        "amount": Decimal(f"{i % 500}.{i % 100:02d}"),
+        "currency": "EUR",
+        "event_id": f"{prefix}-{i}",
+        "occurred_at": "2026-11-24T05:00:00.000Z",
+    }
+
+
+def store_ingest(path: Path, count: int = 5000) -> float:
+    """Events per second stored straight into the store, one event per call (as one request does)."""
+    store = storage.Store(str(path))
+    prefix = f"direct{time.time_ns()}"
+    events = [sample_event(i, prefix) for i in range(count)]
+    started = time.perf_counter()
+    for event in events:
+        store.add_events([event], "bench")
+    elapsed = time.perf_counter() - started
+    store.close()
+    return count / elapsed
+
+
+def fill(path: Path, total: int) -> None:
+    """Store total events in batches (the 2-million-event database, kept between runs)."""
+    store = storage.Store(str(path), synchronous="NORMAL")
+    for start in range(0, total, 10000):
+        store.add_events([sample_event(i) for i in range(start, min(total, start + 10000))], "bench")
+    store.close()
+
+
+def disk_per_event(path: Path) -> tuple[float, float]:
+    """Bytes on disk per stored event, and the mean size of an event's JSON."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    count, json_bytes = conn.execute("SELECT count(*), sum(length(CAST(event AS BLOB))) FROM events").fetchone()
+    conn.close()
+    size = path.stat().st_size + sum(
+        Path(str(path) + suffix).stat().st_size for suffix in ("-wal", "-shm") if Path(str(path) + suffix).exists()
+    )
+    return size / count, json_bytes / count
+
+
+def http_rounds(folder: Path) -> dict:
+    """The service and the bare Flask baseline, alternating A, B, A, B over ROUNDS rounds."""
+    results = {"service": [], "baseline": []}
+    for round_ in range(ROUNDS):
+        for name, module in (("service", "backup_api"), ("baseline", "bench.baseline")):
+            with Server(folder / f"round{round_}-{name}.db", SECRET, module=module) as server:
+                wrk(server.port, f"warm{round_}{name}", seconds=2)
+                results[name].append(wrk(server.port, f"r{round_}{name}{time.time_ns()}"))
+    return results
+
+
+def ingest_growth(folder: Path, filled: Path) -> dict:
+    """Ingest with an empty database and with FILL events stored: straight into the store and over HTTP."""
+    out = {"direct_empty": [], "direct_full": [], "http_empty": [], "http_full": []}
+    for round_ in range(max(2, ROUNDS - 1)):
+        empty = folder / f"empty{round_}.db"
+        full = folder / f"full{round_}.db"
+        shutil.copyfile(filled, full)
+        out["direct_empty"].append(store_ingest(empty))
+        out["direct_full"].append(store_ingest(full))
+        for key, path in (("http_empty", empty), ("http_full", full)):
+            with Server(path, SECRET) as server:
+                out[key].append(wrk(server.port, f"g{round_}{key}{time.time_ns()}")["rps"])
+        full.unlink()
+        for suffix in ("-wal", "-shm"):
+            Path(str(full) + suffix).unlink(missing_ok=True)
+    return {key: statistics.median(values) for key, values in out.items()}
+
+
+def memory(folder: Path) -> tuple[tuple[int, float], tuple[int, float]]:
+    """Resident memory of the server after MEMORY_FIRST and after MEMORY_TOTAL requests (about)."""
+    readings = []
+    with Server(folder / "memory.db", SECRET) as server:
+        done = 0
+        for target in (MEMORY_FIRST, MEMORY_TOTAL):
+            # wrk runs for a time, not a count: run short spans until the count is reached.
+            while done < target:
+                done += wrk(server.port, f"m{time.time_ns()}", seconds=2 if target - done < 20000 else 10)["requests"]
+            readings.append((done, rss_mib(server.proc.pid)))
+    return readings[0], readings[1]
+
+
+def batch_ingest(folder: Path) -> float:
+    """Events per second posted as batches of 500."""
+    rates = []
+    for round_ in range(max(2, ROUNDS - 1)):
+        with Server(folder / f"batch{round_}.db", SECRET) as server:
+            rates.append(wrk(server.port, f"b{round_}{time.time_ns()}", batch=500)["rps"] * 500)
+    return statistics.median(rates)
+
+
+def main() -> int:
+    """Run every measurement and print the table."""
+    RESULTS.mkdir(exist_ok=True)
+    filled = RESULTS / f"filled-{FILL}.db"
+    if not filled.exists():
+        print(f"filling a database with {FILL:,} events (kept in {filled} for later runs) ...", flush=True)
+        started = time.perf_counter()
+        fill(Path(str(filled) + ".partial"), FILL)
+        Path(str(filled) + ".partial").rename(filled)
+        print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="backup-api-bench-") as tmp:
+        folder = Path(tmp)
+        print("HTTP rounds ...", flush=True)
+        rounds = http_rounds(folder)
+        print("ingest as the store grows ...", flush=True)
+        growth = ingest_growth(folder, filled)
+        print("batches ...", flush=True)
+        batch_rate = batch_ingest(folder)
+        print("memory ...", flush=True)
+        (count_first, mem_first), (count_total, mem_total) = memory(folder)
+    per_event, json_size = disk_per_event(filled)
+
+    ratios = [s["rps"] / b["rps"] for s, b in zip(rounds["service"], rounds["baseline"])]
+    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
+           for name, runs in rounds.items()}
+    lines = [
+        f"Machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()},"
+        f" {time.strftime('%Y-%m-%d', time.gmtime())}; wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{SECONDS}s,"
+        f" {ROUNDS} rounds A/B, medians.",
+        "",
+        "| measure | result | target |",
+        "|---|---|---|",
+        f"| baseline (bare Flask, same waitress) | {med['baseline']['rps']:,.0f} req/s,"
+        f" p50 {med['baseline']['p50']:.1f} ms, p99 {med['baseline']['p99']:.1f} ms | |",
+        f"| service, unique single events | {med['service']['rps']:,.0f} req/s,"
+        f" p50 {med['service']['p50']:.1f} ms, p99 {med['service']['p99']:.1f} ms | p99 <= 25 ms |",
+        f"| service / baseline (median of rounds) | {statistics.median(ratios):.2f}"
+        f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)}) | >= 0.75 |",
+        f"| ingest straight into the store, empty / {FILL:,} stored | {growth['direct_empty']:,.0f} /"
+        f" {growth['direct_full']:,.0f} events/s ({growth['direct_full'] / growth['direct_empty']:.2f}) | >= 0.8 |",
+        f"| ingest over HTTP, empty / {FILL:,} stored | {growth['http_empty']:,.0f} /"
+        f" {growth['http_full']:,.0f} events/s ({growth['http_full'] / growth['http_empty']:.2f}) | >= 0.8 |",
+        f"| batch ingest, batches of 500 | {batch_rate:,.0f} events/s | >= 20,000 |",
+        f"| resident memory after {count_first:,} / {count_total:,} requests | {mem_first:.1f} / {mem_total:.1f} MiB"
+        f" ({mem_total / mem_first - 1:+.1%}) | within 10% |",
+        f"| disk per event / event JSON | {per_event:.0f} / {json_size:.0f} bytes"
+        f" ({per_event / json_size:.2f} bytes per byte) | <= 2 |",
+    ]
+    table = "\n".join(lines)
+    (RESULTS / "latest.md").write_text(table + "\n")
+    print()
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
