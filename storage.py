@@ -5,6 +5,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -80,7 +81,23 @@ def _canonical_number(number: Decimal | int) -> str:
 
 def content_key(event: dict) -> bytes:
     """Hash an event's content: key order, whitespace and number form do not change it."""
-    return hashlib.sha256(dumps(event, canonical=True).encode("utf-8")).digest()
+    # 128 bits of SHA-256: half the disk of the full digest, and forging another event's key
+    # would still take a second preimage (2**128 work); chance collisions need ~2**64 events.
+    return hashlib.sha256(dumps(event, canonical=True).encode("utf-8")).digest()[:KEY_BYTES]
+
+
+KEY_BYTES = 16
+
+
+def now_us() -> int:
+    """Return the current time in microseconds since the epoch (how received_at is kept: 8 bytes)."""
+    return time.time_ns() // 1000
+
+
+def rfc3339_us(us: int) -> str:
+    """Write microseconds since the epoch as an RFC 3339 UTC timestamp."""
+    seconds, micros = divmod(us, 1_000_000)
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros:06d}Z"
 
 
 def utc_now() -> str:
@@ -134,7 +151,7 @@ class Store:
                 "partner_id": str,
                 "player_login": str,
                 "event_id": str,
-                "received_at": str,
+                "received_at": int,
                 "sub": str,
                 "event": str,
             },
@@ -185,7 +202,7 @@ class Store:
         write lock share one transaction and one fsync, each inside a savepoint of its own, so
         that a conflict in one call undoes that call alone.
         """
-        received_at = utc_now()
+        received_at = now_us()
         rows = [
             (content_key(e), e["partner_id"], e["player_login"], e.get("event_id"), received_at, sub, dumps(e))
             for e in events
@@ -282,7 +299,7 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         # The event is stored as exact JSON text, so it is spliced in, never re-parsed.
         for id_, received_at, event in self._read(sql + " ORDER BY id", params):
-            yield f'{{"id": {id_}, "received_at": "{received_at}", "event": {event}}}'
+            yield f'{{"id": {id_}, "received_at": "{rfc3339_us(received_at)}", "event": {event}}}'
 
     def export_players(self) -> Iterator[str]:
         """Yield one JSON line per player with a VIP flag."""

@@ -84,3 +84,32 @@ def test_nbf_and_iat_in_the_past_are_fine(client):
     token = make_token(nbf=now - 10, iat=now - 10)
     response = client.post("/player-events", json=valid_event("bet"), headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
+
+
+def test_remembered_token_still_expires(client):
+    token = make_token(lifetime=1)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.post("/player-events", json=valid_event("bet"), headers=headers).status_code == 200
+    deadline = time.time() + 5
+    while time.time() < jwt.decode(token, options={"verify_signature": False})["exp"] + 0.05 and time.time() < deadline:
+        time.sleep(0.05)
+    response = client.post("/player-events", json=valid_event("win"), headers=headers)
+    assert response.status_code == 401
+    assert "expired" in response.get_json()["message"]
+
+
+def test_remembered_token_with_another_signature_is_refused(client):
+    token = make_token()
+    assert client.post("/player-events", json=valid_event("bet"), headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    head, body, signature = token.split(".")
+    forged = f"{head}.{body}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    response = client.post("/player-events", json=valid_event("win"), headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+
+
+def test_remembered_tokens_are_bounded(app, client):
+    manager = app.extensions["flask-jwt-extended"]
+    for n in range(manager.MAX_TOKENS + 10):
+        token = make_token(sub=f"holder{n}", partners=["casino_alpha"])
+        assert client.post("/player-events", json=valid_event("bet", n=n), headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert len(manager._verified) == manager.MAX_TOKENS

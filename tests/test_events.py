@@ -1,6 +1,8 @@
 """POST /player-events: the catalog, field rules, exact amounts, deduplication."""
 
 import json
+import re
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -130,9 +132,13 @@ def test_amount_keeps_every_digit(app, client):
 def test_received_at_and_sub_are_kept(app, client):
     token = make_token(sub="ops-bot", partners=["casino_alpha"])
     assert post_event(client, valid_event("bet"), token=token).status_code == 200
-    row = app.extensions["store"].db.execute("SELECT sub, received_at FROM events").fetchone()
+    before = datetime.now(timezone.utc)
+    row = app.extensions["store"].db.execute("SELECT sub FROM events").fetchone()
     assert row[0] == "ops-bot"
-    assert row[1].endswith("Z") and "T" in row[1]
+    [exported] = stored_events(app)
+    received = datetime.fromisoformat(exported["received_at"].replace("Z", "+00:00"))
+    assert abs((received - before).total_seconds()) < 5
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", exported["received_at"])
 
 
 # Ownership -------------------------------------------------------------------------------

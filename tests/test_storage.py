@@ -152,3 +152,8 @@ def test_group_commit_keeps_each_callers_outcome(store):
     assert {n: o for n, o in outcomes.items() if n % 3} == {n: [True] for n in range(12) if n % 3}
     players = {line.split('"player_login":"')[1].split('"')[0] for line in store.export_events()}
     assert players == {"l"} | {f"l{n}" for n in range(12) if n % 3}
+
+
+def test_received_at_is_written_as_rfc3339():
+    assert storage.rfc3339_us(0) == "1970-01-01T00:00:00.000000Z"
+    assert storage.rfc3339_us(1_795_497_199_416_659) == "2026-11-24T05:13:19.416659Z"
