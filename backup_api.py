@@ -242,6 +242,10 @@ def read_json():
     """Return the request body parsed strictly as JSON."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("the body must be JSON, sent as Content-Type: application/json")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        # Not decoded: a small compressed body could expand far past the 1 MiB limit.
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the JSON uncompressed")
     return schemas.parse_json(request.get_data(cache=False))
 
 

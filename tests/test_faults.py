@@ -1,0 +1,102 @@
+"""Storage faults: each is a 503 in the JSON envelope, leaves no partial rows, and passes."""
+
+import shutil
+import sqlite3
+
+import pytest
+
+from backup_api import create_app
+from tests.conftest import SECRET, bearer, post_event, valid_event
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app(
+        {"TESTING": True, "DATABASE": str(tmp_path / "backup.db"), "JWT_SECRET": SECRET, "BUSY_TIMEOUT_MS": 200}
+    )
+    yield app
+    app.extensions["store"].close()
+
+
+def count(path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def assert_503(response):
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "error" and "nothing was stored" in body["message"]
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+class FaultyConnection:
+    """A connection that fails as a full disk does, on the statement named, while armed."""
+
+    def __init__(self, conn, statement: str, error: str):
+        self._conn, self.statement, self.error, self.armed = conn, statement, error, True
+
+    def execute(self, sql, *args):
+        if self.armed and sql.startswith(self.statement):
+            raise sqlite3.OperationalError(self.error)
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize("statement", ["INSERT", "COMMIT"])
+def test_disk_full_is_503_without_partial_rows(app, client, tmp_path, statement):
+    store = app.extensions["store"]
+    assert post_event(client, valid_event("bet", amount=1)).status_code == 200
+    faulty = FaultyConnection(store._conn, statement, "database or disk is full")
+    store._conn = faulty
+    batch = [valid_event("bet", amount=n) for n in range(2, 6)]
+    assert_503(post_event(client, batch))
+    assert_503(post_event(client, valid_event("win")))
+    faulty.armed = False
+    assert count(tmp_path / "backup.db") == 1
+    assert post_event(client, valid_event("win")).status_code == 200
+    assert count(tmp_path / "backup.db") == 2
+
+
+def test_database_locked_by_another_process_is_503_then_recovers(app, client, tmp_path):
+    other = sqlite3.connect(tmp_path / "backup.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        assert_503(post_event(client, valid_event("bet")))
+        assert_503(client.put("/users/casino_alpha/player/p/vip", json={"is_vip": True}, headers=bearer()))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert post_event(client, valid_event("bet")).status_code == 200
+    assert count(tmp_path / "backup.db") == 1
+
+
+def test_deleted_database_is_503_until_one_is_back(app, client, tmp_path):
+    database = tmp_path / "backup.db"
+    assert post_event(client, valid_event("bet", amount=1)).status_code == 200
+    app.extensions["store"].snapshot(str(tmp_path / "saved.db"))
+    database.unlink()
+    assert_503(post_event(client, valid_event("bet", amount=2)))
+    assert client.get("/healthz").status_code == 503
+    shutil.copyfile(tmp_path / "saved.db", database)
+    assert client.get("/healthz").status_code == 200
+    assert post_event(client, valid_event("bet", amount=3)).status_code == 200
+    assert count(database) == 2
+
+
+def test_database_replaced_by_garbage_is_503_until_a_database_is_back(app, client, tmp_path):
+    database = tmp_path / "backup.db"
+    assert post_event(client, valid_event("bet", amount=1)).status_code == 200
+    app.extensions["store"].snapshot(str(tmp_path / "saved.db"))
+    replacement = tmp_path / "garbage"
+    replacement.write_bytes(b"this is not a database" * 100)
+    replacement.replace(database)
+    assert_503(post_event(client, valid_event("bet", amount=2)))
+    (tmp_path / "saved.db").replace(database)
+    assert post_event(client, valid_event("bet", amount=3)).status_code == 200
+    assert count(database) == 2
