@@ -39,6 +39,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         DATABASE=os.path.join(app.instance_path, "backup.db"),
         JWT_SECRET=None,
         SYNCHRONOUS="FULL",
+        BUSY_TIMEOUT_MS=5000,
         LOG_LEVEL="INFO",
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
@@ -56,7 +57,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         JWT_DECODE_ALGORITHMS=["HS256"],
         JWT_TOKEN_LOCATION=["headers"],
     )
-    app.extensions["store"] = storage.Store(database, synchronous=app.config["SYNCHRONOUS"])
+    app.extensions["store"] = storage.Store(
+        database, synchronous=app.config["SYNCHRONOUS"], busy_timeout_ms=int(app.config["BUSY_TIMEOUT_MS"])
+    )
     app.extensions["openapi"] = openapi.document()
 
     _init_logging(app)
@@ -385,6 +388,16 @@ class _JSONErrorChannel(waitress.channel.HTTPChannel):
     error_task_class = _JSONErrorTask
 
 
+# The waitress settings `serve` uses (the README's configuration section explains them).
+WAITRESS = {
+    "connection_limit": 1000,
+    "channel_timeout": 30,
+    "cleanup_interval": 10,
+    "max_request_header_size": 64 * 1024,
+    "max_request_body_size": 2 * MAX_BODY_BYTES,
+}
+
+
 def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = 4) -> None:
     """Serve app with waitress until interrupted."""
     server = waitress.create_server(
@@ -392,9 +405,16 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = 
         host=host,
         port=port,
         threads=threads,
+        # Idle and slow connections cost a socket, not a thread (waitress reads requests
+        # whole before a thread sees them): allow many, and close the silent ones sooner
+        # than waitress's default 120 s.
+        connection_limit=WAITRESS["connection_limit"],
+        channel_timeout=WAITRESS["channel_timeout"],
+        cleanup_interval=WAITRESS["cleanup_interval"],
+        max_request_header_size=WAITRESS["max_request_header_size"],
         # Above Flask's own 1 MiB limit, so that Flask answers 413 for most bodies; waitress
         # refuses anything larger still, by Content-Length, before buffering it.
-        max_request_body_size=2 * MAX_BODY_BYTES,
+        max_request_body_size=WAITRESS["max_request_body_size"],
     )
     server.channel_class = _JSONErrorChannel
     # Waitress warns "Task queue depth is N" on nearly every request under load, drowning the

@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -100,6 +100,19 @@ def rfc3339_us(us: int) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros:06d}Z"
 
 
+def event_id_key(partner_id: str, event_id: str) -> bytes:
+    """Hash (partner_id, event_id): the key of an event that carries an event_id."""
+    # A prefix of its own, so that no event's content can hash to an event_id key.
+    text = "event_id\x00" + dumps([partner_id, event_id])
+    return hashlib.sha256(text.encode("utf-8")).digest()[:KEY_BYTES]
+
+
+def _file_identity(path: str) -> tuple[int, int]:
+    """Return the device and inode of the file at path."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def utc_now() -> str:
     """Return the current time as an RFC 3339 UTC timestamp."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -125,21 +138,48 @@ class Store:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.path = path
+        self._synchronous = synchronous.upper()
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        # One connection behind one lock: SQLite serialises writers anyway, and a single
+        # writer never meets "database is locked" from its own threads.
+        self._lock = threading.Lock()  # held by the one thread writing
+        self._queue_lock = threading.Lock()  # guards the queue of writes waiting for it
+        self._queue: list[_WriteRequest] = []
+        self._open()
+
+    def _open(self) -> None:
+        """Connect to the file at self.path, creating the schema where it is missing."""
+        self._identity = None  # until an open succeeds, every write tries again
         try:
-            # One connection behind one lock: SQLite serialises writers anyway, and a
-            # single writer never meets "database is locked" from its own threads.
-            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._lock = threading.Lock()  # held by the one thread writing
-            self._queue_lock = threading.Lock()  # guards the queue of writes waiting for it
-            self._queue: list[_WriteRequest] = []
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.db = sqlite_utils.Database(self._conn)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             self.db.enable_wal()
-            self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            with self._lock:
-                self._create_schema()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the database {path}: {exc}") from exc
+            self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._create_schema()
+            self._identity = _file_identity(self.path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open the database {self.path}: {exc}") from exc
+
+    def _check_file(self) -> None:
+        """Make sure writes go to the file at self.path, not to one deleted or replaced.
+
+        SQLite keeps writing to a deleted file's inode, and everything written there is lost
+        at exit: so a missing file is a StorageError, and a file replaced (by a restored
+        snapshot, say) is opened afresh.
+        """
+        try:
+            identity = _file_identity(self.path)
+        except FileNotFoundError:
+            raise StorageError(f"the database file {self.path} is missing") from None
+        if identity != self._identity:
+            self._conn.close()
+            # The -wal and -shm beside the path belong to the file that is gone: applied to
+            # the new one, they would corrupt it (or pass garbage off as a database).
+            for suffix in ("-wal", "-shm"):
+                with suppress(FileNotFoundError):
+                    os.remove(self.path + suffix)
+            self._open()
 
     def _create_schema(self) -> None:
         """Create the tables and indexes that are missing."""
@@ -147,25 +187,23 @@ class Store:
         events.create(
             {
                 "id": int,
+                # The one UNIQUE key: the content's hash, or, for an event with an event_id,
+                # the hash of (partner_id, event_id); content_hash is then kept to tell a
+                # resend (same content) from a conflict (other content).
+                "dedup_key": bytes,
                 "content_hash": bytes,
                 "partner_id": str,
                 "player_login": str,
-                "event_id": str,
                 "received_at": int,
                 "sub": str,
                 "event": str,
             },
             pk="id",
-            not_null={"content_hash", "partner_id", "player_login", "received_at", "sub", "event"},
+            not_null={"dedup_key", "partner_id", "player_login", "received_at", "sub", "event"},
             if_not_exists=True,
         )
-        events.create_index(["content_hash"], unique=True, if_not_exists=True)
+        events.create_index(["dedup_key"], unique=True, if_not_exists=True)
         events.create_index(["partner_id", "player_login"], if_not_exists=True)
-        # A partial index, which sqlite-utils cannot express: event_id is unique per partner.
-        self._conn.execute(
-            "CREATE UNIQUE INDEX IF NOT EXISTS idx_events_partner_event_id"
-            " ON events (partner_id, event_id) WHERE event_id IS NOT NULL"
-        )
         self.db["players"].create(
             {"partner_id": str, "player_login": str, "is_vip": int, "updated_at": str, "updated_by": str},
             pk=("partner_id", "player_login"),
@@ -178,6 +216,7 @@ class Store:
         """Run a write transaction under the lock; any SQLite failure becomes StorageError."""
         with self._lock:
             try:
+                self._check_file()
                 self._conn.execute("BEGIN IMMEDIATE")
                 yield self._conn
                 self._conn.execute("COMMIT")
@@ -203,10 +242,14 @@ class Store:
         that a conflict in one call undoes that call alone.
         """
         received_at = now_us()
-        rows = [
-            (content_key(e), e["partner_id"], e["player_login"], e.get("event_id"), received_at, sub, dumps(e))
-            for e in events
-        ]
+        rows = []
+        for e in events:
+            content = content_key(e)
+            if "event_id" in e:
+                rows.append((event_id_key(e["partner_id"], e["event_id"]), content))
+            else:
+                rows.append((content, None))
+            rows[-1] += (e["partner_id"], e["player_login"], received_at, sub, dumps(e))
         request = _WriteRequest(rows)
         with self._queue_lock:
             self._queue.append(request)
@@ -221,8 +264,9 @@ class Store:
 
     def _commit_group(self, group: list["_WriteRequest"]) -> None:
         """Write every request of group in one transaction, recording each one's outcome."""
-        conn = self._conn
         try:
+            self._check_file()
+            conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             for request in group:
                 conn.execute("SAVEPOINT request")
@@ -248,23 +292,22 @@ class Store:
         for row in rows:
             # Raw SQL: the UNIQUE indexes decide, and rowcount says whether they did.
             cursor = conn.execute(
-                "INSERT INTO events (content_hash, partner_id, player_login, event_id,"
+                "INSERT INTO events (dedup_key, content_hash, partner_id, player_login,"
                 " received_at, sub, event) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 row,
             )
             new.append(cursor.rowcount == 1)
-            if not cursor.rowcount and row[3] is not None:
-                self._check_same_content(conn, row[1], row[3], row[0])
+            if not cursor.rowcount and row[1] is not None:
+                self._check_same_content(conn, row[0], row[1], row[6])
         return new
 
     @staticmethod
-    def _check_same_content(conn: sqlite3.Connection, partner_id: str, event_id: str, key: bytes) -> None:
-        """Raise EventConflict if the stored event with this event_id has other content."""
-        (held,) = conn.execute(
-            "SELECT content_hash FROM events WHERE partner_id = ? AND event_id = ?", (partner_id, event_id)
-        ).fetchone()
-        if held != key:
-            raise EventConflict(partner_id, event_id)
+    def _check_same_content(conn: sqlite3.Connection, key: bytes, content: bytes, event_json: str) -> None:
+        """Raise EventConflict if the event stored under this event_id key has other content."""
+        (held,) = conn.execute("SELECT content_hash FROM events WHERE dedup_key = ?", (key,)).fetchone()
+        if held != content:
+            event = json.loads(event_json)
+            raise EventConflict(event["partner_id"], event["event_id"])
 
     def set_vip(self, partner_id: str, player_login: str, is_vip: bool, sub: str) -> None:
         """Record a player's VIP flag, when it was set and by whom."""
@@ -281,6 +324,7 @@ class Store:
         """Run a query on the events table; raise StorageError if the database does not answer."""
         with self._lock:
             try:
+                self._check_file()
                 self._conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
             except sqlite3.Error as exc:
                 raise StorageError(f"the database does not answer: {exc}") from exc

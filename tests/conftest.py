@@ -55,7 +55,7 @@ def post_event(client, event, token=None, raw=None, content_type="application/js
 def stored_events(app, **filters):
     """Return the exported events, numbers parsed exactly."""
     store = app.extensions["store"]
-    return [json.loads(line, parse_float=Decimal) for line in store.export_events(**filters)]
+    return [json.loads(line, parse_float=Decimal, parse_int=Decimal) for line in store.export_events(**filters)]
 
 
 def stored_players(app):

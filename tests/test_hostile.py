@@ -23,10 +23,11 @@ CASES = {
     "1 MiB string": (_event_json(note="x" * MIB), 413),
     "string just under the limit": (_event_json(note="x" * (MIB - 200)), 200),
     "metadata with 100,000 elements": (_event_json(metadata={"list": list(range(100_000))}), 200),
-    "metadata with 100,000 keys": (_event_json(metadata={f"k{i}": i for i in range(100_000)}), 200),
+    "metadata with 50,000 keys": (_event_json(metadata={f"k{i}": i for i in range(50_000)}), 200),
     "deep nesting (10,000 levels)": ("[" * 10_000 + "]" * 10_000, 400),
     "NUL in player_login": (_event_json(player_login="p\u0000"), 400),
-    "control character in partner_id": (_event_json(partner_id="casino_alpha\u001b[31m"), 400),
+    "escape sequence in session_id": (_event_json(session_id="s\u001b[31m"), 400),
+    "control character in an unowned partner_id": (_event_json(partner_id="casino_alpha\u001b[31m"), 403),
     "unpaired surrogate escape": (_with_raw("note", '"\\ud800"'), 400),
     "duplicate key": (_event_json()[:-1] + ', "player_login": "other"}', 400),
     "integer with 5,000 digits as amount": (_with_raw("amount", "9" * 5000).replace('"big_win"', '"bet"'), 400),
@@ -68,7 +69,7 @@ def test_minus_zero_is_kept_and_deduplicated_with_zero(app, client):
 
 @pytest.mark.parametrize("raw,status", [
     (b"\xef\xbb\xbf" + _event_json().encode(), 400),  # UTF-8 byte order mark
-    (_event_json(player_login="\u00e9").encode("latin-1"), 400),  # invalid UTF-8
+    (b'{"partner_id": "casino_alpha", "player_login": "\xe9", "event_type": "big_win"}', 400),  # Latin-1
     (_event_json().encode("utf-16"), 400),
 ])
 def test_encodings(app, client, raw, status):
