@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app backup_api
 
-.PHONY: run test token fuzz bench snapshot clean
+.PHONY: run test token fuzz soak bench snapshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ token: $(VENV)/.runtime  ## print a token owning PARTNER (make token PARTNER="ca
 
 fuzz: $(VENV)/.dev  ## a long schemathesis campaign against a real waitress process
 	$(BIN)/python -m tests.fuzz
+
+KILLS ?= 50
+soak: $(VENV)/.dev  ## SIGKILL the real server KILLS times under load; a one-line summary
+	$(BIN)/python -m tests.crash $(KILLS)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 bench: $(VENV)/.dev  ## the benchmark (see bench/run.py); installs wrk from Debian when missing

@@ -1,0 +1,13 @@
+"""SIGKILL under load: every acknowledged event survives, once, in order (`make soak` runs more)."""
+
+from tests.crash import run
+
+
+def test_kill_9_under_load_loses_nothing(tmp_path):
+    tallies = run(kills=5, folder=tmp_path, seed=1, max_seconds=120)
+    assert tallies["acknowledged"] > 100
+    assert tallies["lost"] == 0
+    assert tallies["duplicated"] == 0
+    assert tallies["refused_but_stored"] == 0
+    assert tallies["out_of_order"] == 0
+    assert tallies["integrity"] == "ok"
