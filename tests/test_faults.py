@@ -2,6 +2,7 @@
 
 import shutil
 import sqlite3
+import subprocess
 
 import pytest
 
@@ -48,11 +49,22 @@ class FaultyConnection:
         return getattr(self._conn, name)
 
 
-@pytest.mark.parametrize("statement", ["INSERT", "COMMIT"])
-def test_disk_full_is_503_without_partial_rows(app, client, tmp_path, statement):
+@pytest.mark.parametrize(
+    "statement,error",
+    [
+        ("INSERT", "database or disk is full"),
+        ("COMMIT", "database or disk is full"),
+        ("BEGIN", "attempt to write a readonly database"),
+        ("INSERT", "attempt to write a readonly database"),
+        ("COMMIT", "disk I/O error"),
+    ],
+)
+def test_write_faults_are_503_without_partial_rows(app, client, tmp_path, statement, error):
+    # As root, a chmod cannot make the file read-only, so the errors SQLite gives for a full
+    # disk, a read-only file and a failing disk are raised where SQLite raises them.
     store = app.extensions["store"]
     assert post_event(client, valid_event("bet", amount=1)).status_code == 200
-    faulty = FaultyConnection(store._conn, statement, "database or disk is full")
+    faulty = FaultyConnection(store._conn, statement, error)
     store._conn = faulty
     batch = [valid_event("bet", amount=n) for n in range(2, 6)]
     assert_503(post_event(client, batch))
@@ -100,3 +112,40 @@ def test_database_replaced_by_garbage_is_503_until_a_database_is_back(app, clien
     (tmp_path / "saved.db").replace(database)
     assert post_event(client, valid_event("bet", amount=3)).status_code == 200
     assert count(database) == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB filesystem of its own (tmpfs), where a full disk is real."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_a_really_full_disk_is_503_and_recovers(small_disk):
+    app = create_app({"TESTING": True, "DATABASE": str(small_disk / "backup.db"), "JWT_SECRET": SECRET})
+    client = app.test_client()
+    try:
+        filler = small_disk / "filler"
+        filler.write_bytes(b"\0" * (600 * 1024))
+        answers = []
+        for n in range(200):
+            response = post_event(client, valid_event("bet", amount=n, metadata={"pad": "x" * 20000}))
+            answers.append(response.status_code)
+            if response.status_code != 200:
+                assert_503(response)
+                break
+        assert answers[-1] == 503, answers
+        assert count(small_disk / "backup.db") == answers.count(200)
+        filler.unlink()
+        assert post_event(client, valid_event("win")).status_code == 200
+        assert count(small_disk / "backup.db") == answers.count(200) + 1
+    finally:
+        app.extensions["store"].close()
