@@ -1,6 +1,7 @@
 """Fixtures: an app on a temporary database, its client and CLI runner, and tokens."""
 
 import json
+import sqlite3
 import time
 from decimal import Decimal
 
@@ -56,6 +57,15 @@ def stored_events(app, **filters):
     """Return the exported events, numbers parsed exactly."""
     store = app.extensions["store"]
     return [json.loads(line, parse_float=Decimal, parse_int=Decimal) for line in store.export_events(**filters)]
+
+
+def count_rows(database) -> int:
+    """Count the events in a database file, read on a connection of its own."""
+    conn = sqlite3.connect(database)
+    try:
+        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def stored_players(app):

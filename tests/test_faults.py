@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from backup_api import create_app
-from tests.conftest import SECRET, bearer, post_event, valid_event
+from tests.conftest import SECRET, bearer, count_rows, post_event, valid_event
 
 
 @pytest.fixture
@@ -17,14 +17,6 @@ def app(tmp_path):
     )
     yield app
     app.extensions["store"].close()
-
-
-def count(path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def assert_503(response):
@@ -70,9 +62,9 @@ def test_write_faults_are_503_without_partial_rows(app, client, tmp_path, statem
     assert_503(post_event(client, batch))
     assert_503(post_event(client, valid_event("win")))
     faulty.armed = False
-    assert count(tmp_path / "backup.db") == 1
+    assert count_rows(tmp_path / "backup.db") == 1
     assert post_event(client, valid_event("win")).status_code == 200
-    assert count(tmp_path / "backup.db") == 2
+    assert count_rows(tmp_path / "backup.db") == 2
 
 
 def test_database_locked_by_another_process_is_503_then_recovers(app, client, tmp_path):
@@ -85,7 +77,7 @@ def test_database_locked_by_another_process_is_503_then_recovers(app, client, tm
         other.execute("ROLLBACK")
         other.close()
     assert post_event(client, valid_event("bet")).status_code == 200
-    assert count(tmp_path / "backup.db") == 1
+    assert count_rows(tmp_path / "backup.db") == 1
 
 
 def test_deleted_database_is_503_until_one_is_back(app, client, tmp_path):
@@ -98,7 +90,7 @@ def test_deleted_database_is_503_until_one_is_back(app, client, tmp_path):
     shutil.copyfile(tmp_path / "saved.db", database)
     assert client.get("/healthz").status_code == 200
     assert post_event(client, valid_event("bet", amount=3)).status_code == 200
-    assert count(database) == 2
+    assert count_rows(database) == 2
 
 
 def test_database_replaced_by_garbage_is_503_until_a_database_is_back(app, client, tmp_path):
@@ -111,7 +103,7 @@ def test_database_replaced_by_garbage_is_503_until_a_database_is_back(app, clien
     assert_503(post_event(client, valid_event("bet", amount=2)))
     (tmp_path / "saved.db").replace(database)
     assert post_event(client, valid_event("bet", amount=3)).status_code == 200
-    assert count(database) == 2
+    assert count_rows(database) == 2
 
 
 @pytest.fixture
@@ -143,9 +135,9 @@ def test_a_really_full_disk_is_503_and_recovers(small_disk):
                 assert_503(response)
                 break
         assert answers[-1] == 503, answers
-        assert count(small_disk / "backup.db") == answers.count(200)
+        assert count_rows(small_disk / "backup.db") == answers.count(200)
         filler.unlink()
         assert post_event(client, valid_event("win")).status_code == 200
-        assert count(small_disk / "backup.db") == answers.count(200) + 1
+        assert count_rows(small_disk / "backup.db") == answers.count(200) + 1
     finally:
         app.extensions["store"].close()

@@ -1,20 +1,11 @@
 """End to end against a real waitress process on a free port."""
 
-import sqlite3
 import subprocess
 import sys
 import threading
 
-from tests.conftest import SECRET, make_token, valid_event
+from tests.conftest import SECRET, count_rows, make_token, valid_event
 from tests.server import ROOT, Server
-
-
-def count_rows(database) -> int:
-    conn = sqlite3.connect(database)
-    try:
-        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def test_routes_end_to_end(tmp_path):
