@@ -1,5 +1,7 @@
 """End to end against a real waitress process on a free port."""
 
+import json
+import socket
 import subprocess
 import sys
 import threading
@@ -22,13 +24,25 @@ def test_routes_end_to_end(tmp_path):
     assert count_rows(tmp_path / "b.db") == 1
 
 
-def test_oversized_body_is_refused_in_json_by_waitress(tmp_path):
+def test_oversized_body_is_refused_in_json_before_it_is_sent(tmp_path):
     with Server(tmp_path / "b.db", SECRET) as server:
-        status, headers, body = server.request(
-            "POST", "/player-events", b"x" * (3 << 20), make_token())
-        assert status == 413
-        assert headers["Content-Type"] == "application/json"
-        assert body["status"] == "error"
+        # Announce 3 MiB and send only the headers: waitress answers without waiting for the body.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /player-events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + make_token().encode() + b"\r\n"
+                b"Content-Length: " + str(3 << 20).encode() + b"\r\n\r\n"
+            )
+            reply = b""
+            while b"}" not in reply:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413")
+        assert b"Content-Type: application/json" in head
+        assert json.loads(body)["status"] == "error"
 
 
 def test_concurrent_identical_posts_store_one_row(tmp_path):
