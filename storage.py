@@ -213,18 +213,17 @@ class Store:
 
     @contextmanager
     def _transaction(self, failure: str) -> Iterator[sqlite3.Connection]:
-        """Run a write transaction under the lock; any SQLite failure becomes StorageError."""
-        with self._lock:
-            try:
-                self._check_file()
-                self._conn.execute("BEGIN IMMEDIATE")
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, sqlite3.Error):
-                    raise StorageError(f"{failure}: {exc}") from exc
-                raise
+        """Run a write transaction (the caller holds the lock); SQLite failures become StorageError."""
+        try:
+            self._check_file()
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"{failure}: {exc}") from exc
+            raise
 
     def _rollback(self) -> None:
         """Roll back the open transaction, if the connection still can."""
@@ -265,23 +264,19 @@ class Store:
     def _commit_group(self, group: list["_WriteRequest"]) -> None:
         """Write every request of group in one transaction, recording each one's outcome."""
         try:
-            self._check_file()
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            for request in group:
-                conn.execute("SAVEPOINT request")
-                try:
-                    request.new = self._insert(conn, request.rows)
-                except EventConflict as exc:
-                    conn.execute("ROLLBACK TO request")
-                    request.error = exc
-                conn.execute("RELEASE request")
-            conn.execute("COMMIT")
+            with self._transaction("the events could not be stored") as conn:
+                for request in group:
+                    conn.execute("SAVEPOINT request")
+                    try:
+                        request.new = self._insert(conn, request.rows)
+                    except EventConflict as exc:
+                        conn.execute("ROLLBACK TO request")
+                        request.error = exc
+                    conn.execute("RELEASE request")
         except BaseException as exc:
-            self._rollback()
-            failure = StorageError(f"the events could not be stored: {exc}") if isinstance(exc, sqlite3.Error) else exc
+            # Nothing of the group was committed: every caller in it gets the failure.
             for request in group:
-                request.error = failure
+                request.error = exc
         finally:
             for request in group:
                 request.done = True
@@ -312,7 +307,7 @@ class Store:
     def set_vip(self, partner_id: str, player_login: str, is_vip: bool, sub: str) -> None:
         """Record a player's VIP flag, when it was set and by whom."""
         # Plain SQL: sqlite-utils' upsert commits on its own, inside our transaction.
-        with self._transaction("the VIP flag could not be stored") as conn:
+        with self._lock, self._transaction("the VIP flag could not be stored") as conn:
             conn.execute(
                 "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
