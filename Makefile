@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app backup_api
 
-.PHONY: run test token fuzz soak bench snapshot clean
+.PHONY: run test lint token fuzz soak bench snapshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ run: $(VENV)/.runtime  ## serve the API with waitress on HOST:PORT
 
 test: $(VENV)/.dev  ## run the whole test suite
 	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev  ## ruff
+	$(BIN)/ruff check .
 
 token: $(VENV)/.runtime  ## print a token owning PARTNER (make token PARTNER="casino_alpha casino_beta")
 	@test -n "$(PARTNER)" || { echo 'usage: make token PARTNER=casino_alpha' >&2; exit 2; }

@@ -274,7 +274,7 @@ def _routes():
                 authorise(claims, partner_id)
         events = schemas.validate_batch(payload) if batch else [schemas.validate_event(payload)]
         new = store().add_events(events, claims["sub"])
-        for event, is_new in zip(events, new):
+        for event, is_new in zip(events, new, strict=True):
             if is_new and event["event_type"] in NOTICE_EVENT_TYPES:
                 current_app.logger.warning(
                     "%s event: partner=%s player=%s", event["event_type"], event["partner_id"], event["player_login"]

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import sqlite_utils
@@ -97,7 +97,7 @@ def now_us() -> int:
 def rfc3339_us(us: int) -> str:
     """Write microseconds since the epoch as an RFC 3339 UTC timestamp."""
     seconds, micros = divmod(us, 1_000_000)
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros:06d}Z"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros:06d}Z"
 
 
 def event_id_key(partner_id: str, event_id: str) -> bytes:
@@ -115,7 +115,7 @@ def _file_identity(path: str) -> tuple[int, int]:
 
 def utc_now() -> str:
     """Return the current time as an RFC 3339 UTC timestamp."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _WriteRequest:

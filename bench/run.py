@@ -175,7 +175,7 @@ def main() -> int:
         (count_first, mem_first), (count_total, mem_total) = memory(folder)
     per_event, json_size = disk_per_event(filled)
 
-    ratios = [s["rps"] / b["rps"] for s, b in zip(rounds["service"], rounds["baseline"])]
+    ratios = [s["rps"] / b["rps"] for s, b in zip(rounds["service"], rounds["baseline"], strict=True)]
     med = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
            for name, runs in rounds.items()}
     lines = [

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from tests.conftest import SECRET, make_token
@@ -125,7 +126,7 @@ def check(database: Path, ledger: Ledger, kills: int) -> dict:
         # must be stored in the order they were acknowledged.
         "out_of_order": sum(
             1 for ids in ledger.acked.values()
-            for a, b in zip(ids, ids[1:]) if a in position and b in position and position[a] > position[b]
+            for a, b in pairwise(ids) if a in position and b in position and position[a] > position[b]
         ),
     }
     return tallies

@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from tests.conftest import SECRET, make_token, valid_event
+from tests.conftest import SECRET, bearer, make_token, valid_event
 
 ROUTES = [
     ("post", "/player-events", valid_event("bet")),
@@ -100,7 +100,8 @@ def test_remembered_token_still_expires(client):
 
 def test_remembered_token_with_another_signature_is_refused(client):
     token = make_token()
-    assert client.post("/player-events", json=valid_event("bet"), headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.post("/player-events", json=valid_event("bet"), headers=headers).status_code == 200
     head, body, signature = token.split(".")
     forged = f"{head}.{body}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
     response = client.post("/player-events", json=valid_event("win"), headers={"Authorization": f"Bearer {forged}"})
@@ -111,5 +112,6 @@ def test_remembered_tokens_are_bounded(app, client):
     manager = app.extensions["flask-jwt-extended"]
     for n in range(manager.MAX_TOKENS + 10):
         token = make_token(sub=f"holder{n}", partners=["casino_alpha"])
-        assert client.post("/player-events", json=valid_event("bet", n=n), headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        response = client.post("/player-events", json=valid_event("bet", n=n), headers=bearer(token))
+        assert response.status_code == 200
     assert len(manager._verified) == manager.MAX_TOKENS

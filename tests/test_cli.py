@@ -64,8 +64,8 @@ def test_events_export(app, client, runner):
 
 
 def test_players_export(client, runner):
-    client.put("/users/casino_alpha/player/p9/vip", json={"is_vip": True},
-               headers={"Authorization": "Bearer " + jwt.encode({"sub": "casino_alpha", "exp": time.time() + 60}, SECRET)})
+    token = jwt.encode({"sub": "casino_alpha", "exp": time.time() + 60}, SECRET)
+    client.put("/users/casino_alpha/player/p9/vip", json={"is_vip": True}, headers={"Authorization": f"Bearer {token}"})
     [line] = runner.invoke(args=["players", "export"]).output.splitlines()
     player = json.loads(line)
     assert player["partner_id"] == "casino_alpha" and player["player_login"] == "p9" and player["is_vip"] is True

@@ -51,7 +51,8 @@ def test_body_just_under_the_limit_is_accepted(app, client):
 
 
 def test_charset_parameter_is_fine(client):
-    response = post_event(client, None, raw=json.dumps(valid_event("bet")), content_type="application/json; charset=utf-8")
+    raw = json.dumps(valid_event("bet"))
+    response = post_event(client, None, raw=raw, content_type="application/json; charset=utf-8")
     assert response.status_code == 200
 
 

@@ -2,7 +2,7 @@
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -132,7 +132,7 @@ def test_amount_keeps_every_digit(app, client):
 def test_received_at_and_sub_are_kept(app, client):
     token = make_token(sub="ops-bot", partners=["casino_alpha"])
     assert post_event(client, valid_event("bet"), token=token).status_code == 200
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     row = app.extensions["store"].db.execute("SELECT sub FROM events").fetchone()
     assert row[0] == "ops-bot"
     [exported] = stored_events(app)

@@ -1,10 +1,10 @@
 """Operations: health check, access log, snapshots while writing."""
 
 import logging
-from contextlib import closing
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from decimal import Decimal
 
 import pytest

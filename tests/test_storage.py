@@ -61,12 +61,10 @@ def test_event_id_conflict_rolls_back(store):
 
 def test_unique_constraint_is_in_the_database(store):
     store.add_events([event()], "s")
-    row = store.db.execute("SELECT content_hash, partner_id, player_login, received_at, sub, event FROM events").fetchone()
-    with pytest.raises(sqlite3.IntegrityError):
-        store.db.execute(
-            "INSERT INTO events (content_hash, partner_id, player_login, received_at, sub, event)"
-            " VALUES (?, ?, ?, ?, ?, ?)", row
-        )
+    columns = "dedup_key, content_hash, partner_id, player_login, received_at, sub, event"
+    row = store.db.execute(f"SELECT {columns} FROM events").fetchone()
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed: events.dedup_key"):
+        store.db.execute(f"INSERT INTO events ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
 
 def test_wal_mode_and_schema(store):
