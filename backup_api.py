@@ -235,7 +235,7 @@ def authenticate() -> dict:
     return claims
 
 
-def authorise(claims: dict, partner_id) -> None:
+def authorise(claims: dict, partner_id: str) -> None:
     """Refuse with 403 a partner_id that the token does not own."""
     g.partners = g.get("partners", set()) | {partner_id}
     if partner_id not in owned_partners(claims):
@@ -268,10 +268,9 @@ def _routes():
         payload = read_json()
         batch = isinstance(payload, list)
         # Ownership first: a partner_id the token does not own is 403 whatever else is wrong.
-        for item in payload if batch else [payload]:
-            partner_id = item.get("partner_id") if isinstance(item, dict) else None
-            if isinstance(partner_id, str) and partner_id:
-                authorise(claims, partner_id)
+        named = [item.get("partner_id") for item in (payload if batch else [payload]) if isinstance(item, dict)]
+        for partner_id in sorted({p for p in named if isinstance(p, str) and p}):
+            authorise(claims, partner_id)
         events = schemas.validate_batch(payload) if batch else [schemas.validate_event(payload)]
         new = store().add_events(events, claims["sub"])
         for event, is_new in zip(events, new, strict=True):

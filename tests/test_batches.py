@@ -101,3 +101,10 @@ def test_batch_over_one_mebibyte_is_413(app, client):
     events = batch_of(2, metadata={"pad": "x" * (600 * 1024)})
     assert post_batch(client, events).status_code == 413
     assert stored_events(app) == []
+
+
+def test_odd_partner_ids_in_a_batch_are_400_not_500(app, client):
+    events = [valid_event("bet", partner_id=odd) for odd in ({}, [1], None)]
+    response = post_batch(client, events)
+    assert response.status_code == 400
+    assert set(response.get_json()["errors"]) == {"0", "1", "2"}
