@@ -59,27 +59,36 @@ def _no_constant(name: str):
     raise BodyError(f"{name} is not a valid JSON value")
 
 
+def _check_text(text: str) -> None:
+    """Refuse a string that is not valid Unicode (a lone UTF-16 surrogate)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BodyError("a string holds an unpaired UTF-16 surrogate") from None
+
+
 def _check_tree(value) -> None:
     """Refuse nesting deeper than MAX_DEPTH and strings that are not valid Unicode."""
-    stack = [(value, 1)]
+    # Iterative, and only containers go on the stack: this runs on every event of a batch.
+    if isinstance(value, str):
+        _check_text(value)
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, str):
-            if not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise BodyError("a string holds an unpaired UTF-16 surrogate") from None
-            continue
-        if isinstance(item, dict):
-            children = [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
         if depth > MAX_DEPTH:
             raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels")
-        stack.extend((child, depth + 1) for child in children)
+        if isinstance(item, dict):
+            for key in item:
+                _check_text(key)
+            children = item.values()
+        else:
+            children = item
+        for child in children:
+            if isinstance(child, str):
+                _check_text(child)
+            elif isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
 
 
 def parse_json(raw: bytes):
