@@ -52,18 +52,19 @@ def _client(name: str, server_port: list, ledger: Ledger, stop: threading.Event,
             event = _event(name, n)
             resend = False
         event_id = event["event_id"]
+        conn = http.client.HTTPConnection("127.0.0.1", server_port[0], timeout=5)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", server_port[0], timeout=5)
             conn.request("POST", "/player-events", body=json.dumps(event),
                          headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
             status = conn.getresponse().status
-            conn.close()
-        except OSError:
+        except (OSError, http.client.HTTPException):  # killed mid-request: no answer
             if not resend:
                 with ledger.lock:
                     ledger.unknown.add(event_id)
             time.sleep(0.05)  # the server is down: wait for it to come back
             continue
+        finally:
+            conn.close()
         with ledger.lock:
             if status == 200 and not resend:
                 acked.append(event_id)
