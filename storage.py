@@ -174,11 +174,13 @@ class Store:
             raise StorageError(f"the database file {self.path} is missing") from None
         if identity != self._identity:
             self._conn.close()
-            # The -wal and -shm beside the path belong to the file that is gone: applied to
-            # the new one, they would corrupt it (or pass garbage off as a database).
-            for suffix in ("-wal", "-shm"):
-                with suppress(FileNotFoundError):
-                    os.remove(self.path + suffix)
+            if self._identity is not None:
+                # The -wal and -shm beside the path belong to the file we had, now gone:
+                # applied to the new one, they would corrupt it (or pass garbage off as a
+                # database). Only then: after a failed reopen they may be the new file's own.
+                for suffix in ("-wal", "-shm"):
+                    with suppress(FileNotFoundError):
+                        os.remove(self.path + suffix)
             self._open()
 
     def _create_schema(self) -> None:
