@@ -78,7 +78,8 @@ def document() -> dict:
     event_fields = schemas.PlayerEventSchema().fields
     properties = {name: field_schema(field) for name, field in event_fields.items()}
     variants = {f"{t}_event": _event_variant(t, properties) for t in schemas.EVENT_RULES}
-    identifier = field_schema(schemas.Identifier())
+    # A path segment is an identifier that cannot hold "/".
+    path_segment = {**field_schema(schemas.Identifier()), "pattern": "^[^/\\x00-\\x1f\\x7f-\\x9f]*$"}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -129,15 +130,14 @@ def document() -> dict:
                             "in": "path",
                             "required": True,
                             "description": "partner_id; owned by your token.",
-                            # A path segment cannot hold "/".
-                            "schema": {**identifier, "pattern": "^[^/\\x00-\\x1f\\x7f-\\x9f]*$"},
+                            "schema": path_segment,
                         },
                         {
                             "name": "player_id",
                             "in": "path",
                             "required": True,
                             "description": "player_login within the partner.",
-                            "schema": {**identifier, "pattern": "^[^/\\x00-\\x1f\\x7f-\\x9f]*$"},
+                            "schema": path_segment,
                         },
                     ],
                     "requestBody": {

@@ -79,14 +79,19 @@ def _canonical_number(number: Decimal | int) -> str:
     return f"{'-' if sign else ''}{stripped}e{exponent}"
 
 
-def content_key(event: dict) -> bytes:
-    """Hash an event's content: key order, whitespace and number form do not change it."""
+KEY_BYTES = 16
+
+
+def _key(text: str) -> bytes:
+    """Hash text into a deduplication key."""
     # 128 bits of SHA-256: half the disk of the full digest, and forging another event's key
     # would still take a second preimage (2**128 work); chance collisions need ~2**64 events.
-    return hashlib.sha256(dumps(event, canonical=True).encode("utf-8")).digest()[:KEY_BYTES]
+    return hashlib.sha256(text.encode("utf-8")).digest()[:KEY_BYTES]
 
 
-KEY_BYTES = 16
+def content_key(event: dict) -> bytes:
+    """Hash an event's content: key order, whitespace and number form do not change it."""
+    return _key(dumps(event, canonical=True))
 
 
 def now_us() -> int:
@@ -103,19 +108,13 @@ def rfc3339_us(us: int) -> str:
 def event_id_key(partner_id: str, event_id: str) -> bytes:
     """Hash (partner_id, event_id): the key of an event that carries an event_id."""
     # A prefix of its own, so that no event's content can hash to an event_id key.
-    text = "event_id\x00" + dumps([partner_id, event_id])
-    return hashlib.sha256(text.encode("utf-8")).digest()[:KEY_BYTES]
+    return _key("event_id\x00" + dumps([partner_id, event_id]))
 
 
 def _file_identity(path: str) -> tuple[int, int]:
     """Return the device and inode of the file at path."""
     st = os.stat(path)
     return st.st_dev, st.st_ino
-
-
-def utc_now() -> str:
-    """Return the current time as an RFC 3339 UTC timestamp."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _WriteRequest:
@@ -314,7 +313,7 @@ class Store:
                 "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
                 " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                (partner_id, player_login, int(is_vip), utc_now(), sub),
+                (partner_id, player_login, int(is_vip), rfc3339_us(now_us()), sub),
             )
 
     def ping(self) -> None:
