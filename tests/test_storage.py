@@ -73,45 +73,44 @@ def test_wal_mode_and_schema(store):
     assert "idx_events_partner_id_player_login" in indexes
 
 
-def test_threads_writing_the_same_event_store_one_row(store):
-    barrier = threading.Barrier(8)
+def run_in_threads(worker, arguments: list[tuple], timeout: float = 60) -> list[BaseException]:
+    """Run worker(*args) for each args in a thread of its own, started together; return what they raised."""
+    barrier = threading.Barrier(len(arguments))
     errors = []
 
-    def worker():
+    def run(args):
         barrier.wait(timeout=10)
         try:
-            for i in range(50):
-                store.add_events([event(amount=Decimal(i))], "s")
-        except Exception as exc:  # collected, then asserted empty
+            worker(*args)
+        except Exception as exc:  # collected, then asserted on by the caller
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=run, args=(args,)) for args in arguments]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=30)
-    assert errors == []
+        t.join(timeout=timeout)
+    return errors
+
+
+def test_threads_writing_the_same_event_store_one_row(store):
+    def worker():
+        for i in range(50):
+            store.add_events([event(amount=Decimal(i))], "s")
+
+    assert run_in_threads(worker, [()] * 8) == []
     assert len(list(store.export_events())) == 50
 
 
 def test_two_stores_on_one_file_never_lock(tmp_path):
     # Two processes would each have a store; two stores in threads stand in for them.
     a, b = storage.Store(str(tmp_path / "x.db")), storage.Store(str(tmp_path / "x.db"))
-    errors = []
 
     def worker(s, offset):
-        try:
-            for i in range(100):
-                s.add_events([event(amount=Decimal(offset + i))], "s")
-        except Exception as exc:
-            errors.append(exc)
+        for i in range(100):
+            s.add_events([event(amount=Decimal(offset + i))], "s")
 
-    threads = [threading.Thread(target=worker, args=(s, n * 1000)) for n, s in enumerate((a, b))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert errors == []
+    assert run_in_threads(worker, [(a, 0), (b, 1000)]) == []
     assert len(list(a.export_events())) == 200
     a.close()
     b.close()
@@ -128,10 +127,8 @@ def test_group_commit_keeps_each_callers_outcome(store):
     # Conflicting and valid writes race for the lock; a conflict undoes its own call only.
     store.add_events([event(event_id="taken", amount=Decimal(1))], "s")
     outcomes = {}
-    barrier = threading.Barrier(12)
 
     def worker(n):
-        barrier.wait(timeout=10)
         amount = Decimal(2) if n % 3 == 0 else Decimal(100 + n)
         batch = [event(player_login=f"l{n}", amount=amount)]
         if n % 3 == 0:
@@ -141,11 +138,7 @@ def test_group_commit_keeps_each_callers_outcome(store):
         except storage.EventConflict:
             outcomes[n] = "conflict"
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    assert run_in_threads(worker, [(n,) for n in range(12)]) == []
     assert {n: o for n, o in outcomes.items() if n % 3 == 0} == {n: "conflict" for n in range(0, 12, 3)}
     assert {n: o for n, o in outcomes.items() if n % 3} == {n: [True] for n in range(12) if n % 3}
     players = {line.split('"player_login":"')[1].split('"')[0] for line in store.export_events()}
