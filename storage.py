@@ -82,16 +82,16 @@ def _canonical_number(number: Decimal | int) -> str:
 KEY_BYTES = 16
 
 
-def _key(text: str) -> bytes:
-    """Hash text into a deduplication key."""
-    # 128 bits of SHA-256: half the disk of the full digest, and forging another event's key
-    # would still take a second preimage (2**128 work); chance collisions need ~2**64 events.
-    return hashlib.sha256(text.encode("utf-8")).digest()[:KEY_BYTES]
-
-
 def content_key(event: dict) -> bytes:
     """Hash an event's content: key order, whitespace and number form do not change it."""
-    return _key(dumps(event, canonical=True))
+    # 128 bits of SHA-256: half the disk of the full digest, and forging another event's key
+    # would still take a second preimage (2**128 work); chance collisions need ~2**64 events.
+    return hashlib.sha256(dumps(event, canonical=True).encode("utf-8")).digest()[:KEY_BYTES]
+
+
+def _parsed_content_key(event_json: str) -> bytes:
+    """The content key of an event stored as JSON text (read back with exact numbers)."""
+    return content_key(json.loads(event_json, parse_float=Decimal, parse_int=Decimal))
 
 
 def now_us() -> int:
@@ -103,12 +103,6 @@ def rfc3339_us(us: int) -> str:
     """Write microseconds since the epoch as an RFC 3339 UTC timestamp."""
     seconds, micros = divmod(us, 1_000_000)
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros:06d}Z"
-
-
-def event_id_key(partner_id: str, event_id: str) -> bytes:
-    """Hash (partner_id, event_id): the key of an event that carries an event_id."""
-    # A prefix of its own, so that no event's content can hash to an event_id key.
-    return _key("event_id\x00" + dumps([partner_id, event_id]))
 
 
 def _file_identity(path: str) -> tuple[int, int]:
@@ -127,6 +121,10 @@ class _WriteRequest:
         self.new: list[bool] = []
         self.error: BaseException | None = None
         self.done = False
+
+
+# The layout this code writes, kept in the file's user_version; a file from another layout is refused.
+SCHEMA_VERSION = 2
 
 
 class Store:
@@ -156,6 +154,12 @@ class Store:
             self.db.enable_wal()
             self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             self._create_schema()
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                raise StorageError(
+                    f"the database {self.path} has layout {version}; this version of the service reads"
+                    f" layout {SCHEMA_VERSION} only: export its events and import them into a new file"
+                )
             self._identity = _file_identity(self.path)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the database {self.path}: {exc}") from exc
@@ -183,33 +187,50 @@ class Store:
             self._open()
 
     def _create_schema(self) -> None:
-        """Create the tables and indexes that are missing."""
+        """Create the tables and indexes of a new database (one transaction, stamped with the layout)."""
+        if self.db["events"].exists():
+            return
+        self._conn.execute("BEGIN IMMEDIATE")  # sqlite-utils' statements nest in it as savepoints
+        try:
+            if not self.db["events"].exists():  # else another process created them meanwhile
+                self._create_tables()
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _create_tables(self) -> None:
+        """Create the events and players tables and their indexes."""
         events = self.db["events"]
         events.create(
             {
                 "id": int,
-                # The one UNIQUE key: the content's hash, or, for an event with an event_id,
-                # the hash of (partner_id, event_id); content_hash is then kept to tell a
-                # resend (same content) from a conflict (other content).
-                "dedup_key": bytes,
-                "content_hash": bytes,
                 "partner_id": str,
+                # An event with an event_id is keyed by (partner_id, event_id); one without, by
+                # content_key, the hash of its canonical form. Each key is UNIQUE in an index of
+                # its own, holding only the events keyed by it.
+                "event_id": str,
+                "content_key": bytes,
                 "player_login": str,
                 "received_at": int,
                 "sub": str,
                 "event": str,
             },
             pk="id",
-            not_null={"dedup_key", "partner_id", "player_login", "received_at", "sub", "event"},
-            if_not_exists=True,
+            not_null={"partner_id", "player_login", "received_at", "sub", "event"},
         )
-        events.create_index(["dedup_key"], unique=True, if_not_exists=True)
-        events.create_index(["partner_id", "player_login"], if_not_exists=True)
+        self._conn.execute(
+            "CREATE UNIQUE INDEX events_by_event_id ON events (partner_id, event_id) WHERE event_id IS NOT NULL"
+        )
+        self._conn.execute(
+            "CREATE UNIQUE INDEX events_by_content ON events (content_key) WHERE content_key IS NOT NULL"
+        )
+        events.create_index(["partner_id", "player_login"])
         self.db["players"].create(
             {"partner_id": str, "player_login": str, "is_vip": int, "updated_at": str, "updated_by": str},
             pk=("partner_id", "player_login"),
             not_null={"is_vip", "updated_at", "updated_by"},
-            if_not_exists=True,
         )
 
     @contextmanager
@@ -242,14 +263,18 @@ class Store:
         that a conflict in one call undoes that call alone.
         """
         received_at = now_us()
-        rows = []
-        for e in events:
-            content = content_key(e)
-            if "event_id" in e:
-                rows.append((event_id_key(e["partner_id"], e["event_id"]), content))
-            else:
-                rows.append((content, None))
-            rows[-1] += (e["partner_id"], e["player_login"], received_at, sub, dumps(e))
+        rows = [
+            (
+                e["partner_id"],
+                e.get("event_id"),
+                None if "event_id" in e else content_key(e),
+                e["player_login"],
+                received_at,
+                sub,
+                dumps(e),
+            )
+            for e in events
+        ]
         request = _WriteRequest(rows)
         with self._queue_lock:
             self._queue.append(request)
@@ -266,6 +291,9 @@ class Store:
         """Write every request of group in one transaction, recording each one's outcome."""
         try:
             with self._transaction("the events could not be stored") as conn:
+                if len(group) == 1:  # the transaction alone undoes a conflict: no savepoint needed
+                    group[0].new = self._insert(conn, group[0].rows)
+                    return
                 for request in group:
                     conn.execute("SAVEPOINT request")
                     try:
@@ -288,8 +316,8 @@ class Store:
         for row in rows:
             # Raw SQL: the UNIQUE indexes decide, and rowcount says whether they did.
             cursor = conn.execute(
-                "INSERT INTO events (dedup_key, content_hash, partner_id, player_login,"
-                " received_at, sub, event) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO events (partner_id, event_id, content_key, player_login, received_at, sub, event)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 row,
             )
             new.append(cursor.rowcount == 1)
@@ -298,12 +326,14 @@ class Store:
         return new
 
     @staticmethod
-    def _check_same_content(conn: sqlite3.Connection, key: bytes, content: bytes, event_json: str) -> None:
-        """Raise EventConflict if the event stored under this event_id key has other content."""
-        (held,) = conn.execute("SELECT content_hash FROM events WHERE dedup_key = ?", (key,)).fetchone()
-        if held != content:
-            event = json.loads(event_json)
-            raise EventConflict(event["partner_id"], event["event_id"])
+    def _check_same_content(conn: sqlite3.Connection, partner_id: str, event_id: str, event_json: str) -> None:
+        """Raise EventConflict if the event stored under this event_id has other content."""
+        # Only on a resend or a conflict, both rare: so no content key is kept for these events.
+        (held,) = conn.execute(
+            "SELECT event FROM events WHERE partner_id = ? AND event_id = ?", (partner_id, event_id)
+        ).fetchone()
+        if _parsed_content_key(held) != _parsed_content_key(event_json):
+            raise EventConflict(partner_id, event_id)
 
     def set_vip(self, partner_id: str, player_login: str, is_vip: bool, sub: str) -> None:
         """Record a player's VIP flag, when it was set and by whom."""

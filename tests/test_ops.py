@@ -116,10 +116,10 @@ def test_snapshot_while_writing_is_a_consistent_prefix(app, tmp_path):
     copy = sqlite3.connect(tmp_path / "snap.db")
     try:
         assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        copied = copy.execute("SELECT id, content_hash, event FROM events ORDER BY id").fetchall()
+        copied = copy.execute("SELECT id, content_key, event FROM events ORDER BY id").fetchall()
     finally:
         copy.close()
-    live = store.db.execute("SELECT id, content_hash, event FROM events ORDER BY id").fetchall()
+    live = store.db.execute("SELECT id, content_key, event FROM events ORDER BY id").fetchall()
     assert 50 <= len(copied) < len(live)
     assert copied == live[: len(copied)]
 

@@ -59,12 +59,41 @@ def test_event_id_conflict_rolls_back(store):
     assert len(list(store.export_events())) == 1
 
 
-def test_unique_constraint_is_in_the_database(store):
-    store.add_events([event()], "s")
-    columns = "dedup_key, content_hash, partner_id, player_login, received_at, sub, event"
+@pytest.mark.parametrize(
+    ("fields", "constraint"),
+    [({}, "events.content_key"), ({"event_id": "e1"}, "events.partner_id, events.event_id")],
+)
+def test_unique_constraints_are_in_the_database(store, fields, constraint):
+    store.add_events([event(**fields)], "s")
+    columns = "partner_id, event_id, content_key, player_login, received_at, sub, event"
     row = store.db.execute(f"SELECT {columns} FROM events").fetchone()
-    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed: events.dedup_key"):
+    with pytest.raises(sqlite3.IntegrityError, match=f"UNIQUE constraint failed: {constraint}"):
         store.db.execute(f"INSERT INTO events ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+
+
+def test_event_id_is_per_partner(store):
+    assert store.add_events([event(event_id="e1"), event(event_id="e1", partner_id="q")], "s") == [True, True]
+
+
+def test_resend_with_event_id_compares_content_not_text(store):
+    store.add_events([event(event_id="e1", amount=Decimal("5.0"), metadata={"a": 1, "b": 2})], "s")
+    resend = event(event_id="e1", amount=Decimal("5"), metadata={"b": 2, "a": 1})
+    assert store.add_events([resend], "s") == [False]
+    with pytest.raises(storage.EventConflict):
+        store.add_events([event(event_id="e1", amount=Decimal("5"), metadata={"b": 2, "a": 2})], "s")
+
+
+def test_a_file_of_another_layout_is_refused(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, dedup_key BLOB)")
+    conn.close()
+    with pytest.raises(storage.StorageError, match="layout 0"):
+        storage.Store(str(path))
+
+
+def test_a_new_file_is_stamped_with_the_layout(store):
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
 
 
 def test_wal_mode_and_schema(store):
