@@ -184,38 +184,44 @@ def _time_claims_hold(claims: dict, now: float) -> bool:
     )
 
 
-class _RememberingJWTManager(JWTManager):
-    """flask-jwt-extended, remembering the tokens it has verified.
+class _VerifiedTokens:
+    """The claims of tokens already verified, so that a partner's token is decoded once, not per request.
 
-    Its decoder parses every token twice per request (once unverified, once verified). A partner
-    sends the same token on every request, so the claims of a verified token are kept, keyed by
-    the whole token (signature included), and only its time claims are checked again; a token
-    whose time is up is decoded afresh, so that it fails exactly as a new one would.
+    flask-jwt-extended decodes every token twice per request (once unverified, once verified). A
+    partner sends the same token with every request: its claims are kept, keyed by the whole
+    token (signature included), and only its time claims are checked again. A token whose time
+    is up is no longer found, so it goes through the full check and fails exactly as a new one would.
     """
 
     MAX_TOKENS = 1024
 
-    def __init__(self, app: Flask):
-        self._verified: dict[str, dict] = {}
-        self._verified_lock = threading.Lock()
-        super().__init__(app)
+    def __init__(self):
+        self._claims: dict[str, dict] = {}
+        self._lock = threading.Lock()
 
-    def _decode_jwt_from_config(self, encoded_token, csrf_value=None, allow_expired=False):
-        claims = self._verified.get(encoded_token)
-        if claims is not None and not allow_expired and _time_claims_hold(claims, time.time()):
-            return dict(claims)
-        claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
-        if not allow_expired and _claims_problem(claims) is None:
-            with self._verified_lock:
-                if len(self._verified) >= self.MAX_TOKENS:
-                    del self._verified[next(iter(self._verified))]  # the oldest
-                self._verified[encoded_token] = dict(claims)
+    def find(self, authorization: str | None) -> dict | None:
+        """Return the claims of the token in an Authorization header, if it was verified and is in time."""
+        if authorization is None or not authorization.startswith("Bearer "):
+            return None
+        claims = self._claims.get(authorization[7:])
+        if claims is None or not _time_claims_hold(claims, time.time()):
+            return None
         return claims
+
+    def remember(self, authorization: str, claims: dict) -> None:
+        """Keep the claims of a token just verified (the oldest is dropped past MAX_TOKENS)."""
+        if not authorization.startswith("Bearer "):
+            return
+        with self._lock:
+            if len(self._claims) >= self.MAX_TOKENS:
+                del self._claims[next(iter(self._claims))]
+            self._claims[authorization[7:]] = claims
 
 
 def _init_jwt(app: Flask) -> None:
     """Set up flask-jwt-extended so that every token failure is our 401, not its 422."""
-    jwt = _RememberingJWTManager(app)
+    jwt = JWTManager(app)
+    app.extensions["verified_tokens"] = _VerifiedTokens()
     jwt.token_verification_loader(lambda header, claims: _claims_problem(claims) is None)
     jwt.token_verification_failed_loader(lambda header, claims: _unauthorized(_claims_problem(claims)))
     jwt.unauthorized_loader(lambda reason: _unauthorized(f"missing or malformed bearer token: {reason}"))
@@ -228,9 +234,14 @@ def _init_jwt(app: Flask) -> None:
 
 def authenticate() -> dict:
     """Verify the bearer token and return its claims."""
-    # verify_type=False: tokens minted elsewhere carry no flask-jwt-extended "type" claim.
-    verify_jwt_in_request(verify_type=False)
-    claims = get_jwt()
+    authorization = request.headers.get("Authorization")
+    verified = current_app.extensions["verified_tokens"]
+    claims = verified.find(authorization)
+    if claims is None:
+        # verify_type=False: tokens minted elsewhere carry no flask-jwt-extended "type" claim.
+        verify_jwt_in_request(verify_type=False)
+        claims = get_jwt()
+        verified.remember(authorization, claims)
     g.sub = claims["sub"]
     return claims
 

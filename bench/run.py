@@ -160,7 +160,7 @@ def batch_ingest(folder: Path) -> float:
 def main() -> int:
     """Run every measurement and print the table."""
     RESULTS.mkdir(exist_ok=True)
-    filled = RESULTS / f"filled-{FILL}.db"
+    filled = RESULTS / f"filled-{FILL}-layout{storage.SCHEMA_VERSION}.db"
     if not filled.exists():
         print(f"filling a database with {FILL:,} events (kept in {filled} for later runs) ...", flush=True)
         started = time.perf_counter()

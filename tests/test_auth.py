@@ -7,6 +7,8 @@ import time
 import jwt
 import pytest
 
+import backup_api
+
 from tests.conftest import SECRET, bearer, make_token, valid_event
 
 ROUTES = [
@@ -109,9 +111,19 @@ def test_remembered_token_with_another_signature_is_refused(client):
 
 
 def test_remembered_tokens_are_bounded(app, client):
-    manager = app.extensions["flask-jwt-extended"]
-    for n in range(manager.MAX_TOKENS + 10):
+    verified = app.extensions["verified_tokens"]
+    for n in range(verified.MAX_TOKENS + 10):
         token = make_token(sub=f"holder{n}", partners=["casino_alpha"])
         response = client.post("/player-events", json=valid_event("bet", n=n), headers=bearer(token))
         assert response.status_code == 200
-    assert len(manager._verified) == manager.MAX_TOKENS
+    assert len(verified._claims) == verified.MAX_TOKENS
+
+
+def test_a_token_is_decoded_once(app, client, monkeypatch):
+    token = make_token()
+    decodes = []
+    original = backup_api.verify_jwt_in_request
+    monkeypatch.setattr(backup_api, "verify_jwt_in_request", lambda *a, **k: decodes.append(1) or original(*a, **k))
+    for n in range(3):
+        assert client.post("/player-events", json=valid_event("bet", n=n), headers=bearer(token)).status_code == 200
+    assert len(decodes) == 1
