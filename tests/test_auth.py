@@ -8,7 +8,6 @@ import jwt
 import pytest
 
 import backup_api
-
 from tests.conftest import SECRET, bearer, make_token, valid_event
 
 ROUTES = [
