@@ -99,7 +99,7 @@ def test_a_new_file_is_stamped_with_the_layout(store):
 def test_wal_mode_and_schema(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     indexes = {row[1] for row in store.db.execute("PRAGMA index_list(events)")}
-    assert "idx_events_partner_id_player_login" in indexes
+    assert "idx_events_partner_id" in indexes
 
 
 def run_in_threads(worker, arguments: list[tuple], timeout: float = 60) -> list[BaseException]:
