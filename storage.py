@@ -157,8 +157,8 @@ class Store:
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version != SCHEMA_VERSION:
                 raise StorageError(
-                    f"the database {self.path} has layout {version}; this version of the service reads"
-                    f" layout {SCHEMA_VERSION} only: export its events and import them into a new file"
+                    f"the database {self.path} has layout {version}; this version of the service reads layout"
+                    f" {SCHEMA_VERSION} only: move it aside (it stays a readable SQLite file) and start a new one"
                 )
             self._identity = _file_identity(self.path)
         except (sqlite3.Error, OSError) as exc:
