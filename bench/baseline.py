@@ -14,6 +14,13 @@ def create_app() -> Flask:
     def ok():
         return {"status": "ok"}
 
+    add_serve_command(app)
+    return app
+
+
+def add_serve_command(app: Flask) -> None:
+    """Give app the service's `serve` command, so that it runs under the same waitress settings."""
+
     @app.cli.command("serve")
     @click.option("--host", default="127.0.0.1")
     @click.option("--port", default=8000, type=int)
@@ -21,5 +28,3 @@ def create_app() -> Flask:
     def serve(host, port, threads):
         """Serve with the service's own waitress settings."""
         backup_api.serve(app, host=host, port=port, threads=threads)
-
-    return app

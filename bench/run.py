@@ -107,10 +107,10 @@ def disk_per_event(path: Path) -> tuple[float, float]:
 
 
 def http_rounds(folder: Path) -> dict:
-    """The service and the bare Flask baseline, alternating A, B, A, B over ROUNDS rounds."""
-    results = {"service": [], "baseline": []}
+    """The service, the bare Flask baseline and the floor (Flask plus the commit), in turn over ROUNDS rounds."""
+    results = {"service": [], "baseline": [], "floor": []}
     for round_ in range(ROUNDS):
-        for name, module in (("service", "backup_api"), ("baseline", "bench.baseline")):
+        for name, module in (("service", "backup_api"), ("baseline", "bench.baseline"), ("floor", "bench.floor")):
             with Server(folder / f"round{round_}-{name}.db", SECRET, module=module) as server:
                 wrk(server.port, f"warm{round_}{name}", seconds=2)
                 results[name].append(wrk(server.port, f"r{round_}{name}{time.time_ns()}"))
@@ -180,12 +180,13 @@ def main() -> int:
     per_event, json_size = disk_per_event(filled)
 
     ratios = [s["rps"] / b["rps"] for s, b in zip(rounds["service"], rounds["baseline"], strict=True)]
+    floor_ratios = [f["rps"] / b["rps"] for f, b in zip(rounds["floor"], rounds["baseline"], strict=True)]
     med = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
            for name, runs in rounds.items()}
     lines = [
         f"Machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()},"
         f" {time.strftime('%Y-%m-%d', time.gmtime())}; wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{SECONDS}s,"
-        f" {ROUNDS} rounds A/B, medians.",
+        f" {ROUNDS} rounds taking turns, medians.",
         "",
         "| measure | result | target |",
         "|---|---|---|",
@@ -195,6 +196,9 @@ def main() -> int:
         f" p50 {med['service']['p50']:.1f} ms, p99 {med['service']['p99']:.1f} ms | p99 <= 25 ms |",
         f"| service / baseline (median of rounds) | {statistics.median(ratios):.2f}"
         f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)}) | >= 0.75 |",
+        f"| floor: bare Flask that stores each event (same store, same fsync) | {med['floor']['rps']:,.0f} req/s,"
+        f" p99 {med['floor']['p99']:.1f} ms; floor / baseline {statistics.median(floor_ratios):.2f}"
+        f" (rounds: {', '.join(f'{r:.2f}' for r in floor_ratios)}) | |",
         f"| ingest straight into the store, empty / {FILL:,} stored | {growth['direct_empty']:,.0f} /"
         f" {growth['direct_full']:,.0f} events/s ({growth['direct_full'] / growth['direct_empty']:.2f}) | >= 0.8 |",
         f"| ingest over HTTP, empty / {FILL:,} stored | {growth['http_empty']:,.0f} /"
