@@ -24,7 +24,7 @@ def add_serve_command(app: Flask) -> None:
     @app.cli.command("serve")
     @click.option("--host", default="127.0.0.1")
     @click.option("--port", default=8000, type=int)
-    @click.option("--threads", default=4, type=int)
+    @click.option("--threads", default=backup_api.THREADS, type=int)
     def serve(host, port, threads):
         """Serve with the service's own waitress settings."""
         backup_api.serve(app, host=host, port=port, threads=threads)

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class Server:
     """The service on a free port of 127.0.0.1, in a process of its own."""
 
-    def __init__(self, database: Path, secret: str | None = None, threads: int = 4, module: str = "backup_api"):
+    def __init__(
+        self, database: Path, secret: str | None = None, threads: int | None = None, module: str = "backup_api"
+    ):
         self.database = database
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
         self.env["BACKUP_API_DATABASE"] = str(database)
@@ -33,9 +35,10 @@ class Server:
     def start(self, timeout: float = 20) -> "Server":
         """Start the server and wait until it listens."""
         # Port 0: the kernel picks a free port, and waitress prints the one it got.
+        # threads None: the serve command's own default, as `make run` uses.
+        threads = [] if self.threads is None else ["--threads", str(self.threads)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", self.module, "serve", "--port", "0",
-             "--threads", str(self.threads)],
+            [sys.executable, "-m", "flask", "--app", self.module, "serve", "--port", "0", *threads],
             cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         deadline = time.monotonic() + timeout
