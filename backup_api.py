@@ -28,8 +28,12 @@ SECRET_FILE = "jwt-secret"
 MAX_BODY_BYTES = 1 << 20
 
 
-class ConfigError(RuntimeError):
-    """The service is configured in a way it cannot run with."""
+class ConfigError(click.ClickException):
+    """The service is configured in a way it cannot run with.
+
+    A click exception, so that the flask command prints it as one line ("Error: ...") and exits
+    with status 1, rather than a traceback.
+    """
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -58,9 +62,17 @@ def create_app(test_config: dict | None = None) -> Flask:
         JWT_DECODE_ALGORITHMS=["HS256"],
         JWT_TOKEN_LOCATION=["headers"],
     )
-    app.extensions["store"] = storage.Store(
-        database, synchronous=app.config["SYNCHRONOUS"], busy_timeout_ms=int(app.config["BUSY_TIMEOUT_MS"])
-    )
+    busy_timeout_ms = str(app.config["BUSY_TIMEOUT_MS"])
+    if not busy_timeout_ms.isdigit():
+        raise ConfigError(f"BACKUP_API_BUSY_TIMEOUT_MS must be a whole number of milliseconds, not {busy_timeout_ms!r}")
+    try:
+        app.extensions["store"] = storage.Store(
+            database, synchronous=str(app.config["SYNCHRONOUS"]), busy_timeout_ms=int(busy_timeout_ms)
+        )
+    except ValueError as exc:  # the synchronous setting
+        raise ConfigError(f"BACKUP_API_SYNCHRONOUS: {exc}") from None
+    except storage.StorageError as exc:
+        raise ConfigError(str(exc)) from None
     app.extensions["openapi"] = openapi.document()
 
     _init_logging(app)

@@ -2,7 +2,10 @@
 
 import json
 import os
+import sqlite3
 import stat
+import subprocess
+import sys
 import time
 
 import jwt
@@ -10,6 +13,7 @@ import pytest
 
 from backup_api import ConfigError, create_app
 from tests.conftest import SECRET, post_event, valid_event
+from tests.server import ROOT
 
 
 def test_token_issue_is_accepted_by_the_app(app, client, runner):
@@ -75,6 +79,36 @@ def test_players_export(client, runner):
 def test_short_secret_refuses_to_start(tmp_path):
     with pytest.raises(ConfigError, match="at least 32"):
         create_app({"DATABASE": str(tmp_path / "db"), "JWT_SECRET": "x" * 31})
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"BUSY_TIMEOUT_MS": "soon"}, "BACKUP_API_BUSY_TIMEOUT_MS must be a whole number"),
+        ({"SYNCHRONOUS": "sometimes"}, "BACKUP_API_SYNCHRONOUS: synchronous must be FULL"),
+        ({"DATABASE": "old.db"}, "has layout 0"),
+    ],
+)
+def test_bad_settings_refuse_to_start(tmp_path, setting, message):
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, dedup_key BLOB)")
+    old.close()
+    config = {"DATABASE": str(tmp_path / "new.db"), "JWT_SECRET": SECRET, **setting}
+    if setting.get("DATABASE"):
+        config["DATABASE"] = str(tmp_path / setting["DATABASE"])
+    with pytest.raises(ConfigError, match=message):
+        create_app(config)
+
+
+def test_the_command_prints_a_start_up_error_as_one_line(tmp_path):
+    env = {**os.environ, "BACKUP_API_DATABASE": str(tmp_path / "d.db"), "BACKUP_API_JWT_SECRET": "short"}
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "backup_api", "serve", "--port", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: the JWT secret in BACKUP_API_JWT_SECRET is 5 bytes long")
+    assert "Traceback" not in result.stderr
 
 
 def test_secret_is_generated_once_with_mode_0600(tmp_path):
