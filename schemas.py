@@ -30,8 +30,10 @@ MAX_ID_LENGTH = 255
 MAX_BATCH = 1000
 # Deeper than any real event needs, far below what would exhaust the interpreter's stack.
 MAX_DEPTH = 64
-# The largest finite IEEE 754 double: the reference types amount as "number <double>".
-MAX_AMOUNT = Decimal(float.fromhex("0x1.fffffffffffffp+1023"))
+# The largest finite IEEE 754 double, as JSON writes it (the reference types amount as
+# "number <double>"). Its shortest form, the one the OpenAPI document's maximum carries, not its
+# exact value, which is a little larger: so that the document and the check agree to the digit.
+MAX_AMOUNT = Decimal(repr(float.fromhex("0x1.fffffffffffffp+1023")))
 
 RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"

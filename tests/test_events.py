@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from schemas import ALWAYS_REQUIRED, EVENT_RULES
+from schemas import ALWAYS_REQUIRED, EVENT_RULES, MAX_AMOUNT
 from tests.conftest import make_token, post_event, stored_events, valid_event
 
 
@@ -87,6 +87,23 @@ def test_amount_out_of_double_range_is_400(app, client):
     response = post_event(client, None, raw=raw)
     assert response.status_code == 400
     assert "amount" in response.get_json()["errors"]
+
+
+@pytest.mark.parametrize(
+    ("amount", "status"),
+    [
+        ("1.7976931348623157e308", 200),  # the largest double, as JSON writes it: the document's maximum
+        ("179769313486231570000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+         "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+         "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+         "0000000000000000000000000001", 400),  # one more, found by make fuzz
+    ],
+)
+def test_amount_limit_is_the_documents_maximum(app, client, amount, status):
+    raw = json.dumps(valid_event("bet", amount=0)).replace('"amount": 0', f'"amount": {amount}')
+    assert post_event(client, None, raw=raw).status_code == status
+    amount_schema = app.extensions["openapi"]["components"]["schemas"]["bet_event"]["properties"]["amount"]
+    assert Decimal(repr(amount_schema["maximum"])) == MAX_AMOUNT
 
 
 def test_every_offending_field_is_named(client):
