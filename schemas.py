@@ -136,7 +136,8 @@ class Amount(fields.Field):
         # parse_json turns every JSON number into a Decimal; anything else was not a number.
         if not isinstance(value, Decimal):
             raise ValidationError("Must be a JSON number.")
-        if not value.is_finite() or abs(value) > MAX_AMOUNT:
+        # copy_abs, not abs(): abs() rounds to 28 digits, which let 1.7976931348623157e308 + 1 by.
+        if not value.is_finite() or value.copy_abs() > MAX_AMOUNT:
             raise ValidationError("Must be a finite number.")
         if value < 0:
             raise ValidationError("Must be greater than or equal to 0.")
