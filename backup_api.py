@@ -201,8 +201,9 @@ class _VerifiedTokens:
 
     flask-jwt-extended decodes every token twice per request (once unverified, once verified). A
     partner sends the same token with every request: its claims are kept, keyed by the whole
-    token (signature included), and only its time claims are checked again. A token whose time
-    is up is no longer found, so it goes through the full check and fails exactly as a new one would.
+    Authorization header (so the token's signature too), and only its time claims are checked
+    again. A token whose time is up is no longer found, so it goes through the full check and
+    fails exactly as a new one would.
     """
 
     MAX_TOKENS = 1024
@@ -213,21 +214,17 @@ class _VerifiedTokens:
 
     def find(self, authorization: str | None) -> dict | None:
         """Return the claims of the token in an Authorization header, if it was verified and is in time."""
-        if authorization is None or not authorization.startswith("Bearer "):
-            return None
-        claims = self._claims.get(authorization[7:])
+        claims = self._claims.get(authorization)
         if claims is None or not _time_claims_hold(claims, time.time()):
             return None
         return claims
 
     def remember(self, authorization: str, claims: dict) -> None:
         """Keep the claims of a token just verified (the oldest is dropped past MAX_TOKENS)."""
-        if not authorization.startswith("Bearer "):
-            return
         with self._lock:
             if len(self._claims) >= self.MAX_TOKENS:
                 del self._claims[next(iter(self._claims))]
-            self._claims[authorization[7:]] = claims
+            self._claims[authorization] = claims
 
 
 def _init_jwt(app: Flask) -> None:

@@ -294,9 +294,6 @@ class Store:
         """Write every request of group in one transaction, recording each one's outcome."""
         try:
             with self._transaction("the events could not be stored") as conn:
-                if len(group) == 1:  # the transaction alone undoes a conflict: no savepoint needed
-                    group[0].new = self._insert(conn, group[0].rows)
-                    return
                 for request in group:
                     conn.execute("SAVEPOINT request")
                     try:
