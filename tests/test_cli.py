@@ -89,15 +89,13 @@ def test_short_secret_refuses_to_start(tmp_path):
         ({"DATABASE": "old.db"}, "has layout 0"),
     ],
 )
-def test_bad_settings_refuse_to_start(tmp_path, setting, message):
-    old = sqlite3.connect(tmp_path / "old.db")
+def test_bad_settings_refuse_to_start(tmp_path, monkeypatch, setting, message):
+    monkeypatch.chdir(tmp_path)  # the database paths are relative to it
+    old = sqlite3.connect("old.db")
     old.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, dedup_key BLOB)")
     old.close()
-    config = {"DATABASE": str(tmp_path / "new.db"), "JWT_SECRET": SECRET, **setting}
-    if setting.get("DATABASE"):
-        config["DATABASE"] = str(tmp_path / setting["DATABASE"])
     with pytest.raises(ConfigError, match=message):
-        create_app(config)
+        create_app({"DATABASE": "new.db", "JWT_SECRET": SECRET, **setting})
 
 
 def test_the_command_prints_a_start_up_error_as_one_line(tmp_path):
