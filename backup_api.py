@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -55,7 +56,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
 
     database = os.path.abspath(app.config["DATABASE"])
-    os.makedirs(os.path.dirname(database), exist_ok=True)
+    try:
+        storage.make_private_folder(os.path.dirname(database))
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder of the database {database}: {exc}") from None
     app.config.update(
         JWT_SECRET_KEY=_jwt_secret(app.config["JWT_SECRET"], os.path.dirname(database)),
         JWT_ALGORITHM="HS256",
@@ -76,6 +80,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["openapi"] = openapi.document()
 
     _init_logging(app)
+    _warn_of_loose_modes(app, database)
     _init_jwt(app)
     _register_error_handlers(app)
     app.register_blueprint(_routes())
@@ -92,12 +97,13 @@ def _jwt_secret(configured: str | None, folder: str) -> str:
         where = os.path.join(folder, SECRET_FILE)
         try:
             # O_EXCL: of two processes starting at once, exactly one writes the secret.
-            fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, storage.PRIVATE_FILE)
         except FileExistsError:
             with open(where, encoding="utf-8") as f:
                 secret = f.read().strip()
         else:
             secret = secrets.token_urlsafe(48)
+            os.fchmod(fd, storage.PRIVATE_FILE)  # the umask may have taken bits off
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(secret + "\n")
     size = len(secret.encode("utf-8"))
@@ -107,6 +113,13 @@ def _jwt_secret(configured: str | None, folder: str) -> str:
             " random bytes to resist guessing. Set a longer one, or unset it to have one generated."
         )
     return secret
+
+
+def _warn_of_loose_modes(app: Flask, database: str) -> None:
+    """Log a warning for each existing data file that others may read; an operator's choice is not changed."""
+    files = [database, database + "-wal", database + "-shm", os.path.join(os.path.dirname(database), SECRET_FILE)]
+    for path, mode in storage.loose_modes(files):
+        app.logger.warning("%s has mode %04o: users other than its owner can read or change it (chmod 600)", path, mode)
 
 
 # Logging --------------------------------------------------------------------------------
@@ -241,12 +254,19 @@ def _init_jwt(app: Flask) -> None:
     jwt.user_lookup_error_loader(lambda header, claims: _unauthorized("unknown token holder"))
 
 
+# "bearer" as the scheme of one of the header's comma-separated fields, in any case.
+_BEARER_SCHEME = re.compile(r"((?:^|,)\s*)bearer(?=\s|,|$)", re.IGNORECASE)
+
+
 def authenticate() -> dict:
     """Verify the bearer token and return its claims."""
     authorization = request.headers.get("Authorization")
     verified = current_app.extensions["verified_tokens"]
     claims = verified.find(authorization)
     if claims is None:
+        if authorization:
+            # The scheme is case-insensitive (RFC 7235); flask-jwt-extended matches "Bearer" exactly.
+            request.environ["HTTP_AUTHORIZATION"] = _BEARER_SCHEME.sub(r"\1Bearer", authorization)
         # verify_type=False: tokens minted elsewhere carry no flask-jwt-extended "type" claim.
         verify_jwt_in_request(verify_type=False)
         claims = get_jwt()
@@ -501,11 +521,10 @@ def _register_cli(app: Flask) -> None:
     @click.argument("path", type=click.Path(dir_okay=False))
     def snapshot(path):
         """Write a consistent copy of the live database to PATH (safe while serving)."""
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
         try:
+            storage.make_private_folder(os.path.dirname(os.path.abspath(path)))
             store().snapshot(path)
-        except (FileExistsError, storage.StorageError) as exc:
+        except (OSError, storage.StorageError) as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"snapshot written to {path}")
 

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -105,6 +106,54 @@ def rfc3339_us(us: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros:06d}Z"
 
 
+# Every file holding events, flags or the secret is its owner's alone, whatever the umask.
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
+
+
+def make_private_folder(path: str) -> None:
+    """Create the folder at path and its missing parents, each mode 0700 whatever the umask."""
+    missing = []
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_FOLDER)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs to set
+        os.chmod(folder, PRIVATE_FOLDER)  # the umask may have taken bits off
+
+
+def create_private_file(path: str) -> bool:
+    """Create an empty file at path, mode 0600 whatever the umask; False if one is there already.
+
+    SQLite gives a database's -wal, -shm and -journal files the mode of the database file itself,
+    so a database created this way keeps all of them private too.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    finally:
+        os.close(fd)
+    return True
+
+
+def loose_modes(paths: list[str]) -> list[tuple[str, int]]:
+    """Return those of paths that exist and that users other than the owner may read or write, with their modes."""
+    loose = []
+    for path in paths:
+        with suppress(FileNotFoundError):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:
+                loose.append((path, mode))
+    return loose
+
+
 def _file_identity(path: str) -> tuple[int, int]:
     """Return the device and inode of the file at path."""
     st = os.stat(path)
@@ -142,6 +191,10 @@ class Store:
         self._lock = threading.Lock()  # held by the one thread writing
         self._queue_lock = threading.Lock()  # guards the queue of writes waiting for it
         self._queue: list[_WriteRequest] = []
+        try:
+            create_private_file(path)
+        except OSError as exc:
+            raise StorageError(f"cannot create the database {path}: {exc}") from exc
         self._open()
 
     def _open(self) -> None:
@@ -399,6 +452,9 @@ class Store:
         if os.path.exists(destination):
             raise FileExistsError(f"{destination} already exists; choose a new name")
         partial = destination + ".partial"
+        with suppress(FileNotFoundError):
+            os.remove(partial)  # left by a snapshot that was interrupted
+        create_private_file(partial)
         source = sqlite3.connect(self.path)
         target = sqlite3.connect(partial)
         try:

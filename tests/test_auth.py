@@ -81,6 +81,24 @@ def test_minimal_standard_token_is_accepted(client, method, path, body):
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize("method,path,body", ROUTES, ids=["events", "vip"])
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+def test_the_scheme_is_case_insensitive(client, method, path, body, scheme):
+    response = getattr(client, method)(path, json=body, headers={"Authorization": f"{scheme} {make_token()}"})
+    assert response.status_code == 200, response.get_json()
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["bearer", "bearerx {token}", "xbearer {token}", "bearer {token} {token}", "bearer {token}, BEARER {token}"],
+)
+def test_a_lower_case_scheme_is_as_strict_as_the_other(client, header):
+    token = make_token()
+    headers = {"Authorization": header.format(token=token)}
+    response = client.post("/player-events", json=valid_event("bet"), headers=headers)
+    assert response.status_code == 401
+
+
 def test_nbf_and_iat_in_the_past_are_fine(client):
     token = make_token(nbf=now - 10, iat=now - 10)
     response = client.post("/player-events", json=valid_event("bet"), headers={"Authorization": f"Bearer {token}"})
