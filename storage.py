@@ -7,10 +7,11 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import sqlite_utils
 
@@ -160,6 +161,25 @@ def _file_identity(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def _event_row(event: dict, received_at: int, sub: str) -> tuple:
+    """The columns of an event's row, but its id."""
+    return (
+        event["partner_id"],
+        event.get("event_id"),
+        None if "event_id" in event else content_key(event),
+        event["player_login"],
+        received_at,
+        sub,
+        dumps(event),
+    )
+
+
+def format_event(id_: int, received_at: int, event: str, sub: str | None = None) -> str:
+    """Write a stored event as JSON, its exact text spliced in, never re-parsed (with sub: an export line)."""
+    holder = "" if sub is None else f', "sub": {_encode_str(sub)}'
+    return f'{{"id": {id_}, "received_at": "{rfc3339_us(received_at)}"{holder}, "event": {event}}}'
+
+
 class _WriteRequest:
     """Rows that one call asked to store, and what became of them."""
 
@@ -171,6 +191,11 @@ class _WriteRequest:
         self.error: BaseException | None = None
         self.done = False
 
+
+# Reads: pooled read-only connections kept, events one page query examines, bytes a page holds.
+MAX_READERS = 8
+SCAN_WINDOW = 20_000
+MAX_PAGE_BYTES = 4 << 20
 
 # The layout this code writes, kept in the file's user_version; a file from another layout is refused.
 SCHEMA_VERSION = 2
@@ -191,6 +216,8 @@ class Store:
         self._lock = threading.Lock()  # held by the one thread writing
         self._queue_lock = threading.Lock()  # guards the queue of writes waiting for it
         self._queue: list[_WriteRequest] = []
+        self._readers_lock = threading.Lock()
+        self._readers: list[tuple[sqlite3.Connection, tuple[int, int]]] = []
         try:
             create_private_file(path)
         except OSError as exc:
@@ -319,18 +346,7 @@ class Store:
         that a conflict in one call undoes that call alone.
         """
         received_at = now_us()
-        rows = [
-            (
-                e["partner_id"],
-                e.get("event_id"),
-                None if "event_id" in e else content_key(e),
-                e["player_login"],
-                received_at,
-                sub,
-                dumps(e),
-            )
-            for e in events
-        ]
+        rows = [_event_row(e, received_at, sub) for e in events]
         request = _WriteRequest(rows)
         with self._queue_lock:
             self._queue.append(request)
@@ -363,16 +379,17 @@ class Store:
             for request in group:
                 request.done = True
 
-    def _insert(self, conn: sqlite3.Connection, rows: list[tuple]) -> list[bool]:
-        """Insert rows; say of each whether it was new. Raise EventConflict."""
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple], id_: int | None = None) -> list[bool]:
+        """Insert rows (the first with id id_, when given); say of each whether it was new. Raise EventConflict."""
         new = []
         for row in rows:
             # Raw SQL: the UNIQUE indexes decide, and rowcount says whether they did.
             cursor = conn.execute(
-                "INSERT INTO events (partner_id, event_id, content_key, player_login, received_at, sub, event)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                row,
+                "INSERT INTO events (id, partner_id, event_id, content_key, player_login, received_at, sub, event)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (id_, *row),
             )
+            id_ = None
             new.append(cursor.rowcount == 1)
             if not cursor.rowcount and row[1] is not None:
                 self._check_same_content(conn, row[0], row[1], row[6])
@@ -408,8 +425,131 @@ class Store:
             except sqlite3.Error as exc:
                 raise StorageError(f"the database does not answer: {exc}") from exc
 
+    # Reading --------------------------------------------------------------------------
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """Lend a read-only connection of the pool, so that reads never wait for the write lock.
+
+        A connection opened on a file since replaced (a restored snapshot) is closed, not reused.
+        """
+        try:
+            identity = _file_identity(self.path)
+        except FileNotFoundError:
+            raise StorageError(f"the database file {self.path} is missing") from None
+        conn = None
+        with self._readers_lock:
+            while self._readers and conn is None:
+                candidate, opened_on = self._readers.pop()
+                if opened_on == identity:
+                    conn = candidate
+                else:
+                    candidate.close()
+        try:
+            if conn is None:
+                # mode=ro: a reader never creates the file, nor writes to it.
+                conn = sqlite3.connect(
+                    Path(self.path).as_uri() + "?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+                )
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            yield conn
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise StorageError(f"the database could not be read: {exc}") from exc
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        else:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            with self._readers_lock:
+                if len(self._readers) < MAX_READERS:
+                    self._readers.append((conn, identity))
+                    conn = None
+            if conn is not None:
+                conn.close()
+
+    def read_events(
+        self,
+        partner_id: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        player_login: str | None = None,
+        event_type: str | None = None,
+        event_id: str | None = None,
+        received_after: int | None = None,
+        received_before: int | None = None,
+        max_bytes: int = MAX_PAGE_BYTES,
+    ) -> tuple[list[tuple[int, int, str]], int | None]:
+        """Return a page of a partner's events with id > after, oldest first, and the id to go on after.
+
+        Each event is (id, received_at in microseconds, exact JSON text). The id to go on after is
+        None at the end. One query examines at most SCAN_WINDOW of the partner's events, so a
+        selective filter over millions of events gives short (even empty) pages with a next id,
+        never a long scan; a page stops short too once it holds max_bytes of events.
+        """
+        filters, params = [], []
+        for clause, value in (
+            ("player_login = ?", player_login),
+            ("json_extract(event, '$.event_type') = ?", event_type),
+            ("received_at > ?", received_after),
+            ("received_at < ?", received_before),
+        ):
+            if value is not None:
+                filters.append(clause)
+                params.append(value)
+        where = "".join(" AND " + clause for clause in filters)
+        with self._reader() as conn:
+            if event_id is not None:
+                # A key, not a filter: one lookup in the UNIQUE index, whatever the store's size.
+                rows = conn.execute(
+                    "SELECT id, received_at, event FROM events WHERE partner_id = ? AND event_id = ? AND id > ?"
+                    + where,
+                    [partner_id, event_id, after, *params],
+                ).fetchall()
+                return rows, None
+            conn.execute("BEGIN")  # one snapshot for the page and for where its window ended
+            window = "SELECT id, received_at, player_login, event FROM events WHERE partner_id = ? AND id > ?"
+            window += f" ORDER BY id LIMIT {SCAN_WINDOW}"
+            cursor = conn.execute(
+                f"SELECT id, received_at, event FROM ({window}) WHERE 1{where} ORDER BY id",
+                [partner_id, after, *params],
+            )
+            page, size = [], 0
+            for row in cursor:
+                if len(page) == limit or (page and size + len(row[2]) > max_bytes):
+                    cursor.close()
+                    return page, page[-1][0]  # there is more
+                page.append(row)
+                size += len(row[2])
+            scanned, last = conn.execute(
+                f"SELECT count(*), max(id) FROM (SELECT id FROM events WHERE partner_id = ? AND id > ?"
+                f" ORDER BY id LIMIT {SCAN_WINDOW})",
+                [partner_id, after],
+            ).fetchone()
+            return page, (last if scanned == SCAN_WINDOW else None)
+
+    def get_event(self, event_row_id: int) -> tuple[str, int, str] | None:
+        """Return (partner_id, received_at in microseconds, exact JSON text) of a stored event, or None."""
+        with self._reader() as conn:
+            return conn.execute(
+                "SELECT partner_id, received_at, event FROM events WHERE id = ?", (event_row_id,)
+            ).fetchone()
+
+    def get_vip(self, partner_id: str, player_login: str) -> tuple[bool, str, str] | None:
+        """Return (is_vip, updated_at, updated_by) of a player ever flagged, or None."""
+        with self._reader() as conn:
+            row = conn.execute(
+                "SELECT is_vip, updated_at, updated_by FROM players WHERE partner_id = ? AND player_login = ?",
+                (partner_id, player_login),
+            ).fetchone()
+        return None if row is None else (bool(row[0]), row[1], row[2])
+
     def export_events(self, partner_id: str | None = None, player_login: str | None = None) -> Iterator[str]:
-        """Yield one JSON line per stored event, oldest first."""
+        """Yield one JSON line per stored event, oldest first, with every column: what an import takes."""
         where, params = [], []
         if partner_id is not None:
             where.append("partner_id = ?")
@@ -417,35 +557,82 @@ class Store:
         if player_login is not None:
             where.append("player_login = ?")
             params.append(player_login)
-        sql = "SELECT id, received_at, event FROM events"
+        sql = "SELECT id, received_at, sub, event FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        # The event is stored as exact JSON text, so it is spliced in, never re-parsed.
-        for id_, received_at, event in self._read(sql + " ORDER BY id", params):
-            yield f'{{"id": {id_}, "received_at": "{rfc3339_us(received_at)}", "event": {event}}}'
+        with self._reader() as conn:
+            for id_, received_at, sub, event in conn.execute(sql + " ORDER BY id", params):
+                yield format_event(id_, received_at, event, sub)
 
     def export_players(self) -> Iterator[str]:
-        """Yield one JSON line per player with a VIP flag."""
+        """Yield one JSON line per player with a VIP flag, with every column: what an import takes."""
         sql = "SELECT partner_id, player_login, is_vip, updated_at, updated_by FROM players ORDER BY 1, 2"
-        for partner_id, player_login, is_vip, updated_at, updated_by in self._read(sql, []):
-            yield json.dumps(
-                {
-                    "partner_id": partner_id,
-                    "player_login": player_login,
-                    "is_vip": bool(is_vip),
-                    "updated_at": updated_at,
-                    "updated_by": updated_by,
-                },
-                ensure_ascii=False,
-            )
+        with self._reader() as conn:
+            for partner_id, player_login, is_vip, updated_at, updated_by in conn.execute(sql):
+                yield json.dumps(
+                    {
+                        "partner_id": partner_id,
+                        "player_login": player_login,
+                        "is_vip": bool(is_vip),
+                        "updated_at": updated_at,
+                        "updated_by": updated_by,
+                    },
+                    ensure_ascii=False,
+                )
 
-    def _read(self, sql: str, params: list) -> Iterator[tuple]:
-        """Run a query on a connection of its own, so a long export never holds the write lock."""
-        conn = sqlite3.connect(self.path)
-        try:
-            yield from conn.execute(sql, params)
-        finally:
-            conn.close()
+    def counts(self) -> tuple[int, int]:
+        """Return how many events and how many flagged players are stored."""
+        with self._reader() as conn:
+            return conn.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM players)").fetchone()
+
+    # Importing ------------------------------------------------------------------------
+
+    def import_events(self, records: Iterable[tuple[int, int, str, dict]]) -> tuple[int, int]:
+        """Store exported events (id, received_at, sub, event) all or nothing; return (imported, already held).
+
+        Into an empty database every id is kept, so an export imported there exports again
+        byte for byte. Into one that holds events, the new ones get new ids after the last (an
+        id is never reused, and a reader paging through never misses one). An event already held
+        is skipped; an event_id held with other content raises EventConflict, and so does any
+        error raised by records: then nothing is kept.
+        """
+        imported = held = 0
+        with self._lock, self._transaction("the import failed") as conn:
+            (empty,) = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM events)").fetchone()
+            for id_, received_at, sub, event in records:
+                row = _event_row(event, received_at, sub)
+                if self._insert(conn, [row], id_ if empty else None)[0]:
+                    imported += 1
+                else:
+                    held += 1
+        return imported, held
+
+    def import_players(self, records: Iterable[tuple[str, str, bool, str, str]]) -> tuple[int, int, int]:
+        """Store exported VIP flags all or nothing; return (imported, updated, already held).
+
+        A player not held is added; one held with an older updated_at takes the file's flag; one
+        held with the same or a newer updated_at keeps its own.
+        """
+        imported = updated = held = 0
+        with self._lock, self._transaction("the import failed") as conn:
+            for partner_id, player_login, is_vip, updated_at, updated_by in records:
+                existing = conn.execute(
+                    "SELECT updated_at FROM players WHERE partner_id = ? AND player_login = ?",
+                    (partner_id, player_login),
+                ).fetchone()
+                if existing is not None and existing[0] >= updated_at:
+                    held += 1
+                    continue
+                conn.execute(
+                    "INSERT OR REPLACE INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (partner_id, player_login, int(is_vip), updated_at, updated_by),
+                )
+                if existing is None:
+                    imported += 1
+                else:
+                    updated += 1
+        return imported, updated, held
 
     def snapshot(self, destination: str) -> None:
         """Write a consistent copy of the database to destination with SQLite's online backup API."""
@@ -470,5 +657,9 @@ class Store:
         os.replace(partial, destination)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn, _ in readers:
+            conn.close()
         self._conn.close()

@@ -55,7 +55,8 @@ def test_events_export(app, client, runner):
     lines = runner.invoke(args=["events", "export"]).output.splitlines()
     assert len(lines) == 3
     first = json.loads(lines[0])
-    assert set(first) == {"id", "received_at", "event"}
+    assert list(first) == ["id", "received_at", "sub", "event"]
+    assert first["sub"] == "x"
     assert first["received_at"].endswith("Z")
     assert '"amount":1234567.891234567891' in lines[0]
     assert [json.loads(line)["id"] for line in lines] == sorted(json.loads(line)["id"] for line in lines)
