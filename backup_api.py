@@ -1,5 +1,8 @@
 """The Game Backup API: app factory, routes, error handling and CLI commands."""
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -18,7 +21,7 @@ from flask.cli import AppGroup
 from flask.logging import default_handler
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
 from marshmallow import ValidationError
-from werkzeug.exceptions import Forbidden, HTTPException, UnsupportedMediaType
+from werkzeug.exceptions import Forbidden, HTTPException, NotFound, UnsupportedMediaType
 
 import openapi
 import schemas
@@ -78,6 +81,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     except storage.StorageError as exc:
         raise ConfigError(str(exc)) from None
     app.extensions["openapi"] = openapi.document()
+    app.extensions["cursor_key"] = hashlib.sha256(b"page cursors\0" + app.config["JWT_SECRET_KEY"].encode()).digest()
 
     _init_logging(app)
     _warn_of_loose_modes(app, database)
@@ -323,6 +327,34 @@ def _routes():
             return {"status": "ok", "accepted": accepted, "duplicates": len(new) - accepted}
         return ok_response()
 
+    @bp.get("/player-events")
+    def list_player_events():
+        """List a partner's stored events, oldest first, a page at a time."""
+        claims = authenticate()
+        # Ownership first: a partner_id the token does not own is 403 whatever else is wrong.
+        for partner_id in sorted(set(request.args.getlist("partner_id"))):
+            if partner_id:
+                authorise(claims, partner_id)
+        query = schemas.validate_event_query(request.args.to_dict(flat=False))
+        limit = query.pop("limit")
+        after = read_cursor(query.pop("after", None), query)
+        events, next_after = store().read_events(after=after, limit=limit, **query)
+        # The stored JSON text of each event is spliced in as it is: every digit as it was sent.
+        cursor = "null" if next_after is None else f'"{make_cursor(next_after, query)}"'
+        body = '{"events": [' + ", ".join(storage.format_event(*e) for e in events) + f'], "next": {cursor}}}'
+        return Response(body, mimetype="application/json")
+
+    @bp.get(f"/player-events/<int(max={schemas.MAX_ROW_ID}):event_row_id>")
+    def get_player_event(event_row_id):
+        """Return one stored event; 404 also when it belongs to a partner the token does not own."""
+        claims = authenticate()
+        found = store().get_event(event_row_id)
+        if found is None or found[0] not in owned_partners(claims):
+            raise NotFound(f"no stored event {event_row_id} among the partners this token owns")
+        partner_id, received_at, event = found
+        g.partners = {partner_id}
+        return Response(storage.format_event(event_row_id, received_at, event), mimetype="application/json")
+
     @bp.get("/openapi.json")
     def openapi_document():
         """Serve the OpenAPI document (no token needed)."""
@@ -343,7 +375,45 @@ def _routes():
         store().set_vip(partner_id, player_login, is_vip, claims["sub"])
         return ok_response()
 
+    @bp.get("/users/<partner_id>/player/<player_login>/vip")
+    def get_vip(partner_id, player_login):
+        """Return a player's VIP flag, when it was set and by whom (false and nulls if never set)."""
+        claims = authenticate()
+        authorise(claims, partner_id)
+        schemas.validate_player_path(partner_id, player_login)
+        is_vip, updated_at, updated_by = store().get_vip(partner_id, player_login) or (False, None, None)
+        return {"is_vip": is_vip, "updated_at": updated_at, "updated_by": updated_by}
+
     return bp
+
+
+# Page cursors: the id to go on after, bound to the query's filters by an HMAC, so that a client
+# can neither forge one nor carry one over to another query.
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def _cursor_mac(after: int, query: dict) -> bytes:
+    """The MAC of a cursor: its id and the query's partner and filters, under the app's cursor key."""
+    filters = json.dumps(sorted(query.items()), ensure_ascii=True).encode()
+    message = after.to_bytes(8, "big") + filters
+    return hmac.digest(current_app.extensions["cursor_key"], message, "sha256")[:16]
+
+
+def make_cursor(after: int, query: dict) -> str:
+    """Write the cursor of the page that follows the event with id after."""
+    return base64.urlsafe_b64encode(after.to_bytes(8, "big") + _cursor_mac(after, query)).decode().rstrip("=")
+
+
+def read_cursor(cursor: str | None, query: dict) -> int:
+    """Return the id a cursor goes on after (0 for none); a cursor not made for this query is a 400."""
+    if cursor is None:
+        return 0
+    if _CURSOR.fullmatch(cursor):
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        after = int.from_bytes(raw[:8], "big")
+        if hmac.compare_digest(raw[8:], _cursor_mac(after, query)):
+            return after
+    raise ValidationError({"after": ["Not a cursor this service gave for this query (same partner and filters)."]})
 
 
 def ok_response() -> Response:

@@ -12,10 +12,17 @@ _RESPONSES = {
     400: "Malformed JSON, or a field is missing or invalid; `errors` names every offending field.",
     401: "No valid bearer token.",
     403: "The token does not own this partner.",
+    404: "No such event among the partners the token owns.",
     409: "This event_id is already stored with other content.",
     413: "The body is over 1 MiB.",
     415: "The body was not sent as application/json.",
     503: "The store cannot be written; nothing was stored.",
+}
+_READ_RESPONSES = {
+    200: None,
+    400: "A query parameter is unknown, repeated or invalid, or the cursor was not made for this query;"
+    " `errors` names each.",
+    503: "The store cannot be read.",
 }
 
 
@@ -32,6 +39,8 @@ def field_schema(field: fields.Field) -> dict:
         out = {"type": "string", "format": "date-time", "pattern": "^" + schemas.RFC3339.pattern + "$"}
     elif isinstance(field, schemas.StrictBoolean):
         out = {"type": "boolean"}
+    elif isinstance(field, schemas.PageSize):
+        out = {"type": "integer", "minimum": 1, "maximum": schemas.MAX_PAGE, "default": schemas.DEFAULT_PAGE}
     elif isinstance(field, fields.Dict):
         out = {"type": "object"}
     elif isinstance(field, fields.String):
@@ -62,15 +71,37 @@ def _event_variant(event_type: str, properties: dict) -> dict:
     }
 
 
-def _responses(*codes: int) -> dict:
-    """The documented responses of one operation."""
+def _responses(*codes: int, ok: dict = OK, ok_description: str | None = None, reads: bool = False) -> dict:
+    """The documented responses of one operation: ok is the schema of its 200."""
     out = {}
     for code in codes:
+        description = (_READ_RESPONSES.get(code) if reads else None) or _RESPONSES[code]
+        if code == 200 and ok_description:
+            description = ok_description
         out[str(code)] = {
-            "description": _RESPONSES[code],
-            "content": {"application/json": {"schema": OK if code == 200 else ERROR}},
+            "description": description,
+            "content": {"application/json": {"schema": ok if code == 200 else ERROR}},
         }
     return out
+
+
+def _query_parameters() -> list[dict]:
+    """The query parameters of GET /player-events, from the schema that checks them."""
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": field.required,
+            "description": field.metadata.get("description", ""),
+            "schema": field_schema(field),
+        }
+        for name, field in schemas.EventQuerySchema().fields.items()
+    ]
+
+
+def _path_parameter(name: str, description: str, schema: dict) -> dict:
+    """One path parameter."""
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
 
 
 def document() -> dict:
@@ -117,35 +148,61 @@ def document() -> dict:
                             },
                         },
                     },
+                },
+                "get": {
+                    "operationId": "listPlayerEvents",
+                    "summary": "List a partner's stored events, oldest first, a page at a time",
+                    "description": "Follow `next` until it is null: each matching event comes exactly once. A page"
+                    " may hold fewer than `limit` events, even none, and still have a `next`.",
+                    "security": [{"bearerAuth": []}],
+                    "parameters": _query_parameters(),
+                    "responses": _responses(
+                        200, 400, 401, 403, 503, ok={"$ref": "#/components/schemas/EventPage"},
+                        ok_description="A page of events.", reads=True,
+                    ),
+                },
+            },
+            "/player-events/{id}": {
+                "get": {
+                    "operationId": "getPlayerEvent",
+                    "summary": "One stored event",
+                    "security": [{"bearerAuth": []}],
+                    "parameters": [
+                        _path_parameter(
+                            "id", "The event's id, as a page or an export gives it.",
+                            {"type": "integer", "minimum": 1, "maximum": schemas.MAX_ROW_ID},
+                        )
+                    ],
+                    "responses": _responses(
+                        200, 401, 404, 503, ok={"$ref": "#/components/schemas/StoredEvent"},
+                        ok_description="The stored event.", reads=True,
+                    ),
                 }
             },
             "/users/{id}/player/{player_id}/vip": {
+                "parameters": [
+                    _path_parameter("id", "partner_id; owned by your token.", path_segment),
+                    _path_parameter("player_id", "player_login within the partner.", path_segment),
+                ],
                 "put": {
                     "operationId": "setPlayerVip",
                     "summary": "Set VIP status for a player",
                     "security": [{"bearerAuth": []}],
-                    "parameters": [
-                        {
-                            "name": "id",
-                            "in": "path",
-                            "required": True,
-                            "description": "partner_id; owned by your token.",
-                            "schema": path_segment,
-                        },
-                        {
-                            "name": "player_id",
-                            "in": "path",
-                            "required": True,
-                            "description": "player_login within the partner.",
-                            "schema": path_segment,
-                        },
-                    ],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VipUpdate"}}},
                     },
                     "responses": _responses(200, 400, 401, 403, 413, 415, 503),
-                }
+                },
+                "get": {
+                    "operationId": "getPlayerVip",
+                    "summary": "A player's VIP flag, when it was set and by whom",
+                    "security": [{"bearerAuth": []}],
+                    "responses": _responses(
+                        200, 400, 401, 403, 503, ok={"$ref": "#/components/schemas/VipStatus"},
+                        ok_description="The flag; a player never flagged is false, with nulls.", reads=True,
+                    ),
+                },
             },
             "/healthz": {
                 "get": {
@@ -208,6 +265,35 @@ def document() -> dict:
                     },
                 },
                 **variants,
+                "StoredEvent": {
+                    "type": "object",
+                    "required": ["id", "received_at", "event"],
+                    "properties": {
+                        "id": {"type": "integer", "minimum": 1, "description": "The store's id: ascending."},
+                        "received_at": {"type": "string", "format": "date-time", "description": "UTC, to the µs."},
+                        "event": {"type": "object", "description": "The event exactly as sent."},
+                    },
+                },
+                "EventPage": {
+                    "type": "object",
+                    "required": ["events", "next"],
+                    "properties": {
+                        "events": {"type": "array", "items": {"$ref": "#/components/schemas/StoredEvent"}},
+                        "next": {
+                            "type": ["string", "null"],
+                            "description": "Pass as `after` for the next page; null on the last page.",
+                        },
+                    },
+                },
+                "VipStatus": {
+                    "type": "object",
+                    "required": ["is_vip", "updated_at", "updated_by"],
+                    "properties": {
+                        "is_vip": {"type": "boolean"},
+                        "updated_at": {"type": ["string", "null"], "format": "date-time"},
+                        "updated_by": {"type": ["string", "null"], "description": "The token sub that set it."},
+                    },
+                },
                 "VipUpdate": {
                     "type": "object",
                     "required": ["is_vip"],

@@ -2,7 +2,7 @@
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -38,6 +38,23 @@ MAX_AMOUNT = Decimal(repr(float.fromhex("0x1.fffffffffffffp+1023")))
 RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 )
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Number(Decimal):
+    """A JSON number: its exact value, and written back (str) exactly as it was sent, 1e-400 not 1E-400."""
+
+    __slots__ = ("_text",)
+
+    def __new__(cls, text: str):
+        number = super().__new__(cls, text)
+        number._text = text
+        return number
+
+    def __str__(self) -> str:
+        return self._text
 
 
 class BodyError(ValueError):
@@ -94,17 +111,17 @@ def _check_tree(value) -> None:
 
 
 def parse_json(raw: bytes):
-    """Parse a request body strictly: UTF-8, no duplicate keys, numbers kept as Decimal."""
+    """Parse a request body strictly: UTF-8, no duplicate keys, numbers kept as Number (a Decimal)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BodyError(f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        raise BodyError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         value = json.loads(
             text,
-            parse_float=Decimal,
-            # Every number becomes a Decimal: exact, and free of int()'s digit limit.
-            parse_int=Decimal,
+            # Every number becomes a Number: exact, free of int()'s digit limit, kept as written.
+            parse_float=Number,
+            parse_int=Number,
             parse_constant=_no_constant,
             object_pairs_hook=_no_duplicates,
         )
@@ -243,15 +260,28 @@ def validate_batch(payload: list) -> list[dict]:
     return payload
 
 
-def validate_vip(payload, partner_id: str, player_login: str) -> bool:
-    """Check a VIP body and the identifiers from its path; return the flag."""
-    _require_object(payload)
+def _path_errors(partner_id: str, player_login: str) -> dict:
+    """Check the identifiers of a player's path (its id and player_id); return what is wrong."""
     errors = {}
     for name, value in (("id", partner_id), ("player_id", player_login)):
         try:
             _path_field.deserialize(value)
         except ValidationError as exc:
             errors[name] = exc.messages
+    return errors
+
+
+def validate_player_path(partner_id: str, player_login: str) -> None:
+    """Check the identifiers of a player's path."""
+    errors = _path_errors(partner_id, player_login)
+    if errors:
+        raise ValidationError(errors)
+
+
+def validate_vip(payload, partner_id: str, player_login: str) -> bool:
+    """Check a VIP body and the identifiers from its path; return the flag."""
+    _require_object(payload)
+    errors = _path_errors(partner_id, player_login)
     try:
         is_vip = _vip_schema.load(payload)["is_vip"]
     except ValidationError as exc:
@@ -259,3 +289,142 @@ def validate_vip(payload, partner_id: str, player_login: str) -> bool:
     if errors:
         raise ValidationError(errors)
     return is_vip
+
+
+# Reading ---------------------------------------------------------------------------------
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+class PageSize(fields.Field):
+    """A whole number of events from 1 to MAX_PAGE, written in decimal digits and nothing else."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,9}", value):
+            raise ValidationError(f"Must be a whole number from 1 to {MAX_PAGE}.")
+        number = int(value)
+        if not 1 <= number <= MAX_PAGE:
+            raise ValidationError(f"Must be a whole number from 1 to {MAX_PAGE}.")
+        return number
+
+
+class EventQuerySchema(Schema):
+    """The query of GET /player-events: the partner, the optional filters, the page."""
+
+    partner_id = Identifier(required=True, metadata={"description": "Partner whose events to list; yours."})
+    player_login = Identifier(metadata={"description": "Only this player's events."})
+    event_type = fields.String(validate=validate.OneOf(list(EVENT_RULES)), metadata={"description": "Only this type."})
+    event_id = Identifier(metadata={"description": "Only the event with this event_id."})
+    received_after = Timestamp(metadata={"description": "Only events received after this time (RFC 3339)."})
+    received_before = Timestamp(metadata={"description": "Only events received before this time (RFC 3339)."})
+    limit = PageSize(
+        load_default=DEFAULT_PAGE,
+        metadata={"description": f"Events per page, 1 to {MAX_PAGE} (default {DEFAULT_PAGE})."},
+    )
+    after = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "The `next` cursor of the previous page."},
+    )
+
+    class Meta:
+        unknown = RAISE
+
+
+_query_schema = EventQuerySchema()
+
+
+def microseconds(timestamp: str) -> int:
+    """Turn an RFC 3339 timestamp (checked by Timestamp) into microseconds since the epoch."""
+    moment = datetime.fromisoformat(timestamp.upper().replace("Z", "+00:00"))
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def validate_event_query(args: dict[str, list[str]]) -> dict:
+    """Check the query parameters of a page read (each given at most once); return them loaded."""
+    repeated = {name: ["Given more than once."] for name, values in args.items() if len(values) > 1}
+    if repeated:
+        raise ValidationError(repeated)
+    query = _query_schema.load({name: values[0] for name, values in args.items()})
+    for name in ("received_after", "received_before"):
+        if name in query:
+            query[name] = microseconds(query[name])
+    return query
+
+
+# Importing -------------------------------------------------------------------------------
+
+EXPORTED_EVENT_KEYS = ("id", "received_at", "sub", "event")
+EXPORTED_PLAYER_KEYS = ("partner_id", "player_login", "is_vip", "updated_at", "updated_by")
+MAX_ROW_ID = 2**63 - 1
+# received_at and updated_at as the store writes them: UTC, to the microsecond.
+STORED_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+
+
+def _keys_exactly(line: dict, keys: tuple[str, ...]) -> None:
+    """Refuse a line that lacks one of keys or has another."""
+    errors = {name: ["Missing data for required field."] for name in keys if name not in line}
+    errors.update({name: ["Unknown field."] for name in line if name not in keys})
+    if errors:
+        raise ValidationError(errors)
+
+
+def _stored_time(value, name: str) -> str:
+    """Check a time written as the store writes it."""
+    if not isinstance(value, str) or not STORED_TIME.fullmatch(value):
+        raise ValidationError({name: ["Must be a UTC time to the microsecond, e.g. 2026-11-24T05:12:03.120512Z."]})
+    try:
+        microseconds(value)
+    except ValueError:
+        raise ValidationError({name: ["Not a valid date and time."]}) from None
+    return value
+
+
+def _holder(value, name: str) -> str:
+    """Check a token holder (sub) as the service records it."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError({name: ["Must be a non-empty string."]})
+    return value
+
+
+def load_exported_event(raw: bytes) -> tuple[int, int, str, dict]:
+    """Check one line of `events export`; return (id, received_at in microseconds, sub, event)."""
+    line = parse_json(raw)
+    _require_object(line)
+    _keys_exactly(line, EXPORTED_EVENT_KEYS)
+    id_ = line["id"]
+    if not (isinstance(id_, Decimal) and id_ == id_.to_integral_value() and 1 <= id_ <= MAX_ROW_ID):
+        raise ValidationError({"id": [f"Must be a whole number from 1 to {MAX_ROW_ID}."]})
+    received_at = microseconds(_stored_time(line["received_at"], "received_at"))
+    sub = _holder(line["sub"], "sub")
+    try:
+        event = validate_event(line["event"])
+    except ValidationError as exc:
+        raise ValidationError({"event": exc.messages}) from None
+    return int(id_), received_at, sub, event
+
+
+def load_exported_player(raw: bytes) -> tuple[str, str, bool, str, str]:
+    """Check one line of `players export`; return (partner_id, player_login, is_vip, updated_at, updated_by)."""
+    line = parse_json(raw)
+    _require_object(line)
+    _keys_exactly(line, EXPORTED_PLAYER_KEYS)
+    errors = {}
+    for name in ("partner_id", "player_login"):
+        try:
+            _path_field.deserialize(line[name])
+        except ValidationError as exc:
+            errors[name] = exc.messages
+    try:
+        _vip_schema.load({"is_vip": line["is_vip"]})
+    except ValidationError as exc:
+        errors.update(exc.messages)
+    if errors:
+        raise ValidationError(errors)
+    return (
+        line["partner_id"],
+        line["player_login"],
+        line["is_vip"],
+        _stored_time(line["updated_at"], "updated_at"),
+        _holder(line["updated_by"], "updated_by"),
+    )

@@ -7,6 +7,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, seed, settings
 from openapi_spec_validator import validate
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from backup_api import create_app
 from schemas import ALWAYS_REQUIRED, EVENT_RULES
@@ -51,17 +52,32 @@ def _owner_token(case) -> str:
     partner = None
     if isinstance(case.body, dict):
         partner = case.body.get("partner_id")
-    if case.path_parameters:
-        partner = case.path_parameters.get("id")
+    if case.path_parameters and isinstance(case.path_parameters.get("id"), str):
+        partner = case.path_parameters["id"]
+    if case.query:
+        partner = case.query.get("partner_id")
     partners = [partner] if isinstance(partner, str) and partner else []
     return make_token(sub="fuzzer", partners=partners)
+
+
+def call_and_validate(case, **kwargs):
+    """Send a case with a token owning its partner, and run every check on the answer.
+
+    Every check but one for a case with a page cursor (after): a cursor is a value the service
+    signed, which no schema can describe, so a made-up one is rightly refused with 400 even when
+    it fits the document; what that 400 looks like is still checked.
+    """
+    excluded = [positive_data_acceptance] if case.query and "after" in case.query else []
+    return case.call_and_validate(
+        headers={"Authorization": f"Bearer {_owner_token(case)}"}, excluded_checks=excluded, **kwargs
+    )
 
 
 @schema.parametrize()
 @seed(20261124)
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_fuzz_api(case):
-    case.call_and_validate(headers={"Authorization": f"Bearer {_owner_token(case)}"})
+    call_and_validate(case)
 
 
 @pytest.fixture(scope="module", autouse=True)
