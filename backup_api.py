@@ -573,7 +573,7 @@ def _register_cli(app: Flask) -> None:
         )
         click.echo(token)
 
-    events = AppGroup("events", help="Read stored events.")
+    events = AppGroup("events", help="Export and import stored events.")
     app.cli.add_command(events)
 
     @events.command("export")
@@ -583,6 +583,17 @@ def _register_cli(app: Flask) -> None:
         """Write stored events as JSON Lines, oldest first."""
         for line in store().export_events(partner, player):
             click.echo(line)
+
+    @events.command("import")
+    @click.argument("file", type=click.File("rb"))
+    def import_events(file):
+        """Load events written by `events export` from FILE (- for stdin), all or nothing.
+
+        Into an empty database everything comes back as it was, ids included; into one that holds
+        events, those already held are skipped and the rest get new ids.
+        """
+        imported, held = _import(file, schemas.load_exported_event, store().import_events)
+        click.echo(f"imported {imported}, already held {held}")
 
     db = AppGroup("db", help="Look after the database.")
     app.cli.add_command(db)
@@ -598,7 +609,40 @@ def _register_cli(app: Flask) -> None:
             raise click.ClickException(str(exc)) from None
         click.echo(f"snapshot written to {path}")
 
-    players = AppGroup("players", help="Read player flags.")
+    @db.command("restore")
+    @click.argument("snapshot_path", metavar="SNAPSHOT", type=click.Path(exists=True, dir_okay=False))
+    def restore(snapshot_path):
+        """Replace the database with SNAPSHOT, keeping the file it replaces under a new name.
+
+        The snapshot must be a sound database of this version's layout; the database must not be
+        in use (stop the server first).
+        """
+        database = store().path
+        store().close()  # this command's own connection must not count as a user
+        try:
+            kept, events, players = storage.restore(snapshot_path, database)
+        except storage.StorageError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"restored {snapshot_path} ({events} events, {players} players) to {database}")
+        if kept:
+            click.echo(f"the database it replaced is kept as {kept}")
+
+    @db.command("check")
+    def check():
+        """Check the database: its layout, SQLite's integrity_check, and what it holds; exit 1 if unsound."""
+        try:
+            problems, events, players = store().check()
+        except storage.StorageError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"database: {store().path}")
+        click.echo(f"layout: {storage.SCHEMA_VERSION}" if not problems else f"problems: {'; '.join(problems)}")
+        click.echo(f"integrity_check: {'ok' if not problems else 'FAILED'}")
+        click.echo(f"events: {events}")
+        click.echo(f"players: {players}")
+        if problems:
+            raise click.exceptions.Exit(1)
+
+    players = AppGroup("players", help="Export and import VIP flags.")
     app.cli.add_command(players)
 
     @players.command("export")
@@ -606,3 +650,31 @@ def _register_cli(app: Flask) -> None:
         """Write the VIP flags as JSON Lines."""
         for line in store().export_players():
             click.echo(line)
+
+    @players.command("import")
+    @click.argument("file", type=click.File("rb"))
+    def import_players(file):
+        """Load VIP flags written by `players export` from FILE (- for stdin), all or nothing.
+
+        A flag newer than the one held (by updated_at) replaces it; an older one is skipped.
+        """
+        imported, updated, held = _import(file, schemas.load_exported_player, store().import_players)
+        click.echo(f"imported {imported}, updated {updated}, already held {held}")
+
+
+def _import(file, load, store_all):
+    """Check each line of file with load and hand them all to store_all; a bad line aborts it all, by number."""
+    where = {"line": 0}
+
+    def records():
+        for number, raw in enumerate(file, 1):
+            where["line"] = number
+            record = load(raw.rstrip(b"\r\n"))
+            yield record
+
+    try:
+        return store_all(records())
+    except (ValidationError, ValueError, storage.EventConflict, storage.StorageError) as exc:
+        detail = json.dumps(exc.messages, ensure_ascii=False) if isinstance(exc, ValidationError) else str(exc)
+        place = f"line {where['line']}: " if not isinstance(exc, storage.StorageError) else ""
+        raise click.ClickException(f"{place}{detail}; nothing was imported") from None

@@ -482,14 +482,13 @@ class Store:
         event_id: str | None = None,
         received_after: int | None = None,
         received_before: int | None = None,
-        max_bytes: int = MAX_PAGE_BYTES,
     ) -> tuple[list[tuple[int, int, str]], int | None]:
         """Return a page of a partner's events with id > after, oldest first, and the id to go on after.
 
         Each event is (id, received_at in microseconds, exact JSON text). The id to go on after is
         None at the end. One query examines at most SCAN_WINDOW of the partner's events, so a
         selective filter over millions of events gives short (even empty) pages with a next id,
-        never a long scan; a page stops short too once it holds max_bytes of events.
+        never a long scan; a page stops short too once it holds MAX_PAGE_BYTES of events.
         """
         filters, params = [], []
         for clause, value in (
@@ -520,7 +519,7 @@ class Store:
             )
             page, size = [], 0
             for row in cursor:
-                if len(page) == limit or (page and size + len(row[2]) > max_bytes):
+                if len(page) == limit or (page and size + len(row[2]) > MAX_PAGE_BYTES):
                     cursor.close()
                     return page, page[-1][0]  # there is more
                 page.append(row)
@@ -580,10 +579,14 @@ class Store:
                     ensure_ascii=False,
                 )
 
-    def counts(self) -> tuple[int, int]:
-        """Return how many events and how many flagged players are stored."""
+    def check(self) -> tuple[list[str], int, int]:
+        """Return what is wrong with the database (empty when sound), and how many events and players it holds."""
         with self._reader() as conn:
-            return conn.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM players)").fetchone()
+            problems = check_database(conn)
+            events, players = conn.execute(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM players)"
+            ).fetchone()
+        return problems, events, players
 
     # Importing ------------------------------------------------------------------------
 
@@ -593,13 +596,17 @@ class Store:
         Into an empty database every id is kept, so an export imported there exports again
         byte for byte. Into one that holds events, the new ones get new ids after the last (an
         id is never reused, and a reader paging through never misses one). An event already held
-        is skipped; an event_id held with other content raises EventConflict, and so does any
-        error raised by records: then nothing is kept.
+        is skipped; an event_id held with other content raises EventConflict, ids that do not
+        increase from one record to the next raise ValueError, and so does any error raised by
+        records: then nothing is kept.
         """
-        imported = held = 0
+        imported = held = last_id = 0
         with self._lock, self._transaction("the import failed") as conn:
             (empty,) = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM events)").fetchone()
             for id_, received_at, sub, event in records:
+                if id_ <= last_id:
+                    raise ValueError(f"id {id_} does not follow id {last_id}: an export lists ids in increasing order")
+                last_id = id_
                 row = _event_row(event, received_at, sub)
                 if self._insert(conn, [row], id_ if empty else None)[0]:
                     imported += 1
@@ -663,3 +670,123 @@ class Store:
         for conn, _ in readers:
             conn.close()
         self._conn.close()
+
+
+# Restoring --------------------------------------------------------------------------------
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_database(conn: sqlite3.Connection) -> list[str]:
+    """Say what is wrong with an open database: its layout and SQLite's integrity_check (empty when sound)."""
+    problems = []
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if version != SCHEMA_VERSION or not {"events", "players"} <= tables:
+        problems.append(f"layout {version}; this version of the service reads layout {SCHEMA_VERSION}")
+    integrity = [message for (message,) in conn.execute("PRAGMA integrity_check")]
+    if integrity != ["ok"]:
+        problems.append("integrity_check: " + "; ".join(integrity[:10]))
+    return problems
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    """Open an existing SQLite file for reading only; refuse a file that is not one."""
+    with open(path, "rb") as f:
+        if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise StorageError(f"{path} is not a SQLite database")
+    return sqlite3.connect(Path(os.path.abspath(path)).as_uri() + "?mode=ro", uri=True, isolation_level=None)
+
+
+def restore(snapshot: str, database: str) -> tuple[str | None, int, int]:
+    """Replace the database with a checked copy of snapshot; return (where the old file is kept, events, players).
+
+    Refuses (StorageError) a snapshot that is not a sound database of this layout, and a database
+    that another process has open. The file replaced is renamed, never deleted.
+    """
+    try:
+        source = _open_read_only(snapshot)
+    except OSError as exc:
+        raise StorageError(f"cannot read the snapshot {snapshot}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StorageError(f"{snapshot} is not a SQLite database: {exc}") from exc
+    try:
+        problems = check_database(source)
+        if problems:
+            raise StorageError(f"the snapshot {snapshot} cannot be restored: " + "; ".join(problems))
+        events, players = source.execute(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM players)"
+        ).fetchone()
+        with _exclusively(database):
+            # A copy through SQLite, not of the bytes: it holds what a -wal beside the snapshot holds too.
+            incoming = database + ".restoring"
+            with suppress(FileNotFoundError):
+                os.remove(incoming)
+            create_private_file(incoming)
+            target = sqlite3.connect(incoming)
+            try:
+                source.backup(target)
+            finally:
+                target.close()
+            _fsync(incoming)
+    except sqlite3.Error as exc:
+        raise StorageError(f"the restore failed: {exc}") from exc
+    finally:
+        source.close()
+    kept = None
+    if os.path.exists(database):
+        kept = _free_name(f"{database}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        os.rename(database, kept)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(database + suffix):
+                os.rename(database + suffix, kept + suffix)
+    os.replace(incoming, database)
+    _fsync(os.path.dirname(os.path.abspath(database)))
+    return kept, events, players
+
+
+@contextmanager
+def _exclusively(database: str) -> Iterator[None]:
+    """Hold the database so that no other process can use it; StorageError if one already does.
+
+    In WAL mode every connection holds a shared lock while it is open: an exclusive locking
+    mode set before the first read cannot be had while any other process has the file open.
+    Its -wal is folded into the file on the way out.
+    """
+    if not os.path.exists(database):
+        yield
+        return
+    conn = sqlite3.connect(database, timeout=0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        raise StorageError(
+            f"the database {database} is in use by another process (a running server?): stop it first ({exc})"
+        ) from None
+    try:
+        yield
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+def _free_name(path: str) -> str:
+    """Return path, or path with a number added, whichever no file has."""
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{path}.{n}"
+    return candidate
+
+
+def _fsync(path: str) -> None:
+    """Flush a file or folder to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
