@@ -161,8 +161,8 @@ def _file_identity(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _event_row(event: dict, received_at: int, sub: str) -> tuple:
-    """The columns of an event's row, but its id."""
+def _event_row(event: dict, received_at: int, sub: str, text: str | None = None) -> tuple:
+    """The columns of an event's row, but its id; text is the event's JSON text, when already written."""
     return (
         event["partner_id"],
         event.get("event_id"),
@@ -170,7 +170,7 @@ def _event_row(event: dict, received_at: int, sub: str) -> tuple:
         event["player_login"],
         received_at,
         sub,
-        dumps(event),
+        dumps(event) if text is None else text,
     )
 
 
@@ -590,8 +590,10 @@ class Store:
 
     # Importing ------------------------------------------------------------------------
 
-    def import_events(self, records: Iterable[tuple[int, int, str, dict]]) -> tuple[int, int]:
-        """Store exported events (id, received_at, sub, event) all or nothing; return (imported, already held).
+    def import_events(self, records: Iterable[tuple[int, int, str, dict, str | None]]) -> tuple[int, int]:
+        """Store exported events all or nothing; return (imported, already held).
+
+        Each record is (id, received_at, sub, event, the event's JSON text or None to write it).
 
         Into an empty database every id is kept, so an export imported there exports again
         byte for byte. Into one that holds events, the new ones get new ids after the last (an
@@ -603,11 +605,11 @@ class Store:
         imported = held = last_id = 0
         with self._lock, self._transaction("the import failed") as conn:
             (empty,) = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM events)").fetchone()
-            for id_, received_at, sub, event in records:
+            for id_, received_at, sub, event, text in records:
                 if id_ <= last_id:
                     raise ValueError(f"id {id_} does not follow id {last_id}: an export lists ids in increasing order")
                 last_id = id_
-                row = _event_row(event, received_at, sub)
+                row = _event_row(event, received_at, sub, text)
                 if self._insert(conn, [row], id_ if empty else None)[0]:
                     imported += 1
                 else:

@@ -1,4 +1,4 @@
-"""make bench: the service against a bare Flask baseline, ingest as the store grows, memory, disk.
+"""make bench: the service against a bare Flask baseline, ingest as the store grows, memory, disk, reads, imports.
 
 Everything is measured in this one run on this machine; what counts is each ratio against a
 baseline measured beside it, and medians over rounds, because the machine is shared and noisy.
@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import storage
+from bench import reads
 from tests.conftest import SECRET, make_token
 from tests.server import Server
 
@@ -177,7 +178,12 @@ def main() -> int:
         batch_rate = batch_ingest(folder)
         print("memory ...", flush=True)
         (count_first, mem_first), (count_total, mem_total) = memory(folder)
+        print("reading pages, importing, starting ...", flush=True)
+        pages = reads.page_reads(filled)
+        imports = reads.import_rates(folder)
+        start_up = reads.start_up(folder)
     per_event, json_size = disk_per_event(filled)
+    small, large = reads.IMPORT_EVENTS
 
     ratios = [s["rps"] / b["rps"] for s, b in zip(rounds["service"], rounds["baseline"], strict=True)]
     floor_ratios = [f["rps"] / b["rps"] for f, b in zip(rounds["floor"], rounds["baseline"], strict=True)]
@@ -208,6 +214,15 @@ def main() -> int:
         f" ({mem_total / mem_first - 1:+.1%}) | within 10% |",
         f"| disk per event / event JSON | {per_event:.0f} / {json_size:.0f} bytes"
         f" ({per_event / json_size:.2f} bytes per byte) | <= 2 |",
+        f"| a page of {reads.PAGE:,} events at a random place of {FILL:,}: in the store / over HTTP"
+        f" | {pages['direct_ms']:.1f} / {pages['http_ms']:.1f} ms | milliseconds, not a scan |",
+        f"| the same, filtered by a player (1 event in 1,000) | {pages['filtered_ms']:.1f} ms | |",
+        f"| `events import`, {small:,} / {large:,} events | {imports[small]['rate']:,.0f} /"
+        f" {imports[large]['rate']:,.0f} events/s | >= 100,000 |",
+        f"| import floor: json.loads and a bare insert, no checks | {imports['floor']:,.0f} events/s | |",
+        f"| `events import` peak memory, {small:,} / {large:,} events | {imports[small]['peak_mib']:.1f} /"
+        f" {imports[large]['peak_mib']:.1f} MiB | flat |",
+        f"| start-up: process start to the first 200 on /healthz | {start_up * 1000:.0f} ms | |",
     ]
     table = "\n".join(lines)
     (RESULTS / "latest.md").write_text(table + "\n")

@@ -1,0 +1,328 @@
+"""Restoring: export and import round trips, all or nothing, db restore and db check."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import storage
+from backup_api import create_app
+from tests.conftest import SECRET, make_token, post_event, valid_event
+from tests.server import ROOT, Server
+
+ODD_EVENTS = [
+    '{"partner_id":"casino_alpha","player_login":"p1","event_type":"bet","amount":1e-400}',
+    '{"partner_id":"casino_alpha","player_login":"p1","event_type":"win","amount":-0,"event_id":"w1"}',
+    '{"partner_id":"casino_alpha","player_login":"p2","event_type":"big_win","metadata":{"n":' + "7" * 300 + "}}",
+    '{"partner_id":"casino_alpha","player_login":"jörg","event_type":"complaint","text":"中文 ✓ \\u2028","x":1.50E+3}',
+    '{"partner_id":"casino_beta","player_login":"p1","event_type":"deposit","amount":123456.789012345678901234}',
+]
+
+
+def new_app(path: Path):
+    """An app on the database at path (made when missing)."""
+    return create_app({"TESTING": True, "DATABASE": str(path), "JWT_SECRET": SECRET})
+
+
+def run(app, *args, stdin: bytes | None = None):
+    """Run a CLI command of app; return the click result."""
+    return app.test_cli_runner().invoke(args=list(args), input=stdin)
+
+
+def filled(path: Path):
+    """An app whose database holds ODD_EVENTS, sent by two token holders, and two VIP flags."""
+    app = new_app(path)
+    client = app.test_client()
+    token = make_token(sub="holder-1", partners=["casino_alpha", "casino_beta"])
+    for raw in ODD_EVENTS[:3]:
+        assert post_event(client, None, raw=raw, token=token).status_code == 200
+    for raw in ODD_EVENTS[3:]:
+        assert post_event(client, None, raw=raw, token=make_token(sub="holder-2", partners=["casino_alpha",
+                                                                                            "casino_beta"])).status_code == 200
+    for player, flag in (("p1", True), ("jörg", False)):
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.put(f"/users/casino_alpha/player/{player}/vip", json={"is_vip": flag},
+                          headers=headers).status_code == 200
+    return app
+
+
+@pytest.fixture
+def source(tmp_path):
+    app = filled(tmp_path / "source.db")
+    yield app
+    app.extensions["store"].close()
+
+
+@pytest.fixture
+def empty(tmp_path):
+    app = new_app(tmp_path / "target.db")
+    yield app
+    app.extensions["store"].close()
+
+
+def test_export_import_export_is_byte_identical(source, empty):
+    exported = run(source, "events", "export").output
+    # JSON Lines are split at "\n" only: str.splitlines would split at the U+2028 in an event too.
+    assert exported.count("\n") == len(ODD_EVENTS)
+    for raw in ODD_EVENTS:
+        assert raw.replace("\\u2028", "\u2028") in exported  # every digit, every character as sent
+    assert '"sub": "holder-1"' in exported and '"sub": "holder-2"' in exported
+    result = run(empty, "events", "import", "-", stdin=exported.encode())
+    assert result.exit_code == 0, result.output
+    assert result.output == f"imported {len(ODD_EVENTS)}, already held 0\n"
+    assert run(empty, "events", "export").output == exported
+
+    players = run(source, "players", "export").output
+    result = run(empty, "players", "import", "-", stdin=players.encode())
+    assert result.output == "imported 2, updated 0, already held 0\n", result.output
+    assert run(empty, "players", "export").output == players
+
+
+def test_import_from_a_file(source, empty, tmp_path):
+    (tmp_path / "events.jsonl").write_text(run(source, "events", "export").output, encoding="utf-8")
+    result = run(empty, "events", "import", str(tmp_path / "events.jsonl"))
+    assert result.exit_code == 0 and "imported 5" in result.output
+
+
+def test_import_merges_into_a_database_that_holds_events(source, tmp_path):
+    exported = run(source, "events", "export").output
+    target = new_app(tmp_path / "busy.db")
+    client = target.test_client()
+    post_event(client, valid_event("bet", n="already here"))
+    assert post_event(client, None, raw=ODD_EVENTS[0]).status_code == 200  # one of them is held already
+    result = run(target, "events", "import", "-", stdin=exported.encode())
+    assert result.output == f"imported {len(ODD_EVENTS) - 1}, already held 1\n", result.output
+    lines = [json.loads(line) for line in run(target, "events", "export").output.split("\n")[:-1]]
+    ids = [line["id"] for line in lines]
+    assert ids == list(range(1, len(ODD_EVENTS) + 2))  # ids 1 and 2 were taken: the imported ones follow
+    again = run(target, "events", "import", "-", stdin=exported.encode())
+    assert again.output == f"imported 0, already held {len(ODD_EVENTS)}\n"
+    target.extensions["store"].close()
+
+
+def test_a_conflicting_event_id_stops_the_import(source, tmp_path):
+    target = new_app(tmp_path / "busy.db")
+    client = target.test_client()
+    post_event(client, valid_event("win", event_id="w1", amount=7))  # the same event_id as ODD_EVENTS[1]
+    before = run(target, "events", "export").output
+    result = run(target, "events", "import", "-", stdin=run(source, "events", "export").output.encode())
+    assert result.exit_code == 1
+    assert "line 2:" in result.output and "w1" in result.output and "nothing was imported" in result.output
+    assert run(target, "events", "export").output == before
+    target.extensions["store"].close()
+
+
+BAD_LINES = {
+    "not JSON": b"{nope",
+    "not UTF-8": b"\xff\xfe",
+    "an array": b"[]",
+    "a missing key": b'{"id": 9, "received_at": "2026-11-24T05:12:03.120512Z", "event": {}}',
+    "an unknown key": b'{"id": 9, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {}, "y": 1}',
+    "an id of 0": b'{"id": 0, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": EVENT}',
+    "an id of 1.5": b'{"id": 1.5, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": EVENT}',
+    "a huge id": b'{"id": 99999999999999999999, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": EVENT}',
+    "an id going back": b'{"id": 1, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": EVENT}',
+    "a bad time": b'{"id": 90, "received_at": "2026-11-24 05:12", "sub": "x", "event": EVENT}',
+    "an empty sub": b'{"id": 90, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "", "event": EVENT}',
+    "an invalid event": b'{"id": 90, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {"a": 1}}',
+    "a duplicate key": b'{"id": 90, "id": 91, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": EVENT}',
+    "an empty line": b"",
+}
+
+
+@pytest.mark.parametrize("case", BAD_LINES)
+def test_a_bad_line_is_named_and_nothing_is_kept(source, empty, case):
+    good = run(source, "events", "export").output.encode().split(b"\n")[:-1]
+    bad = BAD_LINES[case].replace(b"EVENT", ODD_EVENTS[0].replace("1e-400", "2").encode())
+    lines = [*good[:3], bad, *good[3:]]
+    result = run(empty, "events", "import", "-", stdin=b"\n".join(lines) + b"\n")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: line 4: ") and "nothing was imported" in result.output
+    assert run(empty, "events", "export").output == ""
+
+
+def test_a_bad_players_line_is_named_and_nothing_is_kept(source, empty):
+    good = run(source, "players", "export").output.encode().splitlines()
+    for bad in (b'{"partner_id": "a", "player_login": "b", "is_vip": 1, "updated_at": "2026-11-24T05:12:03.120512Z",'
+                b' "updated_by": "x"}', b'{"partner_id": "a"}'):
+        result = run(empty, "players", "import", "-", stdin=b"\n".join([good[0], bad]) + b"\n")
+        assert result.exit_code == 1 and result.output.startswith("Error: line 2: "), result.output
+        assert run(empty, "players", "export").output == ""
+
+
+def test_players_import_keeps_the_newer_flag(empty):
+    line = ('{"partner_id": "casino_alpha", "player_login": "p1", "is_vip": %s, "updated_at": "%s",'
+            ' "updated_by": "ops"}')
+    run(empty, "players", "import", "-", stdin=(line % ("true", "2026-01-01T00:00:00.000000Z")).encode())
+    older = line % ("false", "2025-01-01T00:00:00.000000Z")
+    assert run(empty, "players", "import", "-", stdin=older.encode()).output == "imported 0, updated 0, already held 1\n"
+    newer = line % ("false", "2026-06-01T00:00:00.000000Z")
+    assert run(empty, "players", "import", "-", stdin=newer.encode()).output == "imported 0, updated 1, already held 0\n"
+    [flag] = [json.loads(x) for x in run(empty, "players", "export").output.splitlines()]
+    assert flag["is_vip"] is False and flag["updated_at"] == "2026-06-01T00:00:00.000000Z"
+
+
+def test_an_import_killed_midway_leaves_the_database_as_it_was(tmp_path):
+    database = tmp_path / "killed.db"
+    app = new_app(database)
+    post_event(app.test_client(), valid_event("bet", n="before"))
+    before = run(app, "events", "export").output
+    app.extensions["store"].close()
+    lines = [
+        json.dumps({"id": n, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x",
+                    "event": valid_event("bet", n=n)})
+        for n in range(1, 400_001)
+    ]
+    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "BACKUP_API_DATABASE": str(database), "BACKUP_API_JWT_SECRET": SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "backup_api", "events", "import",
+                             str(tmp_path / "big.jsonl")], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Kill it once it has written a good part of its transaction (the -wal grows), not before.
+        deadline = time.monotonic() + 60
+        wal = Path(f"{database}-wal")
+        while time.monotonic() < deadline and (not wal.exists() or wal.stat().st_size < 2_000_000):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        assert wal.stat().st_size >= 2_000_000
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    app = new_app(database)
+    assert run(app, "events", "export").output == before
+    check = run(app, "db", "check")
+    assert check.exit_code == 0 and "events: 1" in check.output
+    app.extensions["store"].close()
+
+
+def test_db_check_reports_and_fails_on_a_damaged_file(source, tmp_path):
+    result = run(source, "db", "check")
+    assert result.exit_code == 0
+    assert "layout: 2" in result.output and "integrity_check: ok" in result.output
+    assert "events: 5" in result.output and "players: 2" in result.output
+    source.extensions["store"].close()
+    # Damage an index page: the file still opens, integrity_check finds it.
+    path = tmp_path / "source.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'idx_events_partner_id'").fetchone()
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * page_size + 8)
+        f.write(b"\x00\x07" * 8)
+    damaged = new_app(path)
+    result = run(damaged, "db", "check")
+    assert result.exit_code == 1, result.output
+    assert "integrity_check: FAILED" in result.output
+    damaged.extensions["store"].close()
+
+
+def test_db_restore_replaces_the_database_and_keeps_the_old_one(source, tmp_path):
+    snapshot = tmp_path / "snap.db"
+    assert run(source, "db", "snapshot", str(snapshot)).exit_code == 0
+    expected = run(source, "events", "export").output
+    source.extensions["store"].close()
+    target = new_app(tmp_path / "live.db")
+    post_event(target.test_client(), valid_event("bet", n="lost after the snapshot"))
+    result = run(target, "db", "restore", str(snapshot))
+    assert result.exit_code == 0, result.output
+    assert "restored" in result.output and "5 events, 2 players" in result.output
+    kept = [p for p in os.listdir(tmp_path) if p.startswith("live.db.replaced-")]
+    assert len(kept) == 1 and f"kept as {tmp_path / kept[0]}" in result.output
+    assert oct(os.stat(tmp_path / "live.db").st_mode & 0o777) == "0o600"
+    restored = new_app(tmp_path / "live.db")
+    assert run(restored, "events", "export").output == expected
+    assert run(restored, "db", "check").exit_code == 0
+    restored.extensions["store"].close()
+    old = new_app(tmp_path / kept[0])
+    assert "lost after the snapshot" in run(old, "events", "export").output
+    old.extensions["store"].close()
+
+
+def test_db_restore_refuses_a_bad_snapshot_and_changes_nothing(empty, tmp_path):
+    post_event(empty.test_client(), valid_event("bet"))
+    before = run(empty, "events", "export").output
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("hello")
+    other_layout = tmp_path / "old.db"
+    conn = sqlite3.connect(other_layout)
+    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+    conn.close()
+    for snapshot, message in ((not_sqlite, "not a SQLite database"), (other_layout, "layout 0")):
+        result = run(empty, "db", "restore", str(snapshot))
+        assert result.exit_code == 1 and message in result.output, result.output
+    assert run(empty, "db", "restore", str(tmp_path / "missing.db")).exit_code == 2
+    database = Path(empty.extensions["store"].path)
+    assert [p for p in os.listdir(database.parent) if ".replaced-" in p] == []
+    again = new_app(database)
+    assert run(again, "events", "export").output == before
+    again.extensions["store"].close()
+
+
+def test_db_restore_refuses_while_a_server_uses_the_database(source, tmp_path):
+    snapshot = tmp_path / "snap.db"
+    run(source, "db", "snapshot", str(snapshot))
+    database = tmp_path / "served.db"
+    with Server(database, SECRET) as server:
+        token = make_token()
+        assert server.request("POST", "/player-events", valid_event("bet"), token=token)[0] == 200
+        env = {**os.environ, "BACKUP_API_DATABASE": str(database), "BACKUP_API_JWT_SECRET": SECRET}
+        result = subprocess.run([sys.executable, "-m", "flask", "--app", "backup_api", "db", "restore",
+                                 str(snapshot)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert "in use by another process" in result.stderr
+        assert server.request("GET", "/healthz")[0] == 200
+        status, _, body = server.request("GET", "/player-events?partner_id=casino_alpha", token=token)
+        assert status == 200 and len(body["events"]) == 1
+
+
+def test_the_restore_procedure_end_to_end(tmp_path):
+    """Serve, write, snapshot, write more, stop, restore, serve: the snapshot's events come back over HTTP."""
+    database = tmp_path / "live" / "backup.db"
+    env = {**os.environ, "BACKUP_API_DATABASE": str(database), "BACKUP_API_JWT_SECRET": SECRET}
+    token = make_token()
+
+    def command(*args):
+        return subprocess.run([sys.executable, "-m", "flask", "--app", "backup_api", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    def read_all(server):
+        status, _, body = server.request("GET", "/player-events?partner_id=casino_alpha&limit=1000", token=token)
+        assert status == 200 and body["next"] is None
+        return body["events"]
+
+    with Server(database, SECRET) as server:
+        for n in range(20):
+            assert server.request("POST", "/player-events", valid_event("bet", n=n), token=token)[0] == 200
+        snapshot = tmp_path / "backups" / "snap.db"
+        assert command("db", "snapshot", str(snapshot)).returncode == 0
+        held = read_all(server)
+        for n in range(20, 30):
+            assert server.request("POST", "/player-events", valid_event("bet", n=n), token=token)[0] == 200
+        assert len(read_all(server)) == 30
+    result = command("db", "restore", str(snapshot))
+    assert result.returncode == 0, result.stderr
+    assert command("db", "check").returncode == 0
+    with Server(database, SECRET) as server:
+        assert read_all(server) == held
+        assert server.request("POST", "/player-events", valid_event("bet", n=99), token=token)[0] == 200
+        assert len(read_all(server)) == 21
+
+
+def test_storage_restore_refuses_a_database_in_use(tmp_path):
+    store = storage.Store(str(tmp_path / "open.db"))
+    snapshot = tmp_path / "snap.db"
+    store.snapshot(str(snapshot))
+    with pytest.raises(storage.StorageError, match="in use"):
+        storage.restore(str(snapshot), store.path)
+    store.close()
+    kept, events, players = storage.restore(str(snapshot), store.path)
+    assert kept and (events, players) == (0, 0)
