@@ -1,6 +1,9 @@
 """The README's catalog is the rule table."""
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -55,3 +58,16 @@ def test_copy_of_the_reference_catalog_is_current():
     text = reference.read_text(encoding="utf-8")
     catalog = text.split("event_type Extra required fields")[1].split("A missing required field")[0]
     assert catalog.strip() == REFERENCE_CATALOG.strip()
+
+
+def test_the_readme_test_suite_example_runs_as_written(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- test-suite-example -->")[1].split("<!-- /test-suite-example -->")[0]
+    code = block.strip().removeprefix("```python").removesuffix("```")
+    (tmp_path / "test_example.py").write_text(code, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"],
+        cwd=tmp_path, env={**os.environ, "BACKUP_API_DIR": str(ROOT)}, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
