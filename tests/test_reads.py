@@ -1,6 +1,7 @@
 """Reading the backup over HTTP: pages of events, one event, a VIP flag."""
 
 import json
+import os
 import threading
 import time
 from urllib.parse import quote
@@ -305,3 +306,35 @@ def test_vip_read_of_a_partner_not_owned_is_403_and_bad_ids_400(client):
     assert client.get("/users/casino_beta/player/p9/vip", headers=ALPHA).status_code == 403
     response = client.get(f"/users/casino_alpha/player/{'x' * 256}/vip", headers=ALPHA)
     assert response.status_code == 400 and "player_id" in response.get_json()["errors"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "partner_id=casino_alpha&player_login=%FF%FE",
+        "partner_id=casino_alpha&player_login=%C0%AF",
+        "partner_id=casino_alpha&event_type=%00",
+        "partner_id=casino_alpha&limit=%EF%BC%95",
+        "partner_id=casino_alpha&received_after=2026-01-01T00%3A00%3A00%2B99%3A99",
+        "partner_id=casino_alpha&after=%00%00",
+        "partner_id=casino_alpha&&&=&player_login",
+        "partner_id=%00",
+        "partner_id=casino_alpha;player_login=x",
+        "partner_id=casino_alpha&player_login=" + "%F0%9F%98%80" * 300,
+    ],
+)
+def test_odd_encodings_in_the_query_never_give_a_500(client, query):
+    post_event(client, valid_event("bet"))
+    response = client.get(f"/player-events?{query}", headers=ALPHA)
+    assert response.status_code in (200, 400, 403), response.get_data()
+    assert response.is_json
+
+
+def test_reads_are_503_when_the_database_is_gone(app, client):
+    post_event(client, valid_event("bet"))
+    assert page(client).status_code == 200  # a pooled reader is open on the file now
+    os.remove(app.extensions["store"].path)
+    for response in (page(client), client.get("/player-events/1", headers=ALPHA),
+                     client.get("/users/casino_alpha/player/p1/vip", headers=ALPHA)):
+        assert response.status_code == 503
+        assert response.get_json()["status"] == "error"

@@ -42,9 +42,9 @@ def filled(path: Path):
     token = make_token(sub="holder-1", partners=["casino_alpha", "casino_beta"])
     for raw in ODD_EVENTS[:3]:
         assert post_event(client, None, raw=raw, token=token).status_code == 200
+    other = make_token(sub="holder-2", partners=["casino_alpha", "casino_beta"])
     for raw in ODD_EVENTS[3:]:
-        assert post_event(client, None, raw=raw, token=make_token(sub="holder-2", partners=["casino_alpha",
-                                                                                            "casino_beta"])).status_code == 200
+        assert post_event(client, None, raw=raw, token=other).status_code == 200
     for player, flag in (("p1", True), ("jörg", False)):
         headers = {"Authorization": f"Bearer {token}"}
         assert client.put(f"/users/casino_alpha/player/{player}/vip", json={"is_vip": flag},
@@ -122,16 +122,16 @@ BAD_LINES = {
     "not JSON": b"{nope",
     "not UTF-8": b"\xff\xfe",
     "an array": b"[]",
-    "a missing key": b'{"id": 9, "received_at": "2026-11-24T05:12:03.120512Z", "event": {}}',
-    "an unknown key": b'{"id": 9, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {}, "y": 1}',
-    "an id of 0": b'{"id": 0, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": EVENT}',
-    "an id of 1.5": b'{"id": 1.5, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": EVENT}',
-    "a huge id": b'{"id": 99999999999999999999, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": EVENT}',
-    "an id going back": b'{"id": 1, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": EVENT}',
+    "a missing key": b'{"id": 9, "received_at": WHEN, "event": {}}',
+    "an unknown key": b'{"id": 9, "received_at": WHEN, "sub": "x", "event": {}, "y": 1}',
+    "an id of 0": b'{"id": 0, "received_at": WHEN, "sub": "x", "event": EVENT}',
+    "an id of 1.5": b'{"id": 1.5, "received_at": WHEN, "sub": "x", "event": EVENT}',
+    "a huge id": b'{"id": 99999999999999999999, "received_at": WHEN, "sub": "x", "event": EVENT}',
+    "an id going back": b'{"id": 1, "received_at": WHEN, "sub": "x", "event": EVENT}',
     "a bad time": b'{"id": 90, "received_at": "2026-11-24 05:12", "sub": "x", "event": EVENT}',
-    "an empty sub": b'{"id": 90, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "", "event": EVENT}',
-    "an invalid event": b'{"id": 90, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {"a": 1}}',
-    "a duplicate key": b'{"id": 90, "id": 91, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": EVENT}',
+    "an empty sub": b'{"id": 90, "received_at": WHEN, "sub": "", "event": EVENT}',
+    "an invalid event": b'{"id": 90, "received_at": WHEN, "sub": "x", "event": {"a": 1}}',
+    "a duplicate key": b'{"id": 90, "id": 91, "received_at": WHEN, "sub": "x", "event": EVENT}',
     "an empty line": b"",
 }
 
@@ -140,6 +140,7 @@ BAD_LINES = {
 def test_a_bad_line_is_named_and_nothing_is_kept(source, empty, case):
     good = run(source, "events", "export").output.encode().split(b"\n")[:-1]
     bad = BAD_LINES[case].replace(b"EVENT", ODD_EVENTS[0].replace("1e-400", "2").encode())
+    bad = bad.replace(b"WHEN", b'"2026-11-24T05:12:03.120512Z"')
     lines = [*good[:3], bad, *good[3:]]
     result = run(empty, "events", "import", "-", stdin=b"\n".join(lines) + b"\n")
     assert result.exit_code == 1, result.output
@@ -160,10 +161,10 @@ def test_players_import_keeps_the_newer_flag(empty):
     line = ('{"partner_id": "casino_alpha", "player_login": "p1", "is_vip": %s, "updated_at": "%s",'
             ' "updated_by": "ops"}')
     run(empty, "players", "import", "-", stdin=(line % ("true", "2026-01-01T00:00:00.000000Z")).encode())
-    older = line % ("false", "2025-01-01T00:00:00.000000Z")
-    assert run(empty, "players", "import", "-", stdin=older.encode()).output == "imported 0, updated 0, already held 1\n"
-    newer = line % ("false", "2026-06-01T00:00:00.000000Z")
-    assert run(empty, "players", "import", "-", stdin=newer.encode()).output == "imported 0, updated 1, already held 0\n"
+    older = (line % ("false", "2025-01-01T00:00:00.000000Z")).encode()
+    assert run(empty, "players", "import", "-", stdin=older).output == "imported 0, updated 0, already held 1\n"
+    newer = (line % ("false", "2026-06-01T00:00:00.000000Z")).encode()
+    assert run(empty, "players", "import", "-", stdin=newer).output == "imported 0, updated 1, already held 0\n"
     [flag] = [json.loads(x) for x in run(empty, "players", "export").output.splitlines()]
     assert flag["is_vip"] is False and flag["updated_at"] == "2026-06-01T00:00:00.000000Z"
 
