@@ -631,15 +631,15 @@ def _register_cli(app: Flask) -> None:
     def check():
         """Check the database: its layout, SQLite's integrity_check, and what it holds; exit 1 if unsound."""
         try:
-            problems, events, players = store().check()
+            layout, integrity, events, players = store().check()
         except storage.StorageError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"database: {store().path}")
-        click.echo(f"layout: {storage.SCHEMA_VERSION}" if not problems else f"problems: {'; '.join(problems)}")
-        click.echo(f"integrity_check: {'ok' if not problems else 'FAILED'}")
+        click.echo(f"layout: {layout}")
+        click.echo("integrity_check: " + "; ".join(integrity))
         click.echo(f"events: {events}")
         click.echo(f"players: {players}")
-        if problems:
+        if layout != storage.SCHEMA_VERSION or integrity != ["ok"]:
             raise click.exceptions.Exit(1)
 
     players = AppGroup("players", help="Export and import VIP flags.")
@@ -669,8 +669,7 @@ def _import(file, load, store_all):
     def records():
         for number, raw in enumerate(file, 1):
             where["line"] = number
-            record = load(raw.rstrip(b"\r\n"))
-            yield record
+            yield load(raw.rstrip(b"\r\n"))
 
     try:
         return store_all(records())

@@ -579,14 +579,14 @@ class Store:
                     ensure_ascii=False,
                 )
 
-    def check(self) -> tuple[list[str], int, int]:
-        """Return what is wrong with the database (empty when sound), and how many events and players it holds."""
+    def check(self) -> tuple[int, list[str], int, int]:
+        """Return the layout, what integrity_check says (["ok"] when sound), and the events and players held."""
         with self._reader() as conn:
-            problems = check_database(conn)
+            layout, integrity = inspect_database(conn)
             events, players = conn.execute(
                 "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM players)"
             ).fetchone()
-        return problems, events, players
+        return layout, integrity, events, players
 
     # Importing ------------------------------------------------------------------------
 
@@ -679,16 +679,23 @@ class Store:
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def check_database(conn: sqlite3.Connection) -> list[str]:
-    """Say what is wrong with an open database: its layout and SQLite's integrity_check (empty when sound)."""
-    problems = []
+def inspect_database(conn: sqlite3.Connection) -> tuple[int, list[str]]:
+    """Return an open database's layout (0 without our tables) and what SQLite's integrity_check says (["ok"])."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if version != SCHEMA_VERSION or not {"events", "players"} <= tables:
+    if not {"events", "players"} <= tables:
+        version = 0
+    return version, [message for (message,) in conn.execute("PRAGMA integrity_check(20)")]
+
+
+def check_database(conn: sqlite3.Connection) -> list[str]:
+    """Say what is wrong with an open database, as the service would use it (empty when sound)."""
+    problems = []
+    version, integrity = inspect_database(conn)
+    if version != SCHEMA_VERSION:
         problems.append(f"layout {version}; this version of the service reads layout {SCHEMA_VERSION}")
-    integrity = [message for (message,) in conn.execute("PRAGMA integrity_check")]
     if integrity != ["ok"]:
-        problems.append("integrity_check: " + "; ".join(integrity[:10]))
+        problems.append("integrity_check: " + "; ".join(integrity))
     return problems
 
 
