@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -21,6 +22,7 @@ from flask.cli import AppGroup
 from flask.logging import default_handler
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
 from marshmallow import ValidationError
+from waitress import wasyncore
 from werkzeug.exceptions import Forbidden, HTTPException, NotFound, UnsupportedMediaType
 
 import openapi
@@ -514,8 +516,12 @@ WAITRESS = {
 THREADS = 8
 
 
+# How long a stop (SIGTERM, SIGINT) waits for the requests under way to be answered.
+STOP_GRACE_SECONDS = 10
+
+
 def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS) -> None:
-    """Serve app with waitress until interrupted."""
+    """Serve app with waitress until SIGTERM or SIGINT, then stop cleanly."""
     server = waitress.create_server(
         app,
         host=host,
@@ -536,9 +542,51 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = 
     # Waitress warns "Task queue depth is N" on nearly every request under load, drowning the
     # access log, whose durations show load anyway; its errors still come through.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    stop = []
+
+    def request_stop(signum, frame):
+        stop.append(signum)
+        server.pull_trigger()  # wake the event loop now, not at its next timeout
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
     # Printed, not logged, so that scripts can read the port (useful with --port 0).
     print(f"Serving on http://{server.effective_host}:{server.effective_port}", flush=True)
-    server.run()
+    try:
+        while not stop:
+            _serve_once(server, server.adj.asyncore_loop_timeout)
+        app.logger.info("stopping on %s: no new connections; answering the requests under way",
+                        signal.Signals(stop[0]).name)
+        _finish_requests(server)
+    finally:
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_SECONDS)
+        wasyncore.close_all(server._map)
+        if "store" in app.extensions:
+            app.extensions["store"].close()
+    app.logger.info("stopped cleanly")
+
+
+def _serve_once(server, timeout: float) -> None:
+    """Run one turn of waitress's event loop."""
+    wasyncore.loop(timeout=timeout, map=server._map, use_poll=server.adj.asyncore_use_poll, count=1)
+
+
+def _finish_requests(server) -> None:
+    """Stop listening, answer every request already received, and close connections as they fall idle."""
+    server.close()  # the listening socket: new connections are refused from here on
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        # A turn first: requests already sent, still in the sockets, are read and go to work.
+        _serve_once(server, 0.05)
+        busy = False
+        for channel in list(server._map.values()):
+            if isinstance(channel, waitress.channel.HTTPChannel):
+                if channel.requests or channel.total_outbufs_len:
+                    busy = True
+                else:
+                    channel.handle_close()
+        if not busy:
+            return
 
 
 # CLI ------------------------------------------------------------------------------------

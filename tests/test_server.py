@@ -1,10 +1,15 @@
 """End to end against a real waitress process on a free port."""
 
+import http.client
 import json
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 from tests.conftest import SECRET, count_rows, make_token, valid_event
 from tests.server import ROOT, Server
@@ -87,3 +92,59 @@ def test_out_of_the_box_token_works_against_the_server(tmp_path):
         token = result.stdout.strip().splitlines()[-1]
         status, _, body = server.request("POST", "/player-events", valid_event("complaint"), token)
         assert (status, body) == (200, {"status": "ok"})
+
+
+def test_sigterm_answers_the_requests_under_way_then_exits_0(tmp_path):
+    database = tmp_path / "b.db"
+    token = make_token()
+    outcomes = []  # (event_id, monotonic time its request was fully sent, status or None if cut off)
+    signalled = []
+
+    def client(name):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+        for n in range(100_000):
+            if signalled and time.monotonic() > signalled[0] + 1:
+                break
+            event = valid_event("bet", event_id=f"{name}-{n}", batch_of=n)
+            # Now and then a batch of two, which takes a little longer.
+            body = json.dumps(event if n % 3 else [event, valid_event("win", event_id=f"{name}-{n}w")])
+            try:
+                conn.request("POST", "/player-events", body=body, headers={
+                    "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+                sent = time.monotonic()
+            except OSError:
+                break  # refused or closed before it was sent: never received
+            try:
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                status = None
+            outcomes.append((event["event_id"], sent, status))
+            if status is None:
+                break
+            if n % 5 == 4:
+                conn.close()  # a new connection now and then, as clients without keep-alive make
+        conn.close()
+
+    with Server(database, SECRET) as server:
+        threads = [threading.Thread(target=client, args=(f"c{i}",)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        signalled.append(time.monotonic())
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(timeout=30)
+        stopped_after = time.monotonic() - signalled[0]
+        for thread in threads:
+            thread.join(timeout=30)
+    assert code == 0
+    assert stopped_after < 5
+    assert not Path(f"{database}-wal").exists()  # the database was closed: its log folded in and removed
+    sent_before = [o for o in outcomes if o[1] < signalled[0]]
+    assert len(sent_before) > 20
+    assert all(status == 200 for _, _, status in sent_before), [o for o in sent_before if o[2] != 200]
+    conn = sqlite3.connect(database)
+    stored = {row[0] for row in conn.execute("SELECT event_id FROM events WHERE event_id NOT LIKE '%w'")}
+    conn.close()
+    assert {event_id for event_id, _, status in outcomes if status == 200} <= stored
