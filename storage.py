@@ -127,8 +127,8 @@ def make_private_folder(path: str) -> None:
         os.chmod(folder, PRIVATE_FOLDER)  # the umask may have taken bits off
 
 
-def create_private_file(path: str) -> bool:
-    """Create an empty file at path, mode 0600 whatever the umask; False if one is there already.
+def create_private_file(path: str) -> None:
+    """Create an empty file at path, mode 0600 whatever the umask, unless a file is there already.
 
     SQLite gives a database's -wal, -shm and -journal files the mode of the database file itself,
     so a database created this way keeps all of them private too.
@@ -136,12 +136,11 @@ def create_private_file(path: str) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     except FileExistsError:
-        return False
+        return
     try:
         os.fchmod(fd, PRIVATE_FILE)
     finally:
         os.close(fd)
-    return True
 
 
 def loose_modes(paths: list[str]) -> list[tuple[str, int]]:
