@@ -19,7 +19,6 @@ _RESPONSES = {
     503: "The store cannot be written; nothing was stored.",
 }
 _READ_RESPONSES = {
-    200: None,
     400: "A query parameter is unknown, repeated or invalid, or the cursor was not made for this query;"
     " `errors` names each.",
     503: "The store cannot be read.",
@@ -71,18 +70,30 @@ def _event_variant(event_type: str, properties: dict) -> dict:
     }
 
 
-def _responses(*codes: int, ok: dict = OK, ok_description: str | None = None, reads: bool = False) -> dict:
-    """The documented responses of one operation: ok is the schema of its 200."""
-    out = {}
-    for code in codes:
-        description = (_READ_RESPONSES.get(code) if reads else None) or _RESPONSES[code]
-        if code == 200 and ok_description:
-            description = ok_description
-        out[str(code)] = {
-            "description": description,
+def _responses(*codes: int, descriptions: dict | None = None, ok: dict = OK) -> dict:
+    """The documented responses of one operation: ok is the schema of its 200, descriptions override the usual."""
+    descriptions = {**_RESPONSES, **(descriptions or {})}
+    return {
+        str(code): {
+            "description": descriptions[code],
             "content": {"application/json": {"schema": ok if code == 200 else ERROR}},
         }
-    return out
+        for code in codes
+    }
+
+
+def _read(operation_id: str, summary: str, ok: str, ok_description: str, *codes: int, **more) -> dict:
+    """A GET operation that needs a token and answers the component named ok."""
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "security": [{"bearerAuth": []}],
+        **more,
+        "responses": _responses(
+            200, *codes, ok={"$ref": f"#/components/schemas/{ok}"},
+            descriptions={**_READ_RESPONSES, 200: ok_description},
+        ),
+    }
 
 
 def _query_parameters() -> list[dict]:
@@ -149,35 +160,24 @@ def document() -> dict:
                         },
                     },
                 },
-                "get": {
-                    "operationId": "listPlayerEvents",
-                    "summary": "List a partner's stored events, oldest first, a page at a time",
-                    "description": "Follow `next` until it is null: each matching event comes exactly once. A page"
+                "get": _read(
+                    "listPlayerEvents", "List a partner's stored events, oldest first, a page at a time",
+                    "EventPage", "A page of events.", 400, 401, 403, 503,
+                    description="Follow `next` until it is null: each matching event comes exactly once. A page"
                     " may hold fewer than `limit` events, even none, and still have a `next`.",
-                    "security": [{"bearerAuth": []}],
-                    "parameters": _query_parameters(),
-                    "responses": _responses(
-                        200, 400, 401, 403, 503, ok={"$ref": "#/components/schemas/EventPage"},
-                        ok_description="A page of events.", reads=True,
-                    ),
-                },
+                    parameters=_query_parameters(),
+                ),
             },
             "/player-events/{id}": {
-                "get": {
-                    "operationId": "getPlayerEvent",
-                    "summary": "One stored event",
-                    "security": [{"bearerAuth": []}],
-                    "parameters": [
+                "get": _read(
+                    "getPlayerEvent", "One stored event", "StoredEvent", "The stored event.", 401, 404, 503,
+                    parameters=[
                         _path_parameter(
                             "id", "The event's id, as a page or an export gives it.",
                             {"type": "integer", "minimum": 1, "maximum": schemas.MAX_ROW_ID},
                         )
                     ],
-                    "responses": _responses(
-                        200, 401, 404, 503, ok={"$ref": "#/components/schemas/StoredEvent"},
-                        ok_description="The stored event.", reads=True,
-                    ),
-                }
+                ),
             },
             "/users/{id}/player/{player_id}/vip": {
                 "parameters": [
@@ -194,15 +194,10 @@ def document() -> dict:
                     },
                     "responses": _responses(200, 400, 401, 403, 413, 415, 503),
                 },
-                "get": {
-                    "operationId": "getPlayerVip",
-                    "summary": "A player's VIP flag, when it was set and by whom",
-                    "security": [{"bearerAuth": []}],
-                    "responses": _responses(
-                        200, 400, 401, 403, 503, ok={"$ref": "#/components/schemas/VipStatus"},
-                        ok_description="The flag; a player never flagged is false, with nulls.", reads=True,
-                    ),
-                },
+                "get": _read(
+                    "getPlayerVip", "A player's VIP flag, when it was set and by whom", "VipStatus",
+                    "The flag; a player never flagged is false, with nulls.", 400, 401, 403, 503,
+                ),
             },
             "/healthz": {
                 "get": {
