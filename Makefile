@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app backup_api
 
-.PHONY: run test lint token fuzz soak bench snapshot clean
+.PHONY: run test lint token fuzz soak bench snapshot dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,5 +49,8 @@ SNAPSHOT ?= snapshots/backup-$(shell date -u +%Y%m%dT%H%M%SZ).db
 snapshot: $(VENV)/.runtime  ## copy the live database to SNAPSHOT, safely while serving
 	$(FLASK) db snapshot $(SNAPSHOT)
 
+dist: $(VENV)/.runtime  ## build the wheel into dist/: `pip install dist/game_backup_api-*.whl` gives the game-backup-api command
+	$(BIN)/pip wheel --quiet --no-deps . -w dist
+
 clean:
-	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__
+	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__ build dist *.egg-info

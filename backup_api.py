@@ -18,7 +18,7 @@ import waitress
 import waitress.channel
 import waitress.task
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
-from flask.cli import AppGroup
+from flask.cli import AppGroup, FlaskGroup
 from flask.logging import default_handler
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
 from marshmallow import ValidationError
@@ -29,7 +29,10 @@ import openapi
 import schemas
 import storage
 
+__version__ = "0.2.0"
+
 MIN_SECRET_BYTES = 32
+DEFAULT_DATABASE = os.path.join("instance", "backup.db")
 SECRET_FILE = "jwt-secret"
 MAX_BODY_BYTES = 1 << 20
 
@@ -47,7 +50,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.json.sort_keys = False  # answers read in the order written: "status" first
     app.config.from_mapping(
-        DATABASE=os.path.join(app.instance_path, "backup.db"),
+        # Under the working directory, not Flask's instance_path: that moves with where the code is
+        # installed (and lies in a temporary folder for a frozen executable).
+        DATABASE=DEFAULT_DATABASE,
         JWT_SECRET=None,
         SYNCHRONOUS="FULL",
         BUSY_TIMEOUT_MS=5000,
@@ -725,3 +730,26 @@ def _import(file, load, store_all):
         detail = json.dumps(exc.messages, ensure_ascii=False) if isinstance(exc, ValidationError) else str(exc)
         place = f"line {where['line']}: " if not isinstance(exc, storage.StorageError) else ""
         raise click.ClickException(f"{place}{detail}; nothing was imported") from None
+
+
+@click.group(
+    cls=FlaskGroup,
+    create_app=create_app,
+    # Only the service's own commands: Flask's development server and shell are not for operators.
+    add_default_commands=False,
+    add_version_option=False,
+    load_dotenv=False,
+    help="The Game Backup API: keep casino partners' player events and VIP flags safely.\n\n"
+    "Configured by BACKUP_API_* environment variables (see the README). BACKUP_API_DATABASE names the"
+    f" SQLite file (default: {DEFAULT_DATABASE} under the working directory), created with its folder"
+    " when missing; the JWT secret is kept beside it, in jwt-secret. Back up both.",
+)
+@click.version_option(__version__, prog_name="game-backup-api")
+def main():
+    """The `game-backup-api` command: the same commands as `flask --app backup_api`."""
+
+
+# FlaskGroup's own options (--app, --env-file, --debug) would let this command load another app or
+# run in debug mode: the service's command has its own app and none of them.
+main.params = [param for param in main.params if param.name not in ("app", "env_file", "debug")]
+

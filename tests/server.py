@@ -32,14 +32,14 @@ class Server:
         self.proc = None
         self.port = None
 
-    def start(self, timeout: float = 20) -> "Server":
-        """Start the server and wait until it listens."""
+    def start(self, timeout: float = 20, command: list[str] | None = None, cwd: Path = ROOT) -> "Server":
+        """Start the server (by default `flask --app MODULE serve --port 0`) and wait until it listens."""
         # Port 0: the kernel picks a free port, and waitress prints the one it got.
         # threads None: the serve command's own default, as `make run` uses.
         threads = [] if self.threads is None else ["--threads", str(self.threads)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", self.module, "serve", "--port", "0", *threads],
-            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            command or [sys.executable, "-m", "flask", "--app", self.module, "serve", "--port", "0", *threads],
+            cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

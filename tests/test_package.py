@@ -1,0 +1,69 @@
+"""The installable package: its `game-backup-api` command does what `flask --app backup_api` does."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import backup_api
+from tests.conftest import SECRET, make_token, valid_event
+from tests.server import ROOT, Server
+
+
+def test_version_and_help():
+    runner = CliRunner()
+    result = runner.invoke(backup_api.main, ["--version"])
+    assert result.exit_code == 0 and result.output == f"game-backup-api, version {backup_api.__version__}\n"
+    result = runner.invoke(backup_api.main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("serve", "token", "events", "players", "db"):
+        assert f"  {command} " in result.output
+    assert "instance/backup.db under the working directory" in " ".join(result.output.split())
+    for flask_only in ("--app", "--env-file", "--debug", "  run ", "  shell "):
+        assert flask_only not in result.output
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The wheel built from this checkout, installed into a folder of its own; its command's path."""
+    folder = tmp_path_factory.mktemp("package")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(ROOT), "-w", str(folder / "dist")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert build.returncode == 0, build.stderr
+    [wheel] = (folder / "dist").glob("game_backup_api-*.whl")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder / "site"), str(wheel)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert install.returncode == 0, install.stderr
+    return folder / "site"
+
+
+def test_the_installed_command_serves_from_its_working_directory(installed, tmp_path):
+    # The checkout is not on the path: everything comes from the installed wheel (its dependencies
+    # from this interpreter's environment).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
+    env.update(PYTHONPATH=str(installed), BACKUP_API_JWT_SECRET=SECRET)
+    command = [str(installed / "bin" / "game-backup-api")]
+    version = subprocess.run([*command, "--version"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert version.stdout == f"game-backup-api, version {backup_api.__version__}\n"
+    server = Server(tmp_path / "unused.db", SECRET)
+    server.env = env
+    server.start(command=[*command, "serve", "--port", "0"], cwd=tmp_path)
+    try:
+        token = make_token()
+        assert server.request("POST", "/player-events", valid_event("bet"), token=token)[0] == 200
+        status, _, page = server.request("GET", "/player-events?partner_id=casino_alpha", token=token)
+        assert status == 200 and len(page["events"]) == 1
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+    assert (tmp_path / "instance" / "backup.db").exists()  # the default: under the working directory
+    exported = subprocess.run([*command, "events", "export"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert exported.returncode == 0 and '"event_type":"bet"' in exported.stdout
