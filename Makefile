@@ -49,8 +49,13 @@ SNAPSHOT ?= snapshots/backup-$(shell date -u +%Y%m%dT%H%M%SZ).db
 snapshot: $(VENV)/.runtime  ## copy the live database to SNAPSHOT, safely while serving
 	$(FLASK) db snapshot $(SNAPSHOT)
 
-dist: $(VENV)/.runtime  ## build the wheel into dist/: `pip install dist/game_backup_api-*.whl` gives the game-backup-api command
-	$(BIN)/pip wheel --quiet --no-deps . -w dist
+# PyInstaller builds for the machine it runs on: here, Linux x86-64.
+DIST ?= dist
+BUILD ?= build
+dist: $(VENV)/.dev  ## the wheel and the single executable (game-backup-api), in DIST (dist/)
+	$(BIN)/pip wheel --quiet --no-deps . -w $(DIST)
+	$(BIN)/pyinstaller --onefile --name game-backup-api --noconfirm --log-level WARN --paths . \
+		--distpath $(DIST) --workpath $(BUILD)/pyinstaller --specpath $(BUILD) packaging/game-backup-api.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__ build dist *.egg-info

@@ -182,6 +182,9 @@ def main() -> int:
         pages = reads.page_reads(filled)
         imports = reads.import_rates(folder)
         start_up = reads.start_up(folder)
+        # The executable, when `make dist` has built it.
+        frozen = reads.start_up(folder, command=[str(reads.EXECUTABLE), "serve", "--port", "0"]) if (
+            reads.EXECUTABLE.exists()) else None
     per_event, json_size = disk_per_event(filled)
     small, large = reads.IMPORT_EVENTS
 
@@ -223,6 +226,8 @@ def main() -> int:
         f"| `events import` peak memory, {small:,} / {large:,} events | {imports[small]['peak_mib']:.1f} /"
         f" {imports[large]['peak_mib']:.1f} MiB | flat |",
         f"| start-up: process start to the first 200 on /healthz | {start_up * 1000:.0f} ms | |",
+        "| the same, the single executable (`make dist`) | "
+        + (f"{frozen * 1000:.0f} ms" if frozen else "not built: run `make dist` first") + " | |",
     ]
     table = "\n".join(lines)
     (RESULTS / "latest.md").write_text(table + "\n")

@@ -1,8 +1,10 @@
 """The installable package: its `game-backup-api` command does what `flask --app backup_api` does."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -67,3 +69,46 @@ def test_the_installed_command_serves_from_its_working_directory(installed, tmp_
     exported = subprocess.run([*command, "events", "export"], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=60)
     assert exported.returncode == 0 and '"event_type":"bet"' in exported.stdout
+
+
+@pytest.fixture(scope="module")
+def executable(tmp_path_factory):
+    """The single executable, built by `make dist` as a user would, into a folder of its own."""
+    folder = tmp_path_factory.mktemp("executable")
+    build = subprocess.run(["make", "-s", "dist", f"DIST={folder / 'dist'}", f"BUILD={folder / 'build'}"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert list((folder / "dist").glob("game_backup_api-*.whl"))
+    return folder / "dist" / "game-backup-api"
+
+
+def test_the_executable_runs_with_an_empty_environment(executable, tmp_path):
+    """Start it with `env -i` from a fresh folder: mint, post, read, export, snapshot, stop with SIGTERM."""
+    def run(*args):
+        return subprocess.run(["env", "-i", str(executable), *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+
+    assert run("--version").stdout == f"game-backup-api, version {backup_api.__version__}\n"
+    token = run("token", "issue", "casino_alpha").stdout.strip()
+    server = Server(tmp_path / "unused.db")
+    server.env = {}
+    server.start(command=["env", "-i", str(executable), "serve", "--port", "0"], cwd=tmp_path, timeout=60)
+    try:
+        assert server.request("GET", "/healthz")[0] == 200
+        for n in range(20):
+            assert server.request("POST", "/player-events", valid_event("bet", n=n), token=token)[0] == 200
+        status, _, page = server.request("GET", "/player-events?partner_id=casino_alpha", token=token)
+        assert status == 200 and [e["event"]["n"] for e in page["events"]] == list(range(20))
+        snapshot = run("db", "snapshot", "backups/snap.db")
+        assert snapshot.returncode == 0, snapshot.stderr
+        stopped = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=10) == 0
+        assert time.monotonic() - stopped < 5
+    finally:
+        server.stop()
+    # Nothing lost, and the data where --help says: instance/ under the working directory.
+    assert (tmp_path / "instance" / "backup.db").exists() and (tmp_path / "instance" / "jwt-secret").exists()
+    exported = run("events", "export").stdout.splitlines()
+    assert len(exported) == 20
+    assert "events: 20" in run("db", "check").stdout
