@@ -234,6 +234,11 @@ class Store:
             self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             self._create_schema()
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"the database {self.path} has layout {version}, written by a newer version of the service;"
+                    f" this one reads layout {SCHEMA_VERSION}: upgrade the service to use it"
+                )
             if version != SCHEMA_VERSION:
                 raise StorageError(
                     f"the database {self.path} has layout {version}; this version of the service reads layout"

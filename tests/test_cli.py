@@ -99,6 +99,17 @@ def test_bad_settings_refuse_to_start(tmp_path, monkeypatch, setting, message):
         create_app({"DATABASE": "new.db", "JWT_SECRET": SECRET, **setting})
 
 
+def test_a_database_of_a_newer_layout_asks_for_an_upgrade(tmp_path):
+    database = tmp_path / "newer.db"
+    create_app({"DATABASE": str(database), "JWT_SECRET": SECRET}).extensions["store"].close()
+    conn = sqlite3.connect(database)
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    with pytest.raises(ConfigError, match="has layout 3, written by a newer version of the service;"
+                                          " this one reads layout 2: upgrade the service to use it"):
+        create_app({"DATABASE": str(database), "JWT_SECRET": SECRET})
+
+
 def test_the_command_prints_a_start_up_error_as_one_line(tmp_path):
     env = {**os.environ, "BACKUP_API_DATABASE": str(tmp_path / "d.db"), "BACKUP_API_JWT_SECRET": "short"}
     result = subprocess.run(
