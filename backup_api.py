@@ -601,11 +601,17 @@ def _register_cli(app: Flask) -> None:
     """Add the serve, token, events and players commands."""
 
     @app.cli.command("serve")
-    @click.option("--host", default="127.0.0.1", show_default=True)
-    @click.option("--port", default=8000, show_default=True, type=int)
-    @click.option("--threads", default=THREADS, show_default=True, type=int)
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
+    @click.option("--port", default=8000, show_default=True, type=int,
+                  help="Port to listen on (0: a free one, printed at start).")
+    @click.option("--threads", default=THREADS, show_default=True, type=int, help="Worker threads.")
     def serve_command(host, port, threads):
-        """Serve the API with waitress."""
+        """Serve the API with waitress, until SIGTERM or SIGINT (Ctrl-C) stops it cleanly.
+
+        It prints "Serving on http://HOST:PORT" once it listens, and one log line per request on
+        stderr. The database is BACKUP_API_DATABASE (default: instance/backup.db under the working
+        directory), its secret jwt-secret beside it; both are made on first start.
+        """
         serve(current_app._get_current_object(), host=host, port=port, threads=threads)
 
     token = AppGroup("token", help="Mint bearer tokens.")
@@ -613,10 +619,11 @@ def _register_cli(app: Flask) -> None:
 
     @token.command("issue")
     @click.argument("partners", nargs=-1, required=True)
-    @click.option("--days", default=365, show_default=True, type=click.IntRange(min=1))
-    @click.option("--sub", help="The token holder (default: the first partner).")
+    @click.option("--days", default=365, show_default=True, type=click.IntRange(min=1),
+                  help="How many days the token is valid.")
+    @click.option("--sub", help="The token holder, recorded with what it writes (default: the first partner).")
     def issue(partners, days, sub):
-        """Print a token that owns PARTNERS."""
+        """Print a bearer token that owns PARTNERS (partner_ids), signed with this database's secret."""
         if not all(partners):
             raise click.BadParameter("a partner_id cannot be empty", param_hint="PARTNERS")
         token = create_access_token(
