@@ -1,0 +1,88 @@
+"""Layouts in the field: a database written by every released layout opens and serves, unchanged.
+
+A release that changes the layout must migrate these files in place at start-up (keeping a
+snapshot of the old file beside it); this test is where each released layout stays, so that a
+change of the tables without a migration fails here.
+"""
+
+import hashlib
+import sqlite3
+
+from backup_api import create_app
+from tests.conftest import SECRET, bearer, make_token, valid_event
+
+# Layout 2, exactly as the releases that write it create it (SQLite's own text of each statement).
+LAYOUT_2 = """
+CREATE TABLE "events" (
+   "id" INTEGER PRIMARY KEY,
+   "partner_id" TEXT NOT NULL,
+   "event_id" TEXT,
+   "content_key" BLOB,
+   "player_login" TEXT NOT NULL,
+   "received_at" INTEGER NOT NULL,
+   "sub" TEXT NOT NULL,
+   "event" TEXT NOT NULL
+);
+CREATE UNIQUE INDEX events_by_event_id ON events (partner_id, event_id) WHERE event_id IS NOT NULL;
+CREATE UNIQUE INDEX events_by_content ON events (content_key) WHERE content_key IS NOT NULL;
+CREATE INDEX "idx_events_partner_id"
+    ON "events" ("partner_id");
+CREATE TABLE "players" (
+   "partner_id" TEXT,
+   "player_login" TEXT,
+   "is_vip" INTEGER NOT NULL,
+   "updated_at" TEXT NOT NULL,
+   "updated_by" TEXT NOT NULL,
+   PRIMARY KEY ("partner_id", "player_login")
+);
+PRAGMA user_version = 2;
+"""
+
+OLD_EVENT = '{"partner_id":"casino_alpha","player_login":"p1","event_type":"bet","amount":5.00}'
+
+
+def _layout_2_file(path):
+    """A layout-2 database holding one event with an event_id, one keyed by content, and a VIP flag."""
+    conn = sqlite3.connect(path)
+    conn.executescript(LAYOUT_2)
+    content_key = hashlib.sha256(
+        b'{"amount":5e0,"event_type":"bet","partner_id":"casino_alpha","player_login":"p1"}'
+    ).digest()[:16]
+    conn.execute("INSERT INTO events VALUES (1, 'casino_alpha', NULL, ?, 'p1', 1764000000000000, 'old', ?)",
+                 (content_key, OLD_EVENT))
+    conn.execute("INSERT INTO events VALUES (2, 'casino_alpha', 'e-1', NULL, 'p2', 1764000000000001, 'old', ?)",
+                 ('{"partner_id":"casino_alpha","player_login":"p2","event_type":"win","amount":1,"event_id":"e-1"}',))
+    conn.execute("INSERT INTO players VALUES ('casino_alpha', 'p1', 1, '2025-11-24T16:00:00.000000Z', 'old')")
+    conn.commit()
+    conn.close()
+
+
+def test_the_current_layout_is_layout_2_as_released(tmp_path):
+    app = create_app({"DATABASE": str(tmp_path / "new.db"), "JWT_SECRET": SECRET})
+    app.extensions["store"].close()
+    _layout_2_file(tmp_path / "released.db")
+    schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+    new, released = (sqlite3.connect(tmp_path / name) for name in ("new.db", "released.db"))
+    assert new.execute(schema).fetchall() == released.execute(schema).fetchall()
+    assert new.execute("PRAGMA user_version").fetchone() == released.execute("PRAGMA user_version").fetchone()
+    new.close()
+    released.close()
+
+
+def test_a_layout_2_database_opens_and_serves_as_it_was(tmp_path):
+    _layout_2_file(tmp_path / "released.db")
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "released.db"), "JWT_SECRET": SECRET})
+    client = app.test_client()
+    page = client.get("/player-events?partner_id=casino_alpha", headers=bearer()).get_data(as_text=True)
+    assert f'"event": {OLD_EVENT}' in page and '"received_at": "2025-11-24T16:00:00.000000Z"' in page
+    flag = client.get("/users/casino_alpha/player/p1/vip", headers=bearer()).get_json()
+    assert flag == {"is_vip": True, "updated_at": "2025-11-24T16:00:00.000000Z", "updated_by": "old"}
+    # What it holds still deduplicates: the same event again (another form of the amount) and the
+    # same event_id with other content.
+    again = {"partner_id": "casino_alpha", "player_login": "p1", "event_type": "bet", "amount": 5}
+    assert client.post("/player-events", json=[again], headers=bearer()).get_json()["duplicates"] == 1
+    conflict = valid_event("win", player_login="p2", amount=2, event_id="e-1")
+    assert client.post("/player-events", json=conflict, headers=bearer()).status_code == 409
+    assert client.post("/player-events", json=valid_event("bet", n=3), headers=bearer(make_token())).status_code == 200
+    assert app.test_cli_runner().invoke(args=["db", "check"]).output.endswith("events: 3\nplayers: 1\n")
+    app.extensions["store"].close()
