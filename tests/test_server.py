@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SECRET, count_rows, make_token, valid_event
 from tests.server import ROOT, Server
 
@@ -94,7 +96,8 @@ def test_out_of_the_box_token_works_against_the_server(tmp_path):
         assert (status, body) == (200, {"status": "ok"})
 
 
-def test_sigterm_answers_the_requests_under_way_then_exits_0(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_answers_the_requests_under_way_then_exits_0(tmp_path, stop_signal):
     database = tmp_path / "b.db"
     token = make_token()
     outcomes = []  # (event_id, monotonic time its request was fully sent, status or None if cut off)
@@ -133,7 +136,7 @@ def test_sigterm_answers_the_requests_under_way_then_exits_0(tmp_path):
             thread.start()
         time.sleep(1.0)
         signalled.append(time.monotonic())
-        server.proc.send_signal(signal.SIGTERM)
+        server.proc.send_signal(stop_signal)
         code = server.proc.wait(timeout=30)
         stopped_after = time.monotonic() - signalled[0]
         for thread in threads:
