@@ -10,9 +10,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from marshmallow import ValidationError
 
 from backup_api import create_app
-from schemas import ALWAYS_REQUIRED, EVENT_RULES, parse_json
+from schemas import ALWAYS_REQUIRED, EVENT_RULES, _event_schema, _plainly_valid, parse_json
 from tests.conftest import SECRET, bearer
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
@@ -171,3 +172,27 @@ def test_no_body_ever_gives_a_5xx(body):
             response = method(path, data=body, headers=bearer(), content_type="application/json")
             assert response.status_code < 500
             assert response.is_json
+
+
+def _schema_accepts(event) -> bool:
+    """Whether marshmallow's Schema.load takes the event."""
+    try:
+        _event_schema.load(event)
+    except ValidationError:
+        return False
+    return True
+
+
+# Anything at all under the declared names (and event types of every JSON type).
+wild_events = st.dictionaries(
+    st.sampled_from(sorted(DECLARED | {"event_type"})) | json_text,
+    json_values | st.sampled_from(list(EVENT_RULES)) | ident | amounts | timestamps,
+    max_size=8,
+)
+
+
+@settings(max_examples=600, deadline=None, database=None)
+@given(event=st.one_of(events(), mutated().map(lambda case: case[0]), wild_events))
+def test_the_quick_check_decides_as_the_schema_does(event):
+    assert _plainly_valid(event) == _schema_accepts(event)
+
