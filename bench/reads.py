@@ -6,6 +6,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -135,10 +136,9 @@ def start_up(folder: Path, starts: int = 5, command: list[str] | None = None) ->
     times = []
     for n in range(starts):
         started = time.perf_counter()
-        server = Server(folder / f"start{n}.db", SECRET)
-        # The executable keeps its data under its working directory: one of its own each time.
-        workdir = folder / f"start{n}"
-        workdir.mkdir()
+        # A new database each time; the executable keeps its data under its working directory.
+        workdir = Path(tempfile.mkdtemp(prefix="start", dir=folder))
+        server = Server(workdir / "start.db", SECRET)
         server.start(command=command, cwd=workdir) if command else server.start()
         try:
             deadline = time.monotonic() + 30
