@@ -134,7 +134,7 @@ EXECUTABLE = ROOT / "dist" / "game-backup-api"
 def start_up(folder: Path, starts: int = 5, command: list[str] | None = None) -> float:
     """Median seconds from starting the server process (flask serve, or command) to its first 200 on /healthz."""
     times = []
-    for n in range(starts):
+    for _ in range(starts):
         started = time.perf_counter()
         # A new database each time; the executable keeps its data under its working directory.
         workdir = Path(tempfile.mkdtemp(prefix="start", dir=folder))
