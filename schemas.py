@@ -57,6 +57,12 @@ class Number(Decimal):
         return self._text
 
 
+def microseconds(timestamp: str) -> int:
+    """Turn an RFC 3339 timestamp into microseconds since the epoch; ValueError if it names no moment."""
+    moment = datetime.fromisoformat(timestamp.upper().replace("Z", "+00:00"))
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
 class BodyError(ValueError):
     """The request body is not acceptable JSON."""
 
@@ -169,7 +175,7 @@ class Timestamp(fields.String):
         if not RFC3339.fullmatch(value):
             raise ValidationError("Must be an RFC 3339 timestamp with an offset, e.g. 2026-01-31T12:00:00Z.")
         try:
-            datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+            microseconds(value)
         except ValueError:
             raise ValidationError("Not a valid date and time.") from None
         return value
@@ -328,12 +334,9 @@ class PageSize(fields.Field):
     """A whole number of events from 1 to MAX_PAGE, written in decimal digits and nothing else."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,9}", value):
+        if not (isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value) and 1 <= int(value) <= MAX_PAGE):
             raise ValidationError(f"Must be a whole number from 1 to {MAX_PAGE}.")
-        number = int(value)
-        if not 1 <= number <= MAX_PAGE:
-            raise ValidationError(f"Must be a whole number from 1 to {MAX_PAGE}.")
-        return number
+        return int(value)
 
 
 class EventQuerySchema(Schema):
@@ -359,12 +362,6 @@ class EventQuerySchema(Schema):
 
 
 _query_schema = EventQuerySchema()
-
-
-def microseconds(timestamp: str) -> int:
-    """Turn an RFC 3339 timestamp (checked by Timestamp) into microseconds since the epoch."""
-    moment = datetime.fromisoformat(timestamp.upper().replace("Z", "+00:00"))
-    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def validate_event_query(args: dict[str, list[str]]) -> dict:
@@ -396,15 +393,14 @@ def _keys_exactly(line: dict, keys: tuple[str, ...]) -> None:
         raise ValidationError(errors)
 
 
-def _stored_time(value, name: str) -> str:
-    """Check a time written as the store writes it."""
+def _stored_time(value, name: str) -> int:
+    """Check a time written as the store writes it; return it in microseconds since the epoch."""
     if not isinstance(value, str) or not STORED_TIME.fullmatch(value):
         raise ValidationError({name: ["Must be a UTC time to the microsecond, e.g. 2026-11-24T05:12:03.120512Z."]})
     try:
-        microseconds(value)
+        return microseconds(value)
     except ValueError:
         raise ValidationError({name: ["Not a valid date and time."]}) from None
-    return value
 
 
 def _holder(value, name: str) -> str:
@@ -441,7 +437,7 @@ def _exported_event(line: dict, text: str | None) -> tuple[int, int, str, dict, 
     id_ = line["id"]
     if not (isinstance(id_, Decimal) and id_ == id_.to_integral_value() and 1 <= id_ <= MAX_ROW_ID):
         raise ValidationError({"id": [f"Must be a whole number from 1 to {MAX_ROW_ID}."]})
-    received_at = microseconds(_stored_time(line["received_at"], "received_at"))
+    received_at = _stored_time(line["received_at"], "received_at")
     sub = _holder(line["sub"], "sub")
     try:
         event = validate_event(line["event"])
@@ -467,10 +463,11 @@ def load_exported_player(raw: bytes) -> tuple[str, str, bool, str, str]:
         errors.update(exc.messages)
     if errors:
         raise ValidationError(errors)
+    _stored_time(line["updated_at"], "updated_at")
     return (
         line["partner_id"],
         line["player_login"],
         line["is_vip"],
-        _stored_time(line["updated_at"], "updated_at"),
+        line["updated_at"],
         _holder(line["updated_by"], "updated_by"),
     )
