@@ -587,9 +587,7 @@ class Store:
         """Return the layout, what integrity_check says (["ok"] when sound), and the events and players held."""
         with self._reader() as conn:
             layout, integrity = inspect_database(conn)
-            events, players = conn.execute(
-                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM players)"
-            ).fetchone()
+            events, players = _counts(conn)
         return layout, integrity, events, players
 
     # Importing ------------------------------------------------------------------------
@@ -652,20 +650,12 @@ class Store:
         if os.path.exists(destination):
             raise FileExistsError(f"{destination} already exists; choose a new name")
         partial = destination + ".partial"
-        with suppress(FileNotFoundError):
-            os.remove(partial)  # left by a snapshot that was interrupted
-        create_private_file(partial)
         source = sqlite3.connect(self.path)
-        target = sqlite3.connect(partial)
         try:
-            # One step (pages=-1): the copy is one read transaction, consistent while writers go on.
-            source.backup(target)
-            # The copy is a single self-contained file, not a WAL database.
-            target.execute("PRAGMA journal_mode = DELETE")
+            _copy_database(source, partial)
         except sqlite3.Error as exc:
             raise StorageError(f"the snapshot failed: {exc}") from exc
         finally:
-            target.close()
             source.close()
         os.replace(partial, destination)
 
@@ -703,6 +693,29 @@ def check_database(conn: sqlite3.Connection) -> list[str]:
     return problems
 
 
+def _counts(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Return how many events and how many flagged players an open database holds."""
+    return conn.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM players)").fetchone()
+
+
+def _copy_database(source: sqlite3.Connection, path: str) -> None:
+    """Copy an open database into a new private file at path (replacing one an interrupted copy left), on disk.
+
+    One step of SQLite's online backup API (pages=-1): the copy is one read transaction,
+    consistent while writers go on. The copy is a single self-contained file, not a WAL database.
+    """
+    with suppress(FileNotFoundError):
+        os.remove(path)
+    create_private_file(path)
+    target = sqlite3.connect(path)
+    try:
+        source.backup(target)
+        target.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        target.close()
+    _fsync(path)
+
+
 def _open_read_only(path: str) -> sqlite3.Connection:
     """Open an existing SQLite file for reading only; refuse a file that is not one."""
     with open(path, "rb") as f:
@@ -727,21 +740,11 @@ def restore(snapshot: str, database: str) -> tuple[str | None, int, int]:
         problems = check_database(source)
         if problems:
             raise StorageError(f"the snapshot {snapshot} cannot be restored: " + "; ".join(problems))
-        events, players = source.execute(
-            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM players)"
-        ).fetchone()
+        events, players = _counts(source)
+        incoming = database + ".restoring"
         with _exclusively(database):
             # A copy through SQLite, not of the bytes: it holds what a -wal beside the snapshot holds too.
-            incoming = database + ".restoring"
-            with suppress(FileNotFoundError):
-                os.remove(incoming)
-            create_private_file(incoming)
-            target = sqlite3.connect(incoming)
-            try:
-                source.backup(target)
-            finally:
-                target.close()
-            _fsync(incoming)
+            _copy_database(source, incoming)
     except sqlite3.Error as exc:
         raise StorageError(f"the restore failed: {exc}") from exc
     finally:
