@@ -56,6 +56,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         JWT_SECRET=None,
         SYNCHRONOUS="FULL",
         BUSY_TIMEOUT_MS=5000,
+        PG_TIMEOUT_MS=5000,
         LOG_LEVEL="INFO",
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
@@ -65,23 +66,37 @@ def create_app(test_config: dict | None = None) -> Flask:
     else:
         app.config.update(test_config)
 
-    database = os.path.abspath(app.config["DATABASE"])
-    try:
-        storage.make_private_folder(os.path.dirname(database))
-    except OSError as exc:
-        raise ConfigError(f"cannot create the folder of the database {database}: {exc}") from None
+    database = str(app.config["DATABASE"])
+    on_server = storage.is_url(database)
+    if on_server:
+        # Every process, on every machine, must verify the tokens the others accept: one secret, set.
+        if app.config["JWT_SECRET"] is None:
+            raise ConfigError(
+                "with a PostgreSQL database, set BACKUP_API_JWT_SECRET (the same on every server process), for"
+                " instance to the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        timeout_setting = "PG_TIMEOUT_MS"
+    else:
+        database = os.path.abspath(database)
+        try:
+            storage.make_private_folder(os.path.dirname(database))
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder of the database {database}: {exc}") from None
+        timeout_setting = "BUSY_TIMEOUT_MS"
     app.config.update(
         JWT_SECRET_KEY=_jwt_secret(app.config["JWT_SECRET"], os.path.dirname(database)),
         JWT_ALGORITHM="HS256",
         JWT_DECODE_ALGORITHMS=["HS256"],
         JWT_TOKEN_LOCATION=["headers"],
     )
-    busy_timeout_ms = str(app.config["BUSY_TIMEOUT_MS"])
-    if not busy_timeout_ms.isdigit():
-        raise ConfigError(f"BACKUP_API_BUSY_TIMEOUT_MS must be a whole number of milliseconds, not {busy_timeout_ms!r}")
+    timeout_ms = str(app.config[timeout_setting])
+    if not timeout_ms.isdigit() or int(timeout_ms) == 0:
+        raise ConfigError(
+            f"BACKUP_API_{timeout_setting} must be a positive whole number of milliseconds, not {timeout_ms!r}"
+        )
     try:
-        app.extensions["store"] = storage.Store(
-            database, synchronous=str(app.config["SYNCHRONOUS"]), busy_timeout_ms=int(busy_timeout_ms)
+        app.extensions["store"] = storage.open_store(
+            database, synchronous=str(app.config["SYNCHRONOUS"]), timeout_ms=int(timeout_ms)
         )
     except ValueError as exc:  # the synchronous setting
         raise ConfigError(f"BACKUP_API_SYNCHRONOUS: {exc}") from None
@@ -91,7 +106,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["cursor_key"] = hashlib.sha256(b"page cursors\0" + app.config["JWT_SECRET_KEY"].encode()).digest()
 
     _init_logging(app)
-    _warn_of_loose_modes(app, database)
+    if not on_server:
+        _warn_of_loose_modes(app, database)
     _init_jwt(app)
     _register_error_handlers(app)
     app.register_blueprint(_routes())
@@ -677,13 +693,11 @@ def _register_cli(app: Flask) -> None:
         The snapshot must be a sound database of this version's layout; the database must not be
         in use (stop the server first).
         """
-        database = store().path
-        store().close()  # this command's own connection must not count as a user
         try:
-            kept, events, players = storage.restore(snapshot_path, database)
+            kept, events, players = store().restore(snapshot_path)
         except storage.StorageError as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(f"restored {snapshot_path} ({events} events, {players} players) to {database}")
+        click.echo(f"restored {snapshot_path} ({events} events, {players} players) to {store().name}")
         if kept:
             click.echo(f"the database it replaced is kept as {kept}")
 
@@ -694,7 +708,7 @@ def _register_cli(app: Flask) -> None:
             layout, integrity, events, players = store().check()
         except storage.StorageError as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(f"database: {store().path}")
+        click.echo(f"database: {store().name}")
         click.echo(f"layout: {layout}")
         click.echo("integrity_check: " + "; ".join(integrity))
         click.echo(f"events: {events}")

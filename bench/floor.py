@@ -18,7 +18,7 @@ from bench.baseline import add_serve_command
 def create_app() -> Flask:
     """Return a Flask app that stores each posted event and answers {"status": "ok"}."""
     app = Flask(__name__)
-    store = storage.Store(os.environ["BACKUP_API_DATABASE"])
+    store = storage.open_store(os.environ["BACKUP_API_DATABASE"])
 
     @app.post("/player-events")
     def stored():

@@ -26,7 +26,7 @@ def page_reads(filled: Path, reads: int = 50) -> dict:
     (last,) = conn.execute("SELECT max(id) FROM events").fetchone()
     conn.close()
     places = [random.Random(n).randrange(last - PAGE) for n in range(reads)]
-    store = storage.Store(str(filled))
+    store = storage.open_store(str(filled))
     direct = []
     for after in places:
         started = time.perf_counter()
@@ -108,7 +108,7 @@ def _import_floor(folder: Path, count: int) -> float:
     """Events a second for the least an import can do: json.loads each line, insert it, one transaction."""
     source = folder / "floor.jsonl"
     export_file(source, count)
-    store = storage.Store(str(folder / "floor.db"))
+    store = storage.open_store(str(folder / "floor.db"))
     conn = store._conn
     started = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")

@@ -76,7 +76,7 @@ def store_ingest(path: Path, count: int = 20000) -> float:
     20,000 events: enough that a run on the 2-million-event database measures its steady state,
     not only the first reads of its pages.
     """
-    store = storage.Store(str(path))
+    store = storage.open_store(str(path))
     prefix = f"direct{time.time_ns()}"
     events = [sample_event(i, prefix) for i in range(count)]
     started = time.perf_counter()
@@ -89,7 +89,7 @@ def store_ingest(path: Path, count: int = 20000) -> float:
 
 def fill(path: Path, total: int) -> None:
     """Store total events in batches (the 2-million-event database, kept between runs)."""
-    store = storage.Store(str(path), synchronous="NORMAL")
+    store = storage.open_store(str(path), synchronous="NORMAL")
     for start in range(0, total, 10000):
         store.add_events([sample_event(i) for i in range(start, min(total, start + 10000))], "bench")
     store.close()

@@ -1,4 +1,4 @@
-"""Fixtures: an app on a temporary database, its client and CLI runner, and tokens."""
+"""Fixtures: an app on a temporary database (SQLite, and PostgreSQL), its client and CLI runner, and tokens."""
 
 import json
 import sqlite3
@@ -9,14 +9,47 @@ import jwt
 import pytest
 
 from backup_api import create_app
+from tests import postgres
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-and-even-hs512-0123456789abcdef"
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Start a throwaway PostgreSQL for the session (or use BACKUP_API_TEST_POSTGRES); yield its databases."""
+    url, server = postgres.start()
+    try:
+        yield postgres.Databases(url), server
+    finally:
+        if server is not None:
+            server.stop()
+
+
 @pytest.fixture
-def app(tmp_path):
-    """Return an app on a fresh database in tmp_path."""
-    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "backup.db"), "JWT_SECRET": SECRET})
+def postgres_url(postgres_server):
+    """Return the URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    databases = postgres_server[0]
+    url = databases.create()
+    yield url
+    databases.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """Return the database setting of a fresh store: each test using it runs on both backends."""
+    if request.param == "sqlite":
+        return str(tmp_path / "backup.db")
+    return request.getfixturevalue("postgres_url")
+
+
+# For a test of what only the SQLite file has (its file, snapshots, locks): run it on SQLite alone.
+sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+def app(database):
+    """Return an app on a fresh database."""
+    app = create_app({"TESTING": True, "DATABASE": database, "JWT_SECRET": SECRET})
     yield app
     app.extensions["store"].close()
 

@@ -85,7 +85,7 @@ def test_short_secret_refuses_to_start(tmp_path):
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ({"BUSY_TIMEOUT_MS": "soon"}, "BACKUP_API_BUSY_TIMEOUT_MS must be a whole number"),
+        ({"BUSY_TIMEOUT_MS": "soon"}, "BACKUP_API_BUSY_TIMEOUT_MS must be a positive whole number"),
         ({"SYNCHRONOUS": "sometimes"}, "BACKUP_API_SYNCHRONOUS: synchronous must be FULL"),
         ({"DATABASE": "old.db"}, "has layout 0"),
     ],

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from backup_api import ConfigError, create_app
-from tests.conftest import SECRET, make_token, post_event, valid_event
+from tests.conftest import SECRET, make_token, post_event, sqlite_only, valid_event
 
 
 def test_healthz_needs_no_token(client):
@@ -79,6 +79,7 @@ def test_log_level_from_configuration(tmp_path, caplog):
         create_app({"DATABASE": str(tmp_path / "d.db"), "JWT_SECRET": SECRET, "LOG_LEVEL": "loud"})
 
 
+@sqlite_only
 def test_snapshot_while_writing_is_a_consistent_prefix(app, tmp_path):
     store = app.extensions["store"]
     stop = threading.Event()
@@ -124,6 +125,7 @@ def test_snapshot_while_writing_is_a_consistent_prefix(app, tmp_path):
     assert copied == live[: len(copied)]
 
 
+@sqlite_only
 def test_snapshot_command(app, client, runner, tmp_path):
     post_event(client, valid_event("bet"))
     target = tmp_path / "out" / "copy.db"

@@ -319,11 +319,10 @@ def test_the_restore_procedure_end_to_end(tmp_path):
 
 
 def test_storage_restore_refuses_a_database_in_use(tmp_path):
-    store = storage.Store(str(tmp_path / "open.db"))
+    store = storage.open_store(str(tmp_path / "open.db"))
     snapshot = tmp_path / "snap.db"
     store.snapshot(str(snapshot))
     with pytest.raises(storage.StorageError, match="in use"):
-        storage.restore(str(snapshot), store.path)
-    store.close()
-    kept, events, players = storage.restore(str(snapshot), store.path)
+        storage.sqlite.restore(str(snapshot), store.path)
+    kept, events, players = store.restore(str(snapshot))
     assert kept and (events, players) == (0, 0)

@@ -1,9 +1,10 @@
-"""The store: exact JSON, the content key, the UNIQUE constraints, threads."""
+"""The store, on both backends: exact JSON, the content key, the UNIQUE constraints, threads."""
 
 import sqlite3
 import threading
 from decimal import Decimal
 
+import psycopg
 import pytest
 
 import storage
@@ -11,10 +12,24 @@ from schemas import parse_json
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = storage.Store(str(tmp_path / "s.db"))
+def store(database):
+    s = storage.open_store(database)
     yield s
     s.close()
+
+
+def execute(database: str, sql: str, params=()):
+    """Run one statement on a connection of its own, outside the store; return its rows."""
+    if storage.is_url(database):
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.adapters.register_loader("json", psycopg.types.string.TextLoader)  # the text, as stored
+            cursor = conn.execute(sql.replace("?", "%s"), params)
+            return cursor.fetchall() if cursor.description else []
+    conn = sqlite3.connect(database, isolation_level=None)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 def event(**fields):
@@ -61,14 +76,16 @@ def test_event_id_conflict_rolls_back(store):
 
 @pytest.mark.parametrize(
     ("fields", "constraint"),
-    [({}, "events.content_key"), ({"event_id": "e1"}, "events.partner_id, events.event_id")],
+    [({}, "events.content_key|events_by_content"), ({"event_id": "e1"}, "events.partner_id, events.event_id|events_by_event_id")],
 )
-def test_unique_constraints_are_in_the_database(store, fields, constraint):
+def test_unique_constraints_are_in_the_database(database, store, fields, constraint):
+    # Another writer, not the store, inserts the same row again: the database itself refuses it.
     store.add_events([event(**fields)], "s")
     columns = "partner_id, event_id, content_key, player_login, received_at, sub, event"
-    row = store.db.execute(f"SELECT {columns} FROM events").fetchone()
-    with pytest.raises(sqlite3.IntegrityError, match=f"UNIQUE constraint failed: {constraint}"):
-        store.db.execute(f"INSERT INTO events ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+    (row,) = execute(database, f"SELECT {columns} FROM events")
+    insert = f"INSERT INTO events ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.UniqueViolation), match=constraint):
+        execute(database, insert, row)
 
 
 def test_event_id_is_per_partner(store):
@@ -83,23 +100,34 @@ def test_resend_with_event_id_compares_content_not_text(store):
         store.add_events([event(event_id="e1", amount=Decimal("5"), metadata={"b": 2, "a": 2})], "s")
 
 
-def test_a_file_of_another_layout_is_refused(tmp_path):
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, dedup_key BLOB)")
-    conn.close()
+def test_a_database_of_another_layout_is_refused(database):
+    if not storage.is_url(database):
+        storage.create_private_file(database)
+    execute(database, "CREATE TABLE events (id INTEGER PRIMARY KEY, dedup_key TEXT)")
     with pytest.raises(storage.StorageError, match="layout 0"):
-        storage.Store(str(path))
+        storage.open_store(database)
 
 
-def test_a_new_file_is_stamped_with_the_layout(store):
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
+def test_a_database_of_a_newer_layout_is_refused(database):
+    storage.open_store(database).close()
+    if storage.is_url(database):
+        execute(database, "UPDATE backup_api_layout SET version = version + 1")
+    else:
+        execute(database, f"PRAGMA user_version = {storage.SCHEMA_VERSION + 1}")
+    with pytest.raises(storage.StorageError, match="newer version of the service"):
+        storage.open_store(database)
 
 
-def test_wal_mode_and_schema(store):
+def test_a_new_database_is_stamped_with_the_layout(store):
+    assert store.check() == (storage.SCHEMA_VERSION, ["ok"], 0, 0)
+
+
+def test_sqlite_is_in_wal_mode_with_its_indexes(tmp_path):
+    store = storage.open_store(str(tmp_path / "w.db"))
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     indexes = {row[1] for row in store.db.execute("PRAGMA index_list(events)")}
     assert "idx_events_partner_id" in indexes
+    store.close()
 
 
 def run_in_threads(worker, arguments: list[tuple], timeout: float = 60) -> list[BaseException]:
@@ -131,9 +159,9 @@ def test_threads_writing_the_same_event_store_one_row(store):
     assert len(list(store.export_events())) == 50
 
 
-def test_two_stores_on_one_file_never_lock(tmp_path):
+def test_two_stores_on_one_database_never_lock(database):
     # Two processes would each have a store; two stores in threads stand in for them.
-    a, b = storage.Store(str(tmp_path / "x.db")), storage.Store(str(tmp_path / "x.db"))
+    a, b = storage.open_store(database), storage.open_store(database)
 
     def worker(s, offset):
         for i in range(100):
@@ -145,8 +173,8 @@ def test_two_stores_on_one_file_never_lock(tmp_path):
     b.close()
 
 
-def test_storage_error_is_named(tmp_path):
-    s = storage.Store(str(tmp_path / "y.db"))
+def test_storage_error_is_named(database):
+    s = storage.open_store(database)
     s.close()
     with pytest.raises(storage.StorageError):
         s.add_events([event()], "s")

@@ -1,157 +1,31 @@
-"""The SQLite store: events kept once by content, VIP flags, exports. Knows nothing of HTTP."""
+"""The SQLite store: one file, written by one process (the default, embedded backend)."""
 
-import hashlib
-import json
 import os
 import sqlite3
-import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import sqlite_utils
 
-_encode_str = json.encoder.encode_basestring  # the C encoder, no ASCII escaping
-
-
-class StorageError(Exception):
-    """The database could not be read or written."""
-
-
-class EventConflict(Exception):
-    """An event_id already names a stored event with other content."""
-
-    def __init__(self, partner_id: str, event_id: str):
-        super().__init__(f"event_id {event_id!r} of partner {partner_id!r} is already stored with other content")
-        self.partner_id = partner_id
-        self.event_id = event_id
-
-
-def dumps(value, canonical: bool = False) -> str:
-    """Write JSON with every number exactly as parsed; canonical sorts keys and normalises numbers."""
-    parts: list[str] = []
-    _write(value, parts, canonical)
-    return "".join(parts)
-
-
-def _write(value, out: list[str], canonical: bool) -> None:
-    """Append the JSON text of value to out."""
-    if isinstance(value, str):
-        out.append(_encode_str(value))
-    elif isinstance(value, bool):
-        out.append("true" if value else "false")
-    elif value is None:
-        out.append("null")
-    elif isinstance(value, (Decimal, int)):
-        out.append(_canonical_number(value) if canonical else str(value))
-    elif isinstance(value, dict):
-        items = sorted(value.items()) if canonical else value.items()
-        out.append("{")
-        for i, (key, item) in enumerate(items):
-            if i:
-                out.append(",")
-            out.append(_encode_str(key))
-            out.append(":")
-            _write(item, out, canonical)
-        out.append("}")
-    elif isinstance(value, list):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _write(item, out, canonical)
-        out.append("]")
-    else:
-        raise TypeError(f"cannot store a {type(value).__name__} as JSON")
-
-
-def _canonical_number(number: Decimal | int) -> str:
-    """Write a number so that 5, 5.0, 5.00 and 0.5e1 give the same text."""
-    number = Decimal(number)
-    if number.is_zero():
-        return "0"
-    sign, digits, exponent = number.as_tuple()
-    text = "".join(map(str, digits))
-    stripped = text.rstrip("0")
-    exponent += len(text) - len(stripped)
-    return f"{'-' if sign else ''}{stripped}e{exponent}"
-
-
-KEY_BYTES = 16
-
-
-def content_key(event: dict) -> bytes:
-    """Hash an event's content: key order, whitespace and number form do not change it."""
-    # 128 bits of SHA-256: half the disk of the full digest, and forging another event's key
-    # would still take a second preimage (2**128 work); chance collisions need ~2**64 events.
-    return hashlib.sha256(dumps(event, canonical=True).encode("utf-8")).digest()[:KEY_BYTES]
-
-
-def _parsed_content_key(event_json: str) -> bytes:
-    """The content key of an event stored as JSON text (read back with exact numbers)."""
-    return content_key(json.loads(event_json, parse_float=Decimal, parse_int=Decimal))
-
-
-def now_us() -> int:
-    """Return the current time in microseconds since the epoch (how received_at is kept: 8 bytes)."""
-    return time.time_ns() // 1000
-
-
-def rfc3339_us(us: int) -> str:
-    """Write microseconds since the epoch as an RFC 3339 UTC timestamp."""
-    seconds, micros = divmod(us, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros:06d}Z"
-
-
-# Every file holding events, flags or the secret is its owner's alone, whatever the umask.
-PRIVATE_FILE = 0o600
-PRIVATE_FOLDER = 0o700
-
-
-def make_private_folder(path: str) -> None:
-    """Create the folder at path and its missing parents, each mode 0700 whatever the umask."""
-    missing = []
-    folder = os.path.abspath(path)
-    while not os.path.isdir(folder):
-        missing.append(folder)
-        folder = os.path.dirname(folder)
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, PRIVATE_FOLDER)
-        except FileExistsError:
-            continue  # made meanwhile by someone else: theirs to set
-        os.chmod(folder, PRIVATE_FOLDER)  # the umask may have taken bits off
-
-
-def create_private_file(path: str) -> None:
-    """Create an empty file at path, mode 0600 whatever the umask, unless a file is there already.
-
-    SQLite gives a database's -wal, -shm and -journal files the mode of the database file itself,
-    so a database created this way keeps all of them private too.
-    """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, PRIVATE_FILE)
-    finally:
-        os.close(fd)
-
-
-def loose_modes(paths: list[str]) -> list[tuple[str, int]]:
-    """Return those of paths that exist and that users other than the owner may read or write, with their modes."""
-    loose = []
-    for path in paths:
-        with suppress(FileNotFoundError):
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-            if mode & 0o077:
-                loose.append((path, mode))
-    return loose
+from storage import base
+from storage.base import (
+    SCHEMA_VERSION,
+    EventConflict,
+    StorageError,
+    Store,
+    WriteRequest,
+    create_private_file,
+    event_row,
+    format_event,
+    format_player,
+    increasing_ids,
+    now_us,
+    parsed_content_key,
+    rfc3339_us,
+)
 
 
 def _file_identity(path: str) -> tuple[int, int]:
@@ -160,61 +34,23 @@ def _file_identity(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _event_row(event: dict, received_at: int, sub: str, text: str | None = None) -> tuple:
-    """The columns of an event's row, but its id; text is the event's JSON text, when already written."""
-    return (
-        event["partner_id"],
-        event.get("event_id"),
-        None if "event_id" in event else content_key(event),
-        event["player_login"],
-        received_at,
-        sub,
-        dumps(event) if text is None else text,
-    )
-
-
-def format_event(id_: int, received_at: int, event: str, sub: str | None = None) -> str:
-    """Write a stored event as JSON, its exact text spliced in, never re-parsed (with sub: an export line)."""
-    holder = "" if sub is None else f', "sub": {_encode_str(sub)}'
-    return f'{{"id": {id_}, "received_at": "{rfc3339_us(received_at)}"{holder}, "event": {event}}}'
-
-
-class _WriteRequest:
-    """Rows that one call asked to store, and what became of them."""
-
-    __slots__ = ("rows", "new", "error", "done")
-
-    def __init__(self, rows: list[tuple]):
-        self.rows = rows
-        self.new: list[bool] = []
-        self.error: BaseException | None = None
-        self.done = False
-
-
-# Reads: pooled read-only connections kept, events one page query examines, bytes a page holds.
+# Pooled read-only connections kept.
 MAX_READERS = 8
-SCAN_WINDOW = 20_000
-MAX_PAGE_BYTES = 4 << 20
-
-# The layout this code writes, kept in the file's user_version; a file from another layout is refused.
-SCHEMA_VERSION = 2
 
 
-class Store:
+class SQLiteStore(Store):
     """One SQLite database, shared by all threads of the process."""
 
     def __init__(self, path: str, synchronous: str = "FULL", busy_timeout_ms: int = 5000):
         """Open (and create when missing) the database at path."""
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
-        self.path = path
+        super().__init__()
+        self.path = self.name = path
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = int(busy_timeout_ms)
-        # One connection behind one lock: SQLite serialises writers anyway, and a single
+        # One connection behind the write lock: SQLite serialises writers anyway, and a single
         # writer never meets "database is locked" from its own threads.
-        self._lock = threading.Lock()  # held by the one thread writing
-        self._queue_lock = threading.Lock()  # guards the queue of writes waiting for it
-        self._queue: list[_WriteRequest] = []
         self._readers_lock = threading.Lock()
         self._readers: list[tuple[sqlite3.Connection, tuple[int, int]]] = []
         try:
@@ -342,46 +178,17 @@ class Store:
         except sqlite3.Error:
             pass  # the connection is unusable; its transaction was never committed
 
-    def add_events(self, events: list[dict], sub: str) -> list[bool]:
-        """Store events all or nothing; say of each whether it was new. Raise EventConflict.
-
-        Returns only after the events are committed. Group commit: the calls waiting for the
-        write lock share one transaction and one fsync, each inside a savepoint of its own, so
-        that a conflict in one call undoes that call alone.
-        """
-        received_at = now_us()
-        rows = [_event_row(e, received_at, sub) for e in events]
-        request = _WriteRequest(rows)
-        with self._queue_lock:
-            self._queue.append(request)
-        with self._lock:
-            if not request.done:  # else a previous holder of the lock committed it with its own
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                self._commit_group(group)
-        if request.error is not None:
-            raise request.error
-        return request.new
-
-    def _commit_group(self, group: list["_WriteRequest"]) -> None:
-        """Write every request of group in one transaction, recording each one's outcome."""
-        try:
-            with self._transaction("the events could not be stored") as conn:
-                for request in group:
-                    conn.execute("SAVEPOINT request")
-                    try:
-                        request.new = self._insert(conn, request.rows)
-                    except EventConflict as exc:
-                        conn.execute("ROLLBACK TO request")
-                        request.error = exc
-                    conn.execute("RELEASE request")
-        except BaseException as exc:
-            # Nothing of the group was committed: every caller in it gets the failure.
+    def _commit_group(self, group: list[WriteRequest]) -> None:
+        """Write every request of group in one transaction, each inside a savepoint of its own."""
+        with self._transaction("the events could not be stored") as conn:
             for request in group:
-                request.error = exc
-        finally:
-            for request in group:
-                request.done = True
+                conn.execute("SAVEPOINT request")
+                try:
+                    request.new = self._insert(conn, request.rows)
+                except EventConflict as exc:
+                    conn.execute("ROLLBACK TO request")
+                    request.error = exc
+                conn.execute("RELEASE request")
 
     def _insert(self, conn: sqlite3.Connection, rows: list[tuple], id_: int | None = None) -> list[bool]:
         """Insert rows (the first with id id_, when given); say of each whether it was new. Raise EventConflict."""
@@ -406,7 +213,7 @@ class Store:
         (held,) = conn.execute(
             "SELECT event FROM events WHERE partner_id = ? AND event_id = ?", (partner_id, event_id)
         ).fetchone()
-        if _parsed_content_key(held) != _parsed_content_key(event_json):
+        if parsed_content_key(held) != parsed_content_key(event_json):
             raise EventConflict(partner_id, event_id)
 
     def set_vip(self, partner_id: str, player_login: str, is_vip: bool, sub: str) -> None:
@@ -477,23 +284,18 @@ class Store:
 
     def read_events(
         self,
-        partner_id: str,
+        partner_id,
         *,
-        after: int = 0,
-        limit: int = 100,
-        player_login: str | None = None,
-        event_type: str | None = None,
-        event_id: str | None = None,
-        received_after: int | None = None,
-        received_before: int | None = None,
-    ) -> tuple[list[tuple[int, int, str]], int | None]:
-        """Return a page of a partner's events with id > after, oldest first, and the id to go on after.
-
-        Each event is (id, received_at in microseconds, exact JSON text). The id to go on after is
-        None at the end. One query examines at most SCAN_WINDOW of the partner's events, so a
-        selective filter over millions of events gives short (even empty) pages with a next id,
-        never a long scan; a page stops short too once it holds MAX_PAGE_BYTES of events.
-        """
+        after=0,
+        limit=100,
+        player_login=None,
+        event_type=None,
+        event_id=None,
+        received_after=None,
+        received_before=None,
+    ):
+        """Return a page of a partner's events with id > after, oldest first, and the id to go on after."""
+        # Ids are committed in order: one process writes, one transaction at a time.
         filters, params = [], []
         for clause, value in (
             ("player_login = ?", player_login),
@@ -516,24 +318,24 @@ class Store:
                 return rows, None
             conn.execute("BEGIN")  # one snapshot for the page and for where its window ended
             window = "SELECT id, received_at, player_login, event FROM events WHERE partner_id = ? AND id > ?"
-            window += f" ORDER BY id LIMIT {SCAN_WINDOW}"
+            window += f" ORDER BY id LIMIT {base.SCAN_WINDOW}"
             cursor = conn.execute(
                 f"SELECT id, received_at, event FROM ({window}) WHERE 1{where} ORDER BY id",
                 [partner_id, after, *params],
             )
             page, size = [], 0
             for row in cursor:
-                if len(page) == limit or (page and size + len(row[2]) > MAX_PAGE_BYTES):
+                if len(page) == limit or (page and size + len(row[2]) > base.MAX_PAGE_BYTES):
                     cursor.close()
                     return page, page[-1][0]  # there is more
                 page.append(row)
                 size += len(row[2])
             scanned, last = conn.execute(
                 f"SELECT count(*), max(id) FROM (SELECT id FROM events WHERE partner_id = ? AND id > ?"
-                f" ORDER BY id LIMIT {SCAN_WINDOW})",
+                f" ORDER BY id LIMIT {base.SCAN_WINDOW})",
                 [partner_id, after],
             ).fetchone()
-            return page, (last if scanned == SCAN_WINDOW else None)
+            return page, (last if scanned == base.SCAN_WINDOW else None)
 
     def get_event(self, event_row_id: int) -> tuple[str, int, str] | None:
         """Return (partner_id, received_at in microseconds, exact JSON text) of a stored event, or None."""
@@ -551,7 +353,7 @@ class Store:
             ).fetchone()
         return None if row is None else (bool(row[0]), row[1], row[2])
 
-    def export_events(self, partner_id: str | None = None, player_login: str | None = None) -> Iterator[str]:
+    def export_events(self, partner_id=None, player_login=None):
         """Yield one JSON line per stored event, oldest first, with every column: what an import takes."""
         where, params = [], []
         if partner_id is not None:
@@ -571,19 +373,10 @@ class Store:
         """Yield one JSON line per player with a VIP flag, with every column: what an import takes."""
         sql = "SELECT partner_id, player_login, is_vip, updated_at, updated_by FROM players ORDER BY 1, 2"
         with self._reader() as conn:
-            for partner_id, player_login, is_vip, updated_at, updated_by in conn.execute(sql):
-                yield json.dumps(
-                    {
-                        "partner_id": partner_id,
-                        "player_login": player_login,
-                        "is_vip": bool(is_vip),
-                        "updated_at": updated_at,
-                        "updated_by": updated_by,
-                    },
-                    ensure_ascii=False,
-                )
+            for row in conn.execute(sql):
+                yield format_player(*row)
 
-    def check(self) -> tuple[int, list[str], int, int]:
+    def check(self):
         """Return the layout, what integrity_check says (["ok"] when sound), and the events and players held."""
         with self._reader() as conn:
             layout, integrity = inspect_database(conn)
@@ -592,38 +385,21 @@ class Store:
 
     # Importing ------------------------------------------------------------------------
 
-    def import_events(self, records: Iterable[tuple[int, int, str, dict, str | None]]) -> tuple[int, int]:
-        """Store exported events all or nothing; return (imported, already held).
-
-        Each record is (id, received_at, sub, event, the event's JSON text or None to write it).
-
-        Into an empty database every id is kept, so an export imported there exports again
-        byte for byte. Into one that holds events, the new ones get new ids after the last (an
-        id is never reused, and a reader paging through never misses one). An event already held
-        is skipped; an event_id held with other content raises EventConflict, ids that do not
-        increase from one record to the next raise ValueError, and so does any error raised by
-        records: then nothing is kept.
-        """
-        imported = held = last_id = 0
+    def import_events(self, records):
+        """Store exported events all or nothing; return (imported, already held)."""
+        imported = held = 0
         with self._lock, self._transaction("the import failed") as conn:
             (empty,) = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM events)").fetchone()
-            for id_, received_at, sub, event, text in records:
-                if id_ <= last_id:
-                    raise ValueError(f"id {id_} does not follow id {last_id}: an export lists ids in increasing order")
-                last_id = id_
-                row = _event_row(event, received_at, sub, text)
+            for id_, received_at, sub, event, text in increasing_ids(records):
+                row = event_row(event, received_at, sub, text)
                 if self._insert(conn, [row], id_ if empty else None)[0]:
                     imported += 1
                 else:
                     held += 1
         return imported, held
 
-    def import_players(self, records: Iterable[tuple[str, str, bool, str, str]]) -> tuple[int, int, int]:
-        """Store exported VIP flags all or nothing; return (imported, updated, already held).
-
-        A player not held is added; one held with an older updated_at takes the file's flag; one
-        held with the same or a newer updated_at keeps its own.
-        """
+    def import_players(self, records):
+        """Store exported VIP flags all or nothing; return (imported, updated, already held)."""
         imported = updated = held = 0
         with self._lock, self._transaction("the import failed") as conn:
             for partner_id, player_login, is_vip, updated_at, updated_by in records:
@@ -658,6 +434,11 @@ class Store:
         finally:
             source.close()
         os.replace(partial, destination)
+
+    def restore(self, snapshot: str) -> tuple[str | None, int, int]:
+        """Close the store (its own connections must not count as users) and restore snapshot over its file."""
+        self.close()
+        return restore(snapshot, self.path)
 
     def close(self) -> None:
         """Close the connections."""

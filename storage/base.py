@@ -1,0 +1,368 @@
+"""What every store keeps and promises: the canonical JSON form, the content key, the errors, each call's contract.
+
+A store knows nothing of HTTP. The two backends, side by side in this package, differ only in
+their SQL: sqlite.py (one file, one process) and postgres.py (a server, many processes).
+"""
+
+import hashlib
+import json
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
+from datetime import UTC, datetime
+from decimal import Decimal
+
+_encode_str = json.encoder.encode_basestring  # the C encoder, no ASCII escaping
+
+
+class StorageError(Exception):
+    """The database could not be read or written."""
+
+
+class EventConflict(Exception):
+    """An event_id already names a stored event with other content."""
+
+    def __init__(self, partner_id: str, event_id: str):
+        super().__init__(f"event_id {event_id!r} of partner {partner_id!r} is already stored with other content")
+        self.partner_id = partner_id
+        self.event_id = event_id
+
+
+# The canonical form and the content key ---------------------------------------------------
+
+
+def dumps(value, canonical: bool = False) -> str:
+    """Write JSON with every number exactly as parsed; canonical sorts keys and normalises numbers."""
+    parts: list[str] = []
+    _write(value, parts, canonical)
+    return "".join(parts)
+
+
+def _write(value, out: list[str], canonical: bool) -> None:
+    """Append the JSON text of value to out."""
+    if isinstance(value, str):
+        out.append(_encode_str(value))
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
+    elif value is None:
+        out.append("null")
+    elif isinstance(value, (Decimal, int)):
+        out.append(_canonical_number(value) if canonical else str(value))
+    elif isinstance(value, dict):
+        items = sorted(value.items()) if canonical else value.items()
+        out.append("{")
+        for i, (key, item) in enumerate(items):
+            if i:
+                out.append(",")
+            out.append(_encode_str(key))
+            out.append(":")
+            _write(item, out, canonical)
+        out.append("}")
+    elif isinstance(value, list):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out, canonical)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot store a {type(value).__name__} as JSON")
+
+
+def _canonical_number(number: Decimal | int) -> str:
+    """Write a number so that 5, 5.0, 5.00 and 0.5e1 give the same text."""
+    number = Decimal(number)
+    if number.is_zero():
+        return "0"
+    sign, digits, exponent = number.as_tuple()
+    text = "".join(map(str, digits))
+    stripped = text.rstrip("0")
+    exponent += len(text) - len(stripped)
+    return f"{'-' if sign else ''}{stripped}e{exponent}"
+
+
+KEY_BYTES = 16
+
+
+def content_key(event: dict) -> bytes:
+    """Hash an event's content: key order, whitespace and number form do not change it."""
+    # 128 bits of SHA-256: half the disk of the full digest, and forging another event's key
+    # would still take a second preimage (2**128 work); chance collisions need ~2**64 events.
+    return hashlib.sha256(dumps(event, canonical=True).encode("utf-8")).digest()[:KEY_BYTES]
+
+
+def parsed_content_key(event_json: str) -> bytes:
+    """The content key of an event stored as JSON text (read back with exact numbers)."""
+    return content_key(json.loads(event_json, parse_float=Decimal, parse_int=Decimal))
+
+
+# Times ------------------------------------------------------------------------------------
+
+
+def now_us() -> int:
+    """Return the current time in microseconds since the epoch (how received_at is kept: 8 bytes)."""
+    return time.time_ns() // 1000
+
+
+def rfc3339_us(us: int) -> str:
+    """Write microseconds since the epoch as an RFC 3339 UTC timestamp."""
+    seconds, micros = divmod(us, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros:06d}Z"
+
+
+# Rows and lines -----------------------------------------------------------------------------
+
+
+def event_row(event: dict, received_at: int, sub: str, text: str | None = None) -> tuple:
+    """The columns of an event's row, but its id; text is the event's JSON text, when already written.
+
+    (partner_id, event_id, content_key, player_login, received_at, sub, event): an event with an
+    event_id is keyed by (partner_id, event_id); one without, by content_key, the hash of its
+    canonical form. Each key is UNIQUE in the database, over the events keyed by it.
+    """
+    return (
+        event["partner_id"],
+        event.get("event_id"),
+        None if "event_id" in event else content_key(event),
+        event["player_login"],
+        received_at,
+        sub,
+        dumps(event) if text is None else text,
+    )
+
+
+def format_event(id_: int, received_at: int, event: str, sub: str | None = None) -> str:
+    """Write a stored event as JSON, its exact text spliced in, never re-parsed (with sub: an export line)."""
+    holder = "" if sub is None else f', "sub": {_encode_str(sub)}'
+    return f'{{"id": {id_}, "received_at": "{rfc3339_us(received_at)}"{holder}, "event": {event}}}'
+
+
+def format_player(partner_id: str, player_login: str, is_vip: bool, updated_at: str, updated_by: str) -> str:
+    """Write a player's VIP flag as an export line."""
+    return json.dumps(
+        {
+            "partner_id": partner_id,
+            "player_login": player_login,
+            "is_vip": bool(is_vip),
+            "updated_at": updated_at,
+            "updated_by": updated_by,
+        },
+        ensure_ascii=False,
+    )
+
+
+def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
+    """Pass exported event records on, refusing (ValueError) ids that do not increase."""
+    last_id = 0
+    for record in records:
+        if record[0] <= last_id:
+            raise ValueError(f"id {record[0]} does not follow id {last_id}: an export lists ids in increasing order")
+        last_id = record[0]
+        yield record
+
+
+# Private files ------------------------------------------------------------------------------
+
+# Every file holding events, flags or the secret is its owner's alone, whatever the umask.
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
+
+
+def make_private_folder(path: str) -> None:
+    """Create the folder at path and its missing parents, each mode 0700 whatever the umask."""
+    missing = []
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_FOLDER)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs to set
+        os.chmod(folder, PRIVATE_FOLDER)  # the umask may have taken bits off
+
+
+def create_private_file(path: str) -> None:
+    """Create an empty file at path, mode 0600 whatever the umask, unless a file is there already.
+
+    SQLite gives a database's -wal, -shm and -journal files the mode of the database file itself,
+    so a database created this way keeps all of them private too.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    finally:
+        os.close(fd)
+
+
+def loose_modes(paths: list[str]) -> list[tuple[str, int]]:
+    """Return those of paths that exist and that users other than the owner may read or write, with their modes."""
+    loose = []
+    for path in paths:
+        with suppress(FileNotFoundError):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:
+                loose.append((path, mode))
+    return loose
+
+
+# The contract -------------------------------------------------------------------------------
+
+# Reads: events one page query examines, bytes a page holds.
+SCAN_WINDOW = 20_000
+MAX_PAGE_BYTES = 4 << 20
+
+# The layout both stores write, stamped in the database; a database of another layout is refused.
+SCHEMA_VERSION = 2
+
+
+class WriteRequest:
+    """Rows that one call asked to store, and what became of them."""
+
+    __slots__ = ("rows", "new", "error", "done")
+
+    def __init__(self, rows: list[tuple]):
+        self.rows = rows
+        self.new: list[bool] = []
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class Store:
+    """What every store does; a backend supplies the SQL.
+
+    Every call raises StorageError when the database cannot be used (the service answers 503),
+    and is safe to make from many threads at once.
+    """
+
+    #: Where the data is, as `db check` prints it (a file path, or a URL without its password).
+    name: str
+
+    def __init__(self):
+        self._lock = threading.Lock()  # held by the one thread writing for this process
+        self._queue_lock = threading.Lock()  # guards the queue of writes waiting for it
+        self._queue: list[WriteRequest] = []
+
+    def add_events(self, events: list[dict], sub: str) -> list[bool]:
+        """Store events all or nothing; say of each whether it was new. Raise EventConflict.
+
+        Returns only after the events are committed and on disk. Group commit: the calls waiting
+        for the write lock share one transaction and one flush, and a conflict in one call undoes
+        that call alone.
+        """
+        received_at = now_us()
+        request = WriteRequest([event_row(e, received_at, sub) for e in events])
+        with self._queue_lock:
+            self._queue.append(request)
+        with self._lock:
+            if not request.done:  # else a previous holder of the lock committed it with its own
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                try:
+                    self._commit_group(group)
+                except BaseException as exc:
+                    # Nothing of the group was committed: every caller in it gets the failure.
+                    for other in group:
+                        other.error = exc
+                finally:
+                    for other in group:
+                        other.done = True
+        if request.error is not None:
+            raise request.error
+        return request.new
+
+    def _commit_group(self, group: list[WriteRequest]) -> None:
+        """Commit the rows of every request of group in one transaction, setting each one's new or error."""
+        raise NotImplementedError
+
+    def set_vip(self, partner_id: str, player_login: str, is_vip: bool, sub: str) -> None:
+        """Record a player's VIP flag, when it was set and by whom; return once it is committed."""
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        """Run a query on the events table; raise StorageError if the database does not answer."""
+        raise NotImplementedError
+
+    def read_events(
+        self,
+        partner_id: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        player_login: str | None = None,
+        event_type: str | None = None,
+        event_id: str | None = None,
+        received_after: int | None = None,
+        received_before: int | None = None,
+    ) -> tuple[list[tuple[int, int, str]], int | None]:
+        """Return a page of a partner's events with id > after, oldest first, and the id to go on after.
+
+        Each event is (id, received_at in microseconds, exact JSON text). The id to go on after is
+        None at the end. One query examines at most SCAN_WINDOW of the partner's events, so a
+        selective filter over millions of events gives short (even empty) pages with a next id,
+        never a long scan; a page stops short too once it holds MAX_PAGE_BYTES of events. An
+        event_id is a key, not a filter: one index lookup. Ids appear in the order their events
+        were committed, so a reader paging with `after` never misses one committed later.
+        """
+        raise NotImplementedError
+
+    def get_event(self, event_row_id: int) -> tuple[str, int, str] | None:
+        """Return (partner_id, received_at in microseconds, exact JSON text) of a stored event, or None."""
+        raise NotImplementedError
+
+    def get_vip(self, partner_id: str, player_login: str) -> tuple[bool, str, str] | None:
+        """Return (is_vip, updated_at, updated_by) of a player ever flagged, or None."""
+        raise NotImplementedError
+
+    def export_events(self, partner_id: str | None = None, player_login: str | None = None) -> Iterator[str]:
+        """Yield one JSON line per stored event (format_event with sub), oldest first: what an import takes."""
+        raise NotImplementedError
+
+    def export_players(self) -> Iterator[str]:
+        """Yield one JSON line per player with a VIP flag (format_player), by partner and player."""
+        raise NotImplementedError
+
+    def import_events(self, records: Iterable[tuple[int, int, str, dict, str | None]]) -> tuple[int, int]:
+        """Store exported events all or nothing; return (imported, already held).
+
+        Each record is (id, received_at, sub, event, the event's JSON text or None to write it).
+
+        Into an empty database every id is kept, so an export imported there exports again
+        byte for byte. Into one that holds events, the new ones get new ids after the last (an
+        id is never reused, and a reader paging through never misses one). An event already held
+        is skipped; an event_id held with other content raises EventConflict, ids that do not
+        increase from one record to the next raise ValueError, and so does any error raised by
+        records: then nothing is kept.
+        """
+        raise NotImplementedError
+
+    def import_players(self, records: Iterable[tuple[str, str, bool, str, str]]) -> tuple[int, int, int]:
+        """Store exported VIP flags all or nothing; return (imported, updated, already held).
+
+        A player not held is added; one held with an older updated_at takes the file's flag; one
+        held with the same or a newer updated_at keeps its own.
+        """
+        raise NotImplementedError
+
+    def check(self) -> tuple[int, list[str], int, int]:
+        """Return the layout, what the database's own check says (["ok"] when sound), and the events and players."""
+        raise NotImplementedError
+
+    def snapshot(self, destination: str) -> None:
+        """Write a consistent copy of the database to the file destination (StorageError where not possible)."""
+        raise NotImplementedError
+
+    def restore(self, snapshot: str) -> tuple[str | None, int, int]:
+        """Close the store and replace its database with snapshot; return (where the old one is kept, events, players)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the connections."""
+        raise NotImplementedError
