@@ -360,7 +360,10 @@ class Store:
         raise NotImplementedError
 
     def restore(self, snapshot: str) -> tuple[str | None, int, int]:
-        """Close the store and replace its database with snapshot; return (where the old one is kept, events, players)."""
+        """Close the store and replace its database with snapshot; return (where the old one is kept, events, players).
+
+        Only for a database that is a file; others raise StorageError.
+        """
         raise NotImplementedError
 
     def close(self) -> None:

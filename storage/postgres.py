@@ -222,7 +222,7 @@ class PostgresStore(Store):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
 
     @staticmethod
-    def _insert(conn: psycopg.Connection, statement: str, rows: list[tuple], ids: list[int] | None = None) -> list[bool]:
+    def _insert(conn: psycopg.Connection, statement: str, rows: list[tuple], ids: list | None = None) -> list[bool]:
         """Insert rows in one statement; say of each whether it was new. Raise EventConflict."""
         columns = [list(column) for column in zip(*rows, strict=True)]
         params = columns if ids is None else [ids, *columns]

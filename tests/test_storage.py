@@ -76,7 +76,10 @@ def test_event_id_conflict_rolls_back(store):
 
 @pytest.mark.parametrize(
     ("fields", "constraint"),
-    [({}, "events.content_key|events_by_content"), ({"event_id": "e1"}, "events.partner_id, events.event_id|events_by_event_id")],
+    [
+        ({}, "events.content_key|events_by_content"),
+        ({"event_id": "e1"}, "events.partner_id, events.event_id|events_by_event_id"),
+    ],
 )
 def test_unique_constraints_are_in_the_database(database, store, fields, constraint):
     # Another writer, not the store, inserts the same row again: the database itself refuses it.
