@@ -79,13 +79,16 @@ def export_file(path: Path, count: int) -> None:
             f.write(storage.format_event(i, 1764000000000000 + i, storage.dumps(event), "bench") + "\n")
 
 
-def import_rates(folder: Path) -> dict:
-    """Events a second imported by `events import` (a process of its own), and its peak memory by file size."""
+def import_rates(folder: Path, database_for=None, floor: bool = True) -> dict:
+    """Events a second imported by `events import` (a process of its own), and its peak memory by file size.
+
+    database_for(count) names the database to import into (default: a new SQLite file in folder).
+    """
     out = {}
     for count in IMPORT_EVENTS:
         source = folder / f"export-{count}.jsonl"
         export_file(source, count)
-        database = folder / f"import-{count}.db"
+        database = folder / f"import-{count}.db" if database_for is None else database_for(count)
         code = (
             "import resource, sys, time\n"
             "from backup_api import create_app\n"
@@ -100,7 +103,8 @@ def import_rates(folder: Path) -> dict:
         assert printed[:2] == ["imported", f"{count},"], printed
         out[count] = {"rate": count / float(printed[-2]), "peak_mib": int(printed[-1]) / 1024}
         source.unlink()
-    out["floor"] = _import_floor(folder, IMPORT_EVENTS[0])
+    if floor:
+        out["floor"] = _import_floor(folder, IMPORT_EVENTS[0])
     return out
 
 

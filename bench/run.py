@@ -33,9 +33,10 @@ MEMORY_FIRST, MEMORY_TOTAL = 10000, int(os.environ.get("BENCH_MEMORY_REQUESTS", 
 TOKEN = make_token(lifetime=7 * 86400)
 
 
-def wrk(port: int, prefix: str, batch: int = 1, seconds: int = SECONDS) -> dict:
+def wrk(port: int, prefix: str, batch: int = 1, seconds: int = SECONDS, connections: int = CONNECTIONS) -> dict:
     """Drive a server with unique events; return requests/s and latency percentiles (ms)."""
-    args = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s",
+    threads = min(WRK_THREADS, connections)
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
             "-s", str(HERE / "events.lua"), f"http://127.0.0.1:{port}", "--", prefix, TOKEN, str(batch)]
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 600, check=True).stdout
     match = re.search(r"RESULT requests=(\d+) duration_us=(\d+) p50_us=(\d+) p99_us=(\d+) "
