@@ -203,8 +203,11 @@ def _claims_problem(claims: dict) -> str | None:
             name in claims and (isinstance(value, bool) or not isinstance(value, (int, float)))
         ):
             return f"the token needs a numeric '{name}' claim"
-    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-        return "the token needs a non-empty string 'sub' claim"
+    sub = claims.get("sub")
+    # Recorded with what the holder writes: no control characters, as for every identifier (and
+    # PostgreSQL's text holds no NUL).
+    if not isinstance(sub, str) or not sub or not schemas.NO_CONTROL_CHARACTERS.regex.match(sub):
+        return "the token needs a non-empty string 'sub' claim, without control characters"
     partners = claims.get("partners")
     if "partners" in claims and not (
         isinstance(partners, list) and all(isinstance(p, str) and p for p in partners)

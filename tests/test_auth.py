@@ -47,6 +47,8 @@ BAD_HEADERS = {
     "no sub": "Bearer " + jwt.encode({"exp": now + 3600}, SECRET),
     "numeric sub": "Bearer " + jwt.encode({"sub": 7, "exp": now + 3600}, SECRET),
     "empty sub": "Bearer " + make_token(sub=""),
+    "sub with NUL": "Bearer " + make_token(sub="ops\u0000bot"),
+    "sub with a newline": "Bearer " + make_token(sub="ops\nbot"),
     "partners not a list": "Bearer " + make_token(partners="casino_alpha"),
     "partners with a number": "Bearer " + make_token(partners=["casino_alpha", 3]),
     "partners with empty string": "Bearer " + make_token(partners=[""]),
