@@ -258,7 +258,7 @@ class Store:
         that call alone.
         """
         received_at = now_us()
-        request = WriteRequest([event_row(e, received_at, sub) for e in events])
+        request = WriteRequest([self._row(e, received_at, sub) for e in events])
         with self._queue_lock:
             self._queue.append(request)
         with self._lock:
@@ -277,6 +277,9 @@ class Store:
         if request.error is not None:
             raise request.error
         return request.new
+
+    #: The row of an event, as the backend stores it (event_row's columns, and any of its own).
+    _row = staticmethod(event_row)
 
     def _commit_group(self, group: list[WriteRequest]) -> None:
         """Commit the rows of every request of group in one transaction, setting each one's new or error."""

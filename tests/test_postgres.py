@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from backup_api import ConfigError, create_app
-from storage.base import parsed_content_key
 from storage import open_store
+from storage.base import parsed_content_key
 from tests import postgres
 from tests.conftest import SECRET, bearer, make_token, post_event, valid_event
 from tests.server import Server
@@ -52,7 +52,9 @@ def test_the_password_is_never_printed(postgres_url):
     assert "layout: 2" in result.output and "events: 0" in result.output
 
 
-@pytest.mark.parametrize(("command", "tool"), [(["db", "snapshot", "x.db"], "pg_dump"), (["db", "restore"], "pg_restore")])
+@pytest.mark.parametrize(
+    ("command", "tool"), [(["db", "snapshot", "x.db"], "pg_dump"), (["db", "restore"], "pg_restore")]
+)
 def test_file_commands_point_to_postgresqls_own_tools(postgres_url, tmp_path, command, tool):
     app = create_app({"DATABASE": postgres_url, "JWT_SECRET": SECRET})
     if command[1] == "restore":

@@ -329,3 +329,17 @@ def test_reads_are_503_when_the_database_is_gone(app, client):
                      client.get("/users/casino_alpha/player/p1/vip", headers=ALPHA)):
         assert response.status_code == 503
         assert response.get_json()["status"] == "error"
+
+
+def test_filters_read_events_holding_any_json_escape(client):
+    # PostgreSQL's json functions refuse to turn \u0000 into text: filtering must not need to.
+    raw = (
+        b'{"partner_id": "casino_alpha", "player_login": "p1", "event_type": "bet", "amount": 5,'
+        b' "session_id": "s", "metadata": {"note": "a\\u0000b\\ud83d\\ude00"}}'
+    )
+    assert post_event(client, None, raw=raw).status_code == 200
+    for filters in ({}, {"event_type": "bet"}, {"player_login": "p1"}, {"received_after": "2000-01-01T00:00:00Z"}):
+        response = page(client, **filters)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        [event] = response.get_json()["events"]
+        assert event["event"]["metadata"]["note"] == "a\u0000b\U0001f600"

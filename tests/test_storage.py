@@ -85,8 +85,10 @@ def test_unique_constraints_are_in_the_database(database, store, fields, constra
     # Another writer, not the store, inserts the same row again: the database itself refuses it.
     store.add_events([event(**fields)], "s")
     columns = "partner_id, event_id, content_key, player_login, received_at, sub, event"
+    if storage.is_url(database):
+        columns += ", event_type"
     (row,) = execute(database, f"SELECT {columns} FROM events")
-    insert = f"INSERT INTO events ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    insert = f"INSERT INTO events ({columns}) VALUES ({', '.join('?' * len(row))})"
     with pytest.raises((sqlite3.IntegrityError, psycopg.errors.UniqueViolation), match=constraint):
         execute(database, insert, row)
 
