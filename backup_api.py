@@ -494,7 +494,8 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(storage.StorageError)
     def storage_error(exc: storage.StorageError):
         app.logger.error("storage failure: %s", exc)
-        return error_response(503, "the backup store is unavailable; nothing was stored, retry later")
+        outcome = "nothing was stored, retry later" if request.method in ("POST", "PUT") else "retry later"
+        return error_response(503, f"the backup store is unavailable; {outcome}")
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

@@ -112,3 +112,22 @@ def test_the_executable_runs_with_an_empty_environment(executable, tmp_path):
     exported = run("events", "export").stdout.splitlines()
     assert len(exported) == 20
     assert "events: 20" in run("db", "check").stdout
+
+
+def test_the_executable_serves_on_postgresql(executable, postgres_url, tmp_path):
+    """The PostgreSQL driver travels inside the executable too."""
+    env = ["env", "-i", f"BACKUP_API_DATABASE={postgres_url}", f"BACKUP_API_JWT_SECRET={SECRET}"]
+    server = Server(tmp_path / "unused.db")
+    server.env = {}
+    server.start(command=[*env, str(executable), "serve", "--port", "0"], cwd=tmp_path, timeout=60)
+    try:
+        token = make_token()
+        assert server.request("POST", "/player-events", valid_event("bet", n=1), token=token)[0] == 200
+        status, _, page = server.request("GET", "/player-events?partner_id=casino_alpha", token=token)
+        assert status == 200 and [e["event"]["n"] for e in page["events"]] == [1]
+    finally:
+        server.stop()
+    assert not (tmp_path / "instance").exists()  # nothing kept beside it: the data is on the server
+    check = subprocess.run([*env, str(executable), "db", "check"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+    assert check.returncode == 0 and "events: 1" in check.stdout, check.stdout + check.stderr
