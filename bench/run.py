@@ -186,6 +186,10 @@ def main() -> int:
         # The executable, when `make dist` has built it.
         frozen = reads.start_up(folder, command=[str(reads.EXECUTABLE), "serve", "--port", "0"]) if (
             reads.EXECUTABLE.exists()) else None
+    print("PostgreSQL ...", flush=True)
+    from bench import postgres  # it imports this module's wrk
+
+    on_postgres = postgres.table_lines(*postgres.run())
     per_event, json_size = disk_per_event(filled)
     small, large = reads.IMPORT_EVENTS
 
@@ -229,6 +233,7 @@ def main() -> int:
         f"| start-up: process start to the first 200 on /healthz | {start_up * 1000:.0f} ms | |",
         "| the same, the single executable (`make dist`) | "
         + (f"{frozen * 1000:.0f} ms" if frozen else "not built: run `make dist` first") + " | |",
+        *on_postgres,
     ]
     table = "\n".join(lines)
     (RESULTS / "latest.md").write_text(table + "\n")

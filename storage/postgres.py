@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from storage import base
@@ -113,7 +114,7 @@ def _partner_lock(partner_id: str) -> int:
 def _without_password(url: str) -> str:
     """The URL as it may be printed: without its password."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if not parts.password:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)))
 
@@ -126,6 +127,11 @@ class PostgresStore(Store):
         super().__init__()
         self.name = _without_password(url)
         seconds = timeout_ms / 1000
+        # Ours are added to the URL's own options (a search_path, say), not put in their place.
+        try:
+            options = conninfo_to_dict(url).get("options", "")
+        except psycopg.ProgrammingError as exc:
+            raise StorageError(f"the database URL {self.name} cannot be read: {exc}") from None
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -140,7 +146,7 @@ class PostgresStore(Store):
                 "connect_timeout": max(2, math.ceil(seconds)),  # libpq's least
                 # Commits flushed to disk before COMMIT returns, whatever the server's default;
                 # no statement, nor lock wait, longer than the timeout.
-                "options": f"-c synchronous_commit=on -c statement_timeout={timeout_ms}",
+                "options": f"{options} -c synchronous_commit=on -c statement_timeout={timeout_ms}".strip(),
                 # Data sent and not acknowledged this long: the connection is dead (a server gone silent).
                 "tcp_user_timeout": timeout_ms,
             },

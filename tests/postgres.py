@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -55,28 +55,34 @@ class Throwaway:
 
 
 class Databases:
-    """Fresh databases on one PostgreSQL server, one per test."""
+    """Fresh, empty databases on one PostgreSQL server, one per test: each a schema of its own.
+
+    A schema, not a database: DROP DATABASE forces a checkpoint, a second or more on a slow disk,
+    where DROP SCHEMA takes milliseconds. The URL selects it with libpq's options parameter.
+    """
 
     _numbers = itertools.count(1)
 
     def __init__(self, url: str):
         self.url = url
-        self._made: list[str] = []
+
+    def _execute(self, sql: str) -> None:
+        """Run one statement on the server's own database."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql)
 
     def create(self) -> str:
-        """Create an empty database; return its URL."""
+        """Create an empty schema; return the URL of a database that is just that schema."""
         name = f"backup_api_test_{os.getpid()}_{next(self._numbers)}"
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        self._made.append(name)
-        return urlunsplit(urlsplit(self.url)._replace(path="/" + name))
+        self._execute(f"CREATE SCHEMA {name}")
+        parts = urlsplit(self.url)
+        query = parse_qsl(parts.query) + [("options", f"-c search_path={name}")]
+        return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
     def drop(self, url: str) -> None:
-        """Drop a database made by create (its connections are cut)."""
-        name = urlsplit(url).path.lstrip("/")
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self._made.remove(name)
+        """Drop a schema made by create, with everything in it."""
+        options = dict(parse_qsl(urlsplit(url).query))["options"]
+        self._execute(f"DROP SCHEMA {options.split('=')[1]} CASCADE")
 
 
 def start() -> tuple[str, "Throwaway | None"]:
