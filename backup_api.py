@@ -598,6 +598,13 @@ def _serve_once(server, timeout: float) -> None:
 
 def _finish_requests(server) -> None:
     """Stop listening, answer every request already received, and close connections as they fall idle."""
+    # Connections the kernel has completed but waitress has not yet accepted would be reset when
+    # the listening socket closes, and the requests their clients already sent on them lost:
+    # take them in first.
+    known = None
+    while len(server._map) != known:
+        known = len(server._map)
+        server.handle_accept()
     server.close()  # the listening socket: new connections are refused from here on
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     while time.monotonic() < deadline:

@@ -132,33 +132,34 @@ class PostgresStore(Store):
             options = conninfo_to_dict(url).get("options", "")
         except psycopg.ProgrammingError as exc:
             raise StorageError(f"the database URL {self.name} cannot be read: {exc}") from None
+        settings = {
+            "autocommit": True,  # each unit of work opens its own transaction
+            "application_name": "game-backup-api",
+            "connect_timeout": max(2, math.ceil(seconds)),  # libpq's least
+            # Commits flushed to disk before COMMIT returns, whatever the server's default;
+            # no statement, nor lock wait, longer than the timeout.
+            "options": f"{options} -c synchronous_commit=on -c statement_timeout={timeout_ms}".strip(),
+            # Data sent and not acknowledged this long: the connection is dead (a server gone silent).
+            "tcp_user_timeout": timeout_ms,
+        }
+        # A connection of its own first: a server that cannot be reached is told at start-up, with
+        # libpq's reason (a pool would only say that it timed out).
+        try:
+            with psycopg.connect(url, **settings) as conn:
+                self._create_schema(conn)
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())  # one line: libpq's messages run over several
+            raise StorageError(f"cannot open the database {self.name}: {reason}") from None
         self._pool = ConnectionPool(
             url,
+            kwargs=settings,
             min_size=1,
             max_size=POOL_SIZE,
             timeout=seconds,  # a request waits this long for a connection, then 503
             reconnect_timeout=RECONNECT_SECONDS,
-            open=False,
             name="backup-api",
-            kwargs={
-                "autocommit": True,  # each unit of work opens its own transaction
-                "application_name": "game-backup-api",
-                "connect_timeout": max(2, math.ceil(seconds)),  # libpq's least
-                # Commits flushed to disk before COMMIT returns, whatever the server's default;
-                # no statement, nor lock wait, longer than the timeout.
-                "options": f"{options} -c synchronous_commit=on -c statement_timeout={timeout_ms}".strip(),
-                # Data sent and not acknowledged this long: the connection is dead (a server gone silent).
-                "tcp_user_timeout": timeout_ms,
-            },
+            open=True,
         )
-        try:
-            self._pool.open(wait=True, timeout=max(seconds, 2.0))
-            self._create_schema()
-        except (psycopg.Error, StorageError) as exc:
-            self._pool.close()
-            if isinstance(exc, StorageError):
-                raise
-            raise StorageError(f"cannot open the database {self.name}: {exc}") from exc
 
     @contextmanager
     def _connection(self, failure: str) -> Iterator[psycopg.Connection]:
@@ -177,9 +178,9 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StorageError(f"{failure}: {exc}") from exc
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, conn: psycopg.Connection) -> None:
         """Create the tables of a new database (one transaction, stamped with the layout); refuse another layout."""
-        with self._connection("cannot create the tables") as conn, conn.transaction():
+        with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LAYOUT_LOCK,))  # one process creates them
             if conn.execute("SELECT to_regclass('events') IS NULL").fetchone()[0]:
                 conn.execute(_TABLES)

@@ -6,8 +6,10 @@ import time
 from decimal import Decimal
 
 import jwt
+import psycopg
 import pytest
 
+import storage
 from backup_api import create_app
 from tests import postgres
 
@@ -93,7 +95,10 @@ def stored_events(app, **filters):
 
 
 def count_rows(database) -> int:
-    """Count the events in a database file, read on a connection of its own."""
+    """Count the events in a database (a file, or a PostgreSQL URL), read on a connection of its own."""
+    if storage.is_url(str(database)):
+        with psycopg.connect(str(database)) as conn:
+            return conn.execute("SELECT count(*) FROM events").fetchone()[0]
     conn = sqlite3.connect(database)
     try:
         return conn.execute("SELECT count(*) FROM events").fetchone()[0]

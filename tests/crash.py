@@ -6,7 +6,6 @@ Used by tests/test_crash.py (a few kills, in `make test`) and by `make soak` (ma
 import http.client
 import json
 import random
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -14,6 +13,7 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
+from storage import open_store
 from tests.conftest import SECRET, make_token
 from tests.server import Server
 
@@ -73,10 +73,9 @@ def _client(name: str, server_port: list, ledger: Ledger, stop: threading.Event,
                 ledger.refused.add(event_id)
 
 
-def run(kills: int, folder: Path, clients: int = 4, seed: int = 0, max_seconds: float = 600) -> dict:
-    """Drive the server, kill it `kills` times, and check the database. Return the tallies."""
+def run(kills: int, database: str, clients: int = 4, seed: int = 0, max_seconds: float = 600) -> dict:
+    """Drive the server on database (a file or a PostgreSQL URL), kill it `kills` times, check; return the tallies."""
     rng = random.Random(seed)
-    database = folder / "crash.db"
     token = make_token(lifetime=86400)
     ledger = Ledger()
     stop = threading.Event()
@@ -103,15 +102,14 @@ def run(kills: int, folder: Path, clients: int = 4, seed: int = 0, max_seconds: 
     return check(database, ledger, kills)
 
 
-def check(database: Path, ledger: Ledger, kills: int) -> dict:
-    """Every 200 stored once and in order, no refused event stored, the file intact."""
-    conn = sqlite3.connect(database)
+def check(database: str, ledger: Ledger, kills: int) -> dict:
+    """Every 200 stored once and in order, no refused event stored, the database sound."""
+    store = open_store(database)
     try:
-        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        rows = conn.execute("SELECT id, json_extract(event, '$.event_id') FROM events ORDER BY id").fetchall()
+        integrity = "; ".join(store.check()[1])
+        stored = [json.loads(line)["event"]["event_id"] for line in store.export_events()]
     finally:
-        conn.close()
-    stored = [event_id for _, event_id in rows]
+        store.close()
     position = {event_id: i for i, event_id in enumerate(stored)}
     acked = [e for ids in ledger.acked.values() for e in ids]
     lost = [e for e in acked if e not in position]
@@ -137,7 +135,7 @@ def main() -> int:
     """`make soak`: many kills, then a one-line summary."""
     kills = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     with tempfile.TemporaryDirectory(prefix="backup-api-soak-") as folder:
-        t = run(kills, Path(folder), seed=int(time.time()), max_seconds=3600)
+        t = run(kills, str(Path(folder) / "crash.db"), seed=int(time.time()), max_seconds=3600)
     ok = t["lost"] == t["duplicated"] == t["refused_but_stored"] == t["out_of_order"] == 0 and t["integrity"] == "ok"
     print(
         f"soak: {t['kills']} kills, {t['acknowledged']} events acknowledged, {t['lost']} lost,"

@@ -3,8 +3,8 @@
 from tests.crash import run
 
 
-def test_kill_9_under_load_loses_nothing(tmp_path):
-    tallies = run(kills=5, folder=tmp_path, seed=1, max_seconds=120)
+def test_kill_9_under_load_loses_nothing(database):
+    tallies = run(kills=5, database=database, seed=1, max_seconds=120)
     assert tallies["acknowledged"] > 100
     assert tallies["lost"] == 0
     assert tallies["duplicated"] == 0
