@@ -244,13 +244,53 @@ def _require_object(payload) -> None:
         raise ValidationError({"_body": ["Must be a JSON object."]})
 
 
-_event_fields = _event_schema.fields
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # what NO_CONTROL_CHARACTERS refuses
+_CURRENCY = re.compile(r"[A-Z]{3}\Z")
+
+
+def _is_identifier(value) -> bool:
+    """Identifier's checks: a string of 1 to MAX_ID_LENGTH characters, no control character."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and _CONTROL.search(value) is None
+
+
+def _is_amount(value) -> bool:
+    """Amount's checks: a JSON number, finite, 0 to MAX_AMOUNT."""
+    return isinstance(value, Decimal) and value.is_finite() and value.copy_abs() <= MAX_AMOUNT and value >= 0
+
+
+def _is_timestamp(value) -> bool:
+    """Timestamp's checks: an RFC 3339 date-time with an offset, of a real date and time."""
+    if not (isinstance(value, str) and RFC3339.fullmatch(value)):
+        return False
+    try:
+        microseconds(value)
+    except ValueError:
+        return False
+    return True
+
+
+# Each declared field's checks, written out: what its marshmallow field accepts, at a fraction of
+# the cost of calling it (about a fifth, per event). test_properties holds them to the schema.
+_QUICK_CHECKS = {
+    "partner_id": _is_identifier,
+    "player_login": _is_identifier,
+    "session_id": _is_identifier,
+    "game_id": _is_identifier,
+    "event_id": _is_identifier,
+    "amount": _is_amount,
+    "currency": lambda value: isinstance(value, str) and _CURRENCY.match(value) is not None,
+    "metadata": lambda value: isinstance(value, dict),
+    "occurred_at": _is_timestamp,
+    "event_type": lambda value: isinstance(value, str),  # and a catalog row: looked up first
+}
+if _QUICK_CHECKS.keys() != _event_schema.fields.keys():
+    raise RuntimeError("every field of PlayerEventSchema needs its quick check, and no other")
 
 
 def _plainly_valid(event: dict) -> bool:
-    """Tell whether an event passes the schema, by the schema's own fields and the catalog, or may not.
+    """Tell whether an event passes the schema, by quick checks of its fields and the catalog, or may not.
 
-    The same field objects and the same rule table as the schema's load, called directly: a
+    The same rules as the schema's load (the fields' checks written out, the same rule table): a
     fraction of the cost of Schema.load, whose error messages are needed only when this says no.
     """
     event_type = event.get("event_type")
@@ -260,13 +300,10 @@ def _plainly_valid(event: dict) -> bool:
     for name in (*ALWAYS_REQUIRED, *required):
         if name not in event:
             return False
-    try:
-        for name, value in event.items():
-            field = _event_fields.get(name)
-            if field is not None:
-                field.deserialize(value)
-    except ValidationError:
-        return False
+    for name, value in event.items():
+        check = _QUICK_CHECKS.get(name)
+        if check is not None and not check(value):
+            return False
     return True
 
 

@@ -8,12 +8,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from backup_api import create_app
-from schemas import ALWAYS_REQUIRED, EVENT_RULES, _event_schema, _plainly_valid, parse_json
+from schemas import ALWAYS_REQUIRED, EVENT_RULES, MAX_AMOUNT, _event_schema, _plainly_valid, parse_json
 from tests.conftest import SECRET, bearer
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
@@ -196,3 +197,24 @@ wild_events = st.dictionaries(
 def test_the_quick_check_decides_as_the_schema_does(event):
     assert _plainly_valid(event) == _schema_accepts(event)
 
+
+
+# The edges of each quick check, where a check written out could drift from its field.
+EDGES = {
+    "player_login": ["", "a", "a" * 255, "a" * 256, "a\x00", "a\x1f", "a\x7f", "a\x9f", "a\xa0", "\n", 5, None],
+    "amount": [Decimal("0"), Decimal("-0"), Decimal("-1"), Decimal("1e-400"), MAX_AMOUNT,
+               MAX_AMOUNT + Decimal("1e290"), Decimal("1e400"), "5", True, None],
+    "currency": ["EUR", "eur", "EURO", "EU", "EU1", "EUR\n", 978, None],
+    "metadata": [{}, {"a": [1]}, [], "x", None],
+    "occurred_at": ["2026-01-31T12:00:00Z", "2026-01-31t12:00:00+01:00", "2026-02-30T12:00:00Z",
+                    "2026-01-31T12:00:00", "2026-01-31T24:00:00Z", "2026-01-31T12:00:00.123456789-23:59",
+                    20260131, None],
+    "event_type": ["bet", "BET", "", 7, None],
+}
+
+
+@pytest.mark.parametrize(("field", "value"), [(f, v) for f, values in EDGES.items() for v in values])
+def test_the_quick_check_decides_as_the_schema_does_at_the_edges(field, value):
+    event = {"partner_id": "casino_alpha", "player_login": "p1", "event_type": "bet", "amount": Decimal(5),
+             field: value}
+    assert _plainly_valid(event) == _schema_accepts(event)
