@@ -154,6 +154,26 @@ def format_player(partner_id: str, player_login: str, is_vip: bool, updated_at: 
     )
 
 
+def conditions(clauses: Iterable[tuple[str, object]]) -> tuple[list[str], list]:
+    """Keep the SQL clauses whose value is given; return them and their values, in order."""
+    kept = [(clause, value) for clause, value in clauses if value is not None]
+    return [clause for clause, _ in kept], [value for _, value in kept]
+
+
+def fill_page(rows: Iterable[tuple[int, int, str]], limit: int) -> tuple[list[tuple[int, int, str]], bool]:
+    """Take rows (id, received_at, text) into a page of at most limit events and MAX_PAGE_BYTES; say if any are left.
+
+    A page holds at least one event, however large.
+    """
+    page, size = [], 0
+    for row in rows:
+        if len(page) == limit or (page and size + len(row[2]) > MAX_PAGE_BYTES):
+            return page, True
+        page.append(row)
+        size += len(row[2])
+    return page, False
+
+
 def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
     """Pass exported event records on, refusing (ValueError) ids that do not increase."""
     last_id = 0

@@ -18,7 +18,9 @@ from storage.base import (
     StorageError,
     Store,
     WriteRequest,
+    conditions,
     event_row,
+    fill_page,
     format_event,
     format_player,
     increasing_ids,
@@ -310,16 +312,12 @@ class PostgresStore(Store):
         received_before=None,
     ):
         """Return a page of a partner's events with id > after, oldest first, and the id to go on after."""
-        filters, params = [], []
-        for clause, value in (
+        filters, params = conditions((
             ("player_login = %s", player_login),
             ("event_type = %s", event_type),
             ("received_at > %s", received_after),
             ("received_at < %s", received_before),
-        ):
-            if value is not None:
-                filters.append(clause)
-                params.append(value)
+        ))
         where = "".join(" AND " + clause for clause in filters)
         with self._connection("the database could not be read") as conn:
             if event_id is not None:
@@ -345,12 +343,9 @@ class PostgresStore(Store):
                         f"SELECT id, received_at, event::text FROM ({window}) AS w WHERE true{where} ORDER BY id",
                         [partner_id, after, *params],
                     )
-                    page, size = [], 0
-                    for row in cursor:
-                        if len(page) == limit or (page and size + len(row[2]) > base.MAX_PAGE_BYTES):
-                            return page, page[-1][0]  # there is more
-                        page.append(row)
-                        size += len(row[2])
+                    page, more = fill_page(cursor, limit)
+                if more:
+                    return page, page[-1][0]
                 scanned, last = conn.execute(
                     f"SELECT count(*), max(id) FROM (SELECT id FROM events WHERE partner_id = %s AND id > %s"
                     f" ORDER BY id LIMIT {base.SCAN_WINDOW}) AS w",
@@ -375,11 +370,7 @@ class PostgresStore(Store):
 
     def export_events(self, partner_id=None, player_login=None):
         """Yield one JSON line per stored event, oldest first, with every column: what an import takes."""
-        where, params = [], []
-        for clause, value in (("partner_id = %s", partner_id), ("player_login = %s", player_login)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
+        where, params = conditions((("partner_id = %s", partner_id), ("player_login = %s", player_login)))
         sql = "SELECT id, received_at, sub, event::text FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -17,8 +17,10 @@ from storage.base import (
     StorageError,
     Store,
     WriteRequest,
+    conditions,
     create_private_file,
     event_row,
+    fill_page,
     format_event,
     format_player,
     increasing_ids,
@@ -296,16 +298,12 @@ class SQLiteStore(Store):
     ):
         """Return a page of a partner's events with id > after, oldest first, and the id to go on after."""
         # Ids are committed in order: one process writes, one transaction at a time.
-        filters, params = [], []
-        for clause, value in (
+        filters, params = conditions((
             ("player_login = ?", player_login),
             ("json_extract(event, '$.event_type') = ?", event_type),
             ("received_at > ?", received_after),
             ("received_at < ?", received_before),
-        ):
-            if value is not None:
-                filters.append(clause)
-                params.append(value)
+        ))
         where = "".join(" AND " + clause for clause in filters)
         with self._reader() as conn:
             if event_id is not None:
@@ -323,13 +321,10 @@ class SQLiteStore(Store):
                 f"SELECT id, received_at, event FROM ({window}) WHERE 1{where} ORDER BY id",
                 [partner_id, after, *params],
             )
-            page, size = [], 0
-            for row in cursor:
-                if len(page) == limit or (page and size + len(row[2]) > base.MAX_PAGE_BYTES):
-                    cursor.close()
-                    return page, page[-1][0]  # there is more
-                page.append(row)
-                size += len(row[2])
+            page, more = fill_page(cursor, limit)
+            cursor.close()
+            if more:
+                return page, page[-1][0]
             scanned, last = conn.execute(
                 f"SELECT count(*), max(id) FROM (SELECT id FROM events WHERE partner_id = ? AND id > ?"
                 f" ORDER BY id LIMIT {base.SCAN_WINDOW})",
@@ -355,13 +350,7 @@ class SQLiteStore(Store):
 
     def export_events(self, partner_id=None, player_login=None):
         """Yield one JSON line per stored event, oldest first, with every column: what an import takes."""
-        where, params = [], []
-        if partner_id is not None:
-            where.append("partner_id = ?")
-            params.append(partner_id)
-        if player_login is not None:
-            where.append("player_login = ?")
-            params.append(player_login)
+        where, params = conditions((("partner_id = ?", partner_id), ("player_login = ?", player_login)))
         sql = "SELECT id, received_at, sub, event FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
