@@ -174,6 +174,27 @@ def fill_page(rows: Iterable[tuple[int, int, str]], limit: int) -> tuple[list[tu
     return page, False
 
 
+def merge_players(records: Iterable[tuple[str, str, bool, str, str]], held_at, write) -> tuple[int, int, int]:
+    """Merge exported VIP flags by time; return (imported, updated, already held).
+
+    held_at(partner_id, player_login) gives the updated_at of the flag held, or None; write(record)
+    stores a record's flag. A player not held is added; one held with an older updated_at takes the
+    record's flag; one held with the same or a newer updated_at keeps its own.
+    """
+    imported = updated = held = 0
+    for record in records:
+        existing = held_at(record[0], record[1])
+        if existing is not None and existing >= record[3]:
+            held += 1
+            continue
+        write(record)
+        if existing is None:
+            imported += 1
+        else:
+            updated += 1
+    return imported, updated, held
+
+
 def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
     """Pass exported event records on, refusing (ValueError) ids that do not increase."""
     last_id = 0

@@ -24,6 +24,7 @@ from storage.base import (
     format_event,
     format_player,
     increasing_ids,
+    merge_players,
     now_us,
     parsed_content_key,
     rfc3339_us,
@@ -87,6 +88,13 @@ _INSERT = (
 _INSERT_WITH_IDS = _INSERT.replace(f"({_COLUMNS}) SELECT p,", f"(id, {_COLUMNS}) SELECT i, p,")
 
 _encode_str = json.encoder.encode_basestring
+
+# A player's VIP flag, added or replaced.
+_UPSERT_PLAYER = (
+    "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
+    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
+    " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+)
 
 
 def _records(rows: list[tuple], ids: list[int] | None = None) -> str:
@@ -285,12 +293,7 @@ class PostgresStore(Store):
     def set_vip(self, partner_id, player_login, is_vip, sub):
         """Record a player's VIP flag, when it was set and by whom."""
         with self._connection("the VIP flag could not be stored") as conn:
-            conn.execute(
-                "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
-                " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                (partner_id, player_login, is_vip, rfc3339_us(now_us()), sub),
-            )
+            conn.execute(_UPSERT_PLAYER, (partner_id, player_login, is_vip, rfc3339_us(now_us()), sub))
 
     def ping(self):
         """Run a query on the events table; raise StorageError if the database does not answer."""
@@ -444,27 +447,16 @@ class PostgresStore(Store):
 
     def import_players(self, records):
         """Store exported VIP flags all or nothing; return (imported, updated, already held)."""
-        imported = updated = held = 0
         with self._connection("the import failed") as conn, conn.transaction():
-            for partner_id, player_login, is_vip, updated_at, updated_by in records:
-                existing = conn.execute(
+
+            def held_at(partner_id, player_login):
+                row = conn.execute(
                     "SELECT updated_at FROM players WHERE partner_id = %s AND player_login = %s FOR UPDATE",
                     (partner_id, player_login),
                 ).fetchone()
-                if existing is not None and existing[0] >= updated_at:
-                    held += 1
-                    continue
-                conn.execute(
-                    "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
-                    " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                    (partner_id, player_login, is_vip, updated_at, updated_by),
-                )
-                if existing is None:
-                    imported += 1
-                else:
-                    updated += 1
-        return imported, updated, held
+                return None if row is None else row[0]
+
+            return merge_players(records, held_at, lambda record: conn.execute(_UPSERT_PLAYER, record))
 
     def snapshot(self, destination):
         """Refuse: a PostgreSQL database is copied by PostgreSQL's own tools."""

@@ -24,6 +24,7 @@ from storage.base import (
     format_event,
     format_player,
     increasing_ids,
+    merge_players,
     now_us,
     parsed_content_key,
     rfc3339_us,
@@ -38,6 +39,14 @@ def _file_identity(path: str) -> tuple[int, int]:
 
 # Pooled read-only connections kept.
 MAX_READERS = 8
+
+# A player's VIP flag, added or replaced. Plain SQL: sqlite-utils' upsert commits on its own,
+# inside our transaction.
+_UPSERT_PLAYER = (
+    "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
+    " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+)
 
 
 class SQLiteStore(Store):
@@ -220,14 +229,8 @@ class SQLiteStore(Store):
 
     def set_vip(self, partner_id: str, player_login: str, is_vip: bool, sub: str) -> None:
         """Record a player's VIP flag, when it was set and by whom."""
-        # Plain SQL: sqlite-utils' upsert commits on its own, inside our transaction.
         with self._lock, self._transaction("the VIP flag could not be stored") as conn:
-            conn.execute(
-                "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
-                " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                (partner_id, player_login, int(is_vip), rfc3339_us(now_us()), sub),
-            )
+            conn.execute(_UPSERT_PLAYER, (partner_id, player_login, int(is_vip), rfc3339_us(now_us()), sub))
 
     def ping(self) -> None:
         """Run a query on the events table; raise StorageError if the database does not answer."""
@@ -389,26 +392,20 @@ class SQLiteStore(Store):
 
     def import_players(self, records):
         """Store exported VIP flags all or nothing; return (imported, updated, already held)."""
-        imported = updated = held = 0
         with self._lock, self._transaction("the import failed") as conn:
-            for partner_id, player_login, is_vip, updated_at, updated_by in records:
-                existing = conn.execute(
+
+            def held_at(partner_id, player_login):
+                row = conn.execute(
                     "SELECT updated_at FROM players WHERE partner_id = ? AND player_login = ?",
                     (partner_id, player_login),
                 ).fetchone()
-                if existing is not None and existing[0] >= updated_at:
-                    held += 1
-                    continue
-                conn.execute(
-                    "INSERT OR REPLACE INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (partner_id, player_login, int(is_vip), updated_at, updated_by),
-                )
-                if existing is None:
-                    imported += 1
-                else:
-                    updated += 1
-        return imported, updated, held
+                return None if row is None else row[0]
+
+            def write(record):
+                partner_id, player_login, is_vip, updated_at, updated_by = record
+                conn.execute(_UPSERT_PLAYER, (partner_id, player_login, int(is_vip), updated_at, updated_by))
+
+            return merge_players(records, held_at, write)
 
     def snapshot(self, destination: str) -> None:
         """Write a consistent copy of the database to destination with SQLite's online backup API."""

@@ -13,7 +13,7 @@ import pytest
 
 import storage
 from backup_api import create_app
-from tests.conftest import SECRET, make_token, post_event, valid_event
+from tests.conftest import SECRET, make_token, post_event, sqlite_only, valid_event
 from tests.server import ROOT, Server
 
 ODD_EVENTS = [
@@ -60,8 +60,9 @@ def source(tmp_path):
 
 
 @pytest.fixture
-def empty(tmp_path):
-    app = new_app(tmp_path / "target.db")
+def empty(database):
+    """An app on an empty database: imports are tested into each store."""
+    app = new_app(database)
     yield app
     app.extensions["store"].close()
 
@@ -163,6 +164,8 @@ def test_players_import_keeps_the_newer_flag(empty):
     run(empty, "players", "import", "-", stdin=(line % ("true", "2026-01-01T00:00:00.000000Z")).encode())
     older = (line % ("false", "2025-01-01T00:00:00.000000Z")).encode()
     assert run(empty, "players", "import", "-", stdin=older).output == "imported 0, updated 0, already held 1\n"
+    same_time = (line % ("false", "2026-01-01T00:00:00.000000Z")).encode()
+    assert run(empty, "players", "import", "-", stdin=same_time).output == "imported 0, updated 0, already held 1\n"
     newer = (line % ("false", "2026-06-01T00:00:00.000000Z")).encode()
     assert run(empty, "players", "import", "-", stdin=newer).output == "imported 0, updated 1, already held 0\n"
     [flag] = [json.loads(x) for x in run(empty, "players", "export").output.splitlines()]
@@ -248,6 +251,7 @@ def test_db_restore_replaces_the_database_and_keeps_the_old_one(source, tmp_path
     old.extensions["store"].close()
 
 
+@sqlite_only
 def test_db_restore_refuses_a_bad_snapshot_and_changes_nothing(empty, tmp_path):
     post_event(empty.test_client(), valid_event("bet"))
     before = run(empty, "events", "export").output
