@@ -3,7 +3,7 @@
 import click
 from flask import Flask
 
-import backup_api
+from backup_api import server
 
 
 def create_app() -> Flask:
@@ -24,7 +24,7 @@ def add_serve_command(app: Flask) -> None:
     @app.cli.command("serve")
     @click.option("--host", default="127.0.0.1")
     @click.option("--port", default=8000, type=int)
-    @click.option("--threads", default=backup_api.THREADS, type=int)
+    @click.option("--threads", default=server.THREADS, type=int)
     def serve(host, port, threads):
         """Serve with the service's own waitress settings."""
-        backup_api.serve(app, host=host, port=port, threads=threads)
+        server.serve(app, host=host, port=port, threads=threads)

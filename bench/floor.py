@@ -10,8 +10,7 @@ import os
 
 from flask import Flask, request
 
-import schemas
-import storage
+from backup_api import schemas, storage
 from bench.baseline import add_serve_command
 
 

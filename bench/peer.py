@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
 
-from schemas import EVENT_RULES  # the catalog itself: the same 13 types and their required fields
+from backup_api.schemas import EVENT_RULES  # the catalog itself: the same 13 types and their required fields
 
 # Strict where coercion would let "5" pass for 5; FastAPI validates the parsed body, so the
 # timestamp, a string in JSON, stays lax.

@@ -11,8 +11,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import storage
-from backup_api import create_app, make_cursor
+from backup_api import create_app, storage
+from backup_api.cursors import make_cursor
 from tests.conftest import SECRET, make_token
 from tests.server import ROOT, Server
 

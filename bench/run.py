@@ -17,7 +17,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import storage
+from backup_api import storage
 from bench import reads
 from tests.conftest import SECRET, make_token
 from tests.server import Server

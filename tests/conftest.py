@@ -9,8 +9,7 @@ import jwt
 import psycopg
 import pytest
 
-import storage
-from backup_api import create_app
+from backup_api import create_app, storage
 from tests import postgres
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-and-even-hs512-0123456789abcdef"
@@ -113,7 +112,7 @@ def stored_players(app):
 
 def valid_event(kind="bet", **fields):
     """Return a minimal valid event of type kind, with fields overriding its values."""
-    from schemas import EVENT_RULES
+    from backup_api.schemas import EVENT_RULES
 
     event = {"partner_id": "casino_alpha", "player_login": "player42", "event_type": kind}
     samples = {"amount": 5, "session_id": "sess_abc", "game_id": "game_7"}

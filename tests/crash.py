@@ -13,7 +13,7 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
-from storage import open_store
+from backup_api.storage import open_store
 from tests.conftest import SECRET, make_token
 from tests.server import Server
 

@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-import backup_api
+from backup_api import tokens
 from tests.conftest import SECRET, bearer, make_token, valid_event
 
 ROUTES = [
@@ -141,8 +141,8 @@ def test_remembered_tokens_are_bounded(app, client):
 def test_a_token_is_decoded_once(app, client, monkeypatch):
     token = make_token()
     decodes = []
-    original = backup_api.verify_jwt_in_request
-    monkeypatch.setattr(backup_api, "verify_jwt_in_request", lambda *a, **k: decodes.append(1) or original(*a, **k))
+    original = tokens.verify_jwt_in_request
+    monkeypatch.setattr(tokens, "verify_jwt_in_request", lambda *a, **k: decodes.append(1) or original(*a, **k))
     for n in range(3):
         assert client.post("/player-events", json=valid_event("bet", n=n), headers=bearer(token)).status_code == 200
     assert len(decodes) == 1

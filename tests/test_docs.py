@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from schemas import EVENT_RULES
+from backup_api.schemas import EVENT_RULES
 from tests.server import ROOT
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from schemas import ALWAYS_REQUIRED, EVENT_RULES, MAX_AMOUNT
+from backup_api.schemas import ALWAYS_REQUIRED, EVENT_RULES, MAX_AMOUNT
 from tests.conftest import make_token, post_event, stored_events, valid_event
 
 

@@ -10,7 +10,7 @@ from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from backup_api import create_app
-from schemas import ALWAYS_REQUIRED, EVENT_RULES
+from backup_api.schemas import ALWAYS_REQUIRED, EVENT_RULES
 from tests.conftest import SECRET, make_token
 from tests.test_docs import REFERENCE_CATALOG, _reference_rows
 

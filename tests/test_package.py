@@ -5,20 +5,22 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 from click.testing import CliRunner
 
 import backup_api
+from backup_api.cli import main
 from tests.conftest import SECRET, make_token, valid_event
 from tests.server import ROOT, Server
 
 
 def test_version_and_help():
     runner = CliRunner()
-    result = runner.invoke(backup_api.main, ["--version"])
+    result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0 and result.output == f"game-backup-api, version {backup_api.__version__}\n"
-    result = runner.invoke(backup_api.main, ["--help"])
+    result = runner.invoke(main, ["--help"])
     assert result.exit_code == 0
     for command in ("serve", "token", "events", "players", "db"):
         assert f"  {command} " in result.output
@@ -28,21 +30,68 @@ def test_version_and_help():
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """The wheel built from this checkout, installed into a folder of its own; its command's path."""
-    folder = tmp_path_factory.mktemp("package")
+def wheel(tmp_path_factory):
+    """The wheel built from this checkout."""
+    folder = tmp_path_factory.mktemp("wheel")
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(ROOT), "-w", str(folder / "dist")],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(ROOT), "-w", str(folder)],
         capture_output=True, text=True, timeout=600,
     )
     assert build.returncode == 0, build.stderr
-    [wheel] = (folder / "dist").glob("game_backup_api-*.whl")
+    [built] = folder.glob("game_backup_api-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory):
+    """The wheel installed into a folder of its own; its command's path."""
+    folder = tmp_path_factory.mktemp("package")
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder / "site"), str(wheel)],
         capture_output=True, text=True, timeout=600,
     )
     assert install.returncode == 0, install.stderr
     return folder / "site"
+
+
+def test_the_wheel_holds_one_top_level_package(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        tops = {name.split("/")[0] for name in archive.namelist()}
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"backup_api"}
+
+
+# PyPI packages named like the modules this service once put at the top of site-packages.
+NAMESAKES = ["openapi==2.0.0", "schemas==0.7.1", "storage==0.0.4.3"]
+
+
+def test_the_wheel_works_beside_its_namesakes_from_pypi(wheel, tmp_path):
+    """In a venv that already holds PyPI's openapi, schemas and storage: mint, serve, post, read."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    for args in (NAMESAKES, ["-r", str(ROOT / "requirements.txt")], ["--no-deps", str(wheel)]):
+        done = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    # The namesakes are really there, at the top of site-packages (PyPI's schemas is Python 2: found, not imported).
+    found = "import importlib.util as u; print(all(u.find_spec(n) for n in ('openapi', 'schemas', 'storage')))"
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", found], capture_output=True, text=True, timeout=60)
+    assert site.stdout == "True\n", site.stderr
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    command = [str(venv / "bin" / "game-backup-api")]
+    minted = subprocess.run([*command, "token", "issue", "casino_alpha"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert minted.returncode == 0, minted.stderr
+    server = Server(tmp_path / "unused.db")
+    server.env = env
+    server.start(command=[*command, "serve", "--port", "0"], cwd=tmp_path)
+    try:
+        token = minted.stdout.strip()
+        assert server.request("POST", "/player-events", valid_event("bet"), token=token)[0] == 200
+        status, _, page = server.request("GET", "/player-events?partner_id=casino_alpha", token=token)
+        assert status == 200 and len(page["events"]) == 1
+        assert server.request("GET", "/openapi.json")[0] == 200
+    finally:
+        server.stop()
 
 
 def test_the_installed_command_serves_from_its_working_directory(installed, tmp_path):

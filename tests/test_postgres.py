@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from backup_api import ConfigError, create_app
-from storage import open_store
-from storage.base import parsed_content_key
+from backup_api.storage import open_store
+from backup_api.storage.base import parsed_content_key
 from tests import postgres
 from tests.conftest import SECRET, bearer, make_token, post_event, valid_event
 from tests.server import Server
@@ -40,7 +40,7 @@ def test_a_bad_timeout_refuses_to_start(postgres_url, timeout):
 
 
 def test_the_password_is_never_printed(postgres_url):
-    from storage.postgres import _without_password
+    from backup_api.storage.postgres import _without_password
 
     assert _without_password("postgresql://app:s3cret@db.example:5432/backup") == (
         "postgresql://app:***@db.example:5432/backup"

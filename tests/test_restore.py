@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import storage
-from backup_api import create_app
+from backup_api import create_app, storage
 from tests.conftest import SECRET, make_token, post_event, sqlite_only, valid_event
 from tests.server import ROOT, Server
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import storage
+from backup_api import storage
 from tests.conftest import SECRET, count_rows, make_token, valid_event
 from tests.server import ROOT, Server
 

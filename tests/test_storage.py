@@ -7,8 +7,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-import storage
-from schemas import parse_json
+from backup_api import storage
+from backup_api.schemas import parse_json
 
 
 @pytest.fixture

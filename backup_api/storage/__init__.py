@@ -1,26 +1,23 @@
-"""The stores: base.py says what every store keeps and promises; sqlite.py and postgres.py each hold one backend's SQL.
+"""The stores: base.py says what every store keeps and promises; sqlite.py and postgres.py each hold one
+backend's SQL; sqlite_files.py checks, copies and restores a SQLite file whole; files.py keeps files private.
 
 open_store picks the backend from the database setting: a postgresql:// URL, else a file path.
 """
 
-from storage.base import (
+from backup_api.storage.base import (
     MAX_PAGE_BYTES,
-    PRIVATE_FILE,
-    PRIVATE_FOLDER,
     SCAN_WINDOW,
     SCHEMA_VERSION,
     EventConflict,
     StorageError,
     Store,
     content_key,
-    create_private_file,
     dumps,
     format_event,
-    loose_modes,
-    make_private_folder,
     now_us,
     rfc3339_us,
 )
+from backup_api.storage.files import PRIVATE_FILE, PRIVATE_FOLDER, create_private_file, loose_modes, make_private_folder
 
 __all__ = [
     "MAX_PAGE_BYTES", "PRIVATE_FILE", "PRIVATE_FOLDER", "SCAN_WINDOW", "SCHEMA_VERSION", "EventConflict", "Store",
@@ -43,9 +40,9 @@ def open_store(database: str, *, synchronous: str = "FULL", timeout_ms: int = 50
     pool and statement timeouts. synchronous is SQLite's (PostgreSQL commits are always flushed).
     """
     if is_url(database):
-        from storage.postgres import PostgresStore  # psycopg is loaded only by those who use it
+        from backup_api.storage.postgres import PostgresStore  # psycopg is loaded only by those who use it
 
         return PostgresStore(database, timeout_ms=timeout_ms)
-    from storage.sqlite import SQLiteStore
+    from backup_api.storage.sqlite import SQLiteStore
 
     return SQLiteStore(database, synchronous=synchronous, busy_timeout_ms=timeout_ms)

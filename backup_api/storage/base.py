@@ -6,12 +6,9 @@ their SQL: sqlite.py (one file, one process) and postgres.py (a server, many pro
 
 import hashlib
 import json
-import os
-import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -203,55 +200,6 @@ def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
             raise ValueError(f"id {record[0]} does not follow id {last_id}: an export lists ids in increasing order")
         last_id = record[0]
         yield record
-
-
-# Private files ------------------------------------------------------------------------------
-
-# Every file holding events, flags or the secret is its owner's alone, whatever the umask.
-PRIVATE_FILE = 0o600
-PRIVATE_FOLDER = 0o700
-
-
-def make_private_folder(path: str) -> None:
-    """Create the folder at path and its missing parents, each mode 0700 whatever the umask."""
-    missing = []
-    folder = os.path.abspath(path)
-    while not os.path.isdir(folder):
-        missing.append(folder)
-        folder = os.path.dirname(folder)
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, PRIVATE_FOLDER)
-        except FileExistsError:
-            continue  # made meanwhile by someone else: theirs to set
-        os.chmod(folder, PRIVATE_FOLDER)  # the umask may have taken bits off
-
-
-def create_private_file(path: str) -> None:
-    """Create an empty file at path, mode 0600 whatever the umask, unless a file is there already.
-
-    SQLite gives a database's -wal, -shm and -journal files the mode of the database file itself,
-    so a database created this way keeps all of them private too.
-    """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, PRIVATE_FILE)
-    finally:
-        os.close(fd)
-
-
-def loose_modes(paths: list[str]) -> list[tuple[str, int]]:
-    """Return those of paths that exist and that users other than the owner may read or write, with their modes."""
-    loose = []
-    for path in paths:
-        with suppress(FileNotFoundError):
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-            if mode & 0o077:
-                loose.append((path, mode))
-    return loose
 
 
 # The contract -------------------------------------------------------------------------------

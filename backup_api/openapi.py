@@ -2,7 +2,7 @@
 
 from marshmallow import fields, validate
 
-import schemas
+from backup_api import schemas
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 OK = {"$ref": "#/components/schemas/Ok"}

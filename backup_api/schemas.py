@@ -1,11 +1,12 @@
-"""Request parsing and validation: the strict JSON reader, the event catalog, the schemas."""
+"""Validation: the event catalog (the rule table), the marshmallow schemas, the read query, the export lines."""
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from backup_api.jsontext import BodyError, Number, parse_json
 
 # The event catalog: each event_type and the fields it requires beyond the three
 # that every event carries. The README, the tests and the validation read it from here.
@@ -28,8 +29,6 @@ ALWAYS_REQUIRED = ("partner_id", "player_login", "event_type")
 
 MAX_ID_LENGTH = 255
 MAX_BATCH = 1000
-# Deeper than any real event needs, far below what would exhaust the interpreter's stack.
-MAX_DEPTH = 64
 # The largest finite IEEE 754 double, as JSON writes it (the reference types amount as
 # "number <double>"). Its shortest form, the one the OpenAPI document's maximum carries, not its
 # exact value, which is a little larger: so that the document and the check agree to the digit.
@@ -43,100 +42,10 @@ RFC3339 = re.compile(
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class Number(Decimal):
-    """A JSON number: its exact value, and written back (str) exactly as it was sent, 1e-400 not 1E-400."""
-
-    __slots__ = ("_text",)
-
-    def __new__(cls, text: str):
-        number = super().__new__(cls, text)
-        number._text = text
-        return number
-
-    def __str__(self) -> str:
-        return self._text
-
-
 def microseconds(timestamp: str) -> int:
     """Turn an RFC 3339 timestamp into microseconds since the epoch; ValueError if it names no moment."""
     moment = datetime.fromisoformat(timestamp.upper().replace("Z", "+00:00"))
     return (moment - EPOCH) // timedelta(microseconds=1)
-
-
-class BodyError(ValueError):
-    """The request body is not acceptable JSON."""
-
-
-def _no_duplicates(pairs: list) -> dict:
-    """Build an object, refusing a key that appears twice."""
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise BodyError(f"duplicate key {key!r} in a JSON object")
-            seen.add(key)
-    return obj
-
-
-def _no_constant(name: str):
-    """Refuse NaN and Infinity, which are not JSON."""
-    raise BodyError(f"{name} is not a valid JSON value")
-
-
-def _check_text(text: str) -> None:
-    """Refuse a string that is not valid Unicode (a lone UTF-16 surrogate)."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BodyError("a string holds an unpaired UTF-16 surrogate") from None
-
-
-def _check_tree(value) -> None:
-    """Refuse nesting deeper than MAX_DEPTH and strings that are not valid Unicode."""
-    # Iterative, and only containers go on the stack: this runs on every event of a batch.
-    if isinstance(value, str):
-        _check_text(value)
-    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels")
-        if isinstance(item, dict):
-            for key in item:
-                _check_text(key)
-            children = item.values()
-        else:
-            children = item
-        for child in children:
-            if isinstance(child, str):
-                _check_text(child)
-            elif isinstance(child, (dict, list)):
-                stack.append((child, depth + 1))
-
-
-def parse_json(raw: bytes):
-    """Parse a request body strictly: UTF-8, no duplicate keys, numbers kept as Number (a Decimal)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BodyError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    try:
-        value = json.loads(
-            text,
-            # Every number becomes a Number: exact, free of int()'s digit limit, kept as written.
-            parse_float=Number,
-            parse_int=Number,
-            parse_constant=_no_constant,
-            object_pairs_hook=_no_duplicates,
-        )
-    except json.JSONDecodeError as exc:
-        raise BodyError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
-    _check_tree(value)
-    return value
 
 
 # A full match (marshmallow's Regexp anchors only at the start); the OpenAPI document reuses it.

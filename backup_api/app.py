@@ -1,0 +1,23 @@
+"""The app factory: settings, logging, tokens, errors, routes and commands, wired together."""
+
+from flask import Flask
+
+from backup_api import commands, config, errors, logs, openapi, routes, tokens
+from backup_api.config import ConfigError
+
+__all__ = ["ConfigError", "create_app"]
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create and configure the service (from BACKUP_API_* variables, or from test_config when given)."""
+    app = Flask("backup_api", instance_relative_config=True)
+    app.json.sort_keys = False  # answers read in the order written: "status" first
+    config.configure(app, test_config)
+    app.extensions["openapi"] = openapi.document()
+    logs.init_app(app)
+    config.warn_of_loose_modes(app)
+    tokens.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(routes.bp)
+    commands.init_app(app)
+    return app

@@ -1,0 +1,112 @@
+"""The routes: every HTTP endpoint of the service, each a thin view over schemas, tokens and the store."""
+
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import NotFound, UnsupportedMediaType
+
+from backup_api import logs, schemas, storage
+from backup_api.config import store
+from backup_api.cursors import make_cursor, read_cursor
+from backup_api.tokens import authenticate, authorise, owned_partners
+
+bp = Blueprint("api", __name__)
+
+
+def read_json():
+    """Return the request body parsed strictly as JSON."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("the body must be JSON, sent as Content-Type: application/json")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        # Not decoded: a small compressed body could expand far past the 1 MiB limit.
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the JSON uncompressed")
+    return schemas.parse_json(request.get_data(cache=False))
+
+
+@bp.post("/player-events")
+def post_player_events():
+    """Store one player event, or a batch of them (a JSON array), all or nothing."""
+    claims = authenticate()
+    payload = read_json()
+    batch = isinstance(payload, list)
+    # Ownership first: a partner_id the token does not own is 403 whatever else is wrong.
+    named = [item.get("partner_id") for item in (payload if batch else [payload]) if isinstance(item, dict)]
+    for partner_id in sorted({p for p in named if isinstance(p, str) and p}):
+        authorise(claims, partner_id)
+    events = schemas.validate_batch(payload) if batch else [schemas.validate_event(payload)]
+    new = store().add_events(events, claims["sub"])
+    logs.notice_stored(events, new)
+    if batch:
+        accepted = sum(new)
+        return {"status": "ok", "accepted": accepted, "duplicates": len(new) - accepted}
+    return ok_response()
+
+
+@bp.get("/player-events")
+def list_player_events():
+    """List a partner's stored events, oldest first, a page at a time."""
+    claims = authenticate()
+    # Ownership first: a partner_id the token does not own is 403 whatever else is wrong.
+    for partner_id in sorted(set(request.args.getlist("partner_id"))):
+        if partner_id:
+            authorise(claims, partner_id)
+    query = schemas.validate_event_query(request.args.to_dict(flat=False))
+    limit = query.pop("limit")
+    after = read_cursor(query.pop("after", None), query)
+    events, next_after = store().read_events(after=after, limit=limit, **query)
+    # The stored JSON text of each event is spliced in as it is: every digit as it was sent.
+    cursor = "null" if next_after is None else f'"{make_cursor(next_after, query)}"'
+    body = '{"events": [' + ", ".join(storage.format_event(*e) for e in events) + f'], "next": {cursor}}}'
+    return Response(body, mimetype="application/json")
+
+
+@bp.get(f"/player-events/<int(max={schemas.MAX_ROW_ID}):event_row_id>")
+def get_player_event(event_row_id):
+    """Return one stored event; 404 also when it belongs to a partner the token does not own."""
+    claims = authenticate()
+    found = store().get_event(event_row_id)
+    if found is None or found[0] not in owned_partners(claims):
+        raise NotFound(f"no stored event {event_row_id} among the partners this token owns")
+    partner_id, received_at, event = found
+    g.partners = {partner_id}
+    return Response(storage.format_event(event_row_id, received_at, event), mimetype="application/json")
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """Serve the OpenAPI document (no token needed)."""
+    return current_app.extensions["openapi"]
+
+
+@bp.get("/healthz")
+def healthz():
+    """Answer 200 when the database answers a query (no token needed)."""
+    store().ping()
+    return {"status": "ok"}
+
+
+@bp.put("/users/<partner_id>/player/<player_login>/vip")
+def put_vip(partner_id, player_login):
+    """Set or clear a player's VIP flag."""
+    claims = authenticate()
+    authorise(claims, partner_id)
+    is_vip = schemas.validate_vip(read_json(), partner_id, player_login)
+    store().set_vip(partner_id, player_login, is_vip, claims["sub"])
+    return ok_response()
+
+
+@bp.get("/users/<partner_id>/player/<player_login>/vip")
+def get_vip(partner_id, player_login):
+    """Return a player's VIP flag, when it was set and by whom (false and nulls if never set)."""
+    claims = authenticate()
+    authorise(claims, partner_id)
+    schemas.validate_player_path(partner_id, player_login)
+    is_vip, updated_at, updated_by = store().get_vip(partner_id, player_login) or (False, None, None)
+    return {"is_vip": is_vip, "updated_at": updated_at, "updated_by": updated_by}
+
+
+def ok_response() -> Response:
+    """Answer {"status": "ok"}: a constant body, written once rather than serialised per request."""
+    return Response(_OK_BODY, mimetype="application/json")
+
+
+_OK_BODY = b'{"status":"ok"}\n'

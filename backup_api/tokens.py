@@ -1,0 +1,140 @@
+"""Bearer tokens: minting them, verifying them (and remembering the verified), and the partners they own."""
+
+import re
+import threading
+import time
+from datetime import timedelta
+
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
+from werkzeug.exceptions import Forbidden
+
+from backup_api import schemas
+from backup_api.errors import error_response
+
+
+def issue(partners: list[str], days: int = 365, sub: str | None = None) -> str:
+    """Mint a token owning partners, held by sub (default: the first partner), valid for days; needs an app context."""
+    return create_access_token(
+        identity=sub or partners[0],
+        expires_delta=timedelta(days=days),
+        additional_claims={"partners": list(partners)},
+    )
+
+
+
+def _claims_problem(claims: dict) -> str | None:
+    """Say what is wrong with a token's claims, or None when they are acceptable."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if (value is None and name == "exp") or (
+            name in claims and (isinstance(value, bool) or not isinstance(value, (int, float)))
+        ):
+            return f"the token needs a numeric '{name}' claim"
+    sub = claims.get("sub")
+    # Recorded with what the holder writes: no control characters, as for every identifier (and
+    # PostgreSQL's text holds no NUL).
+    if not isinstance(sub, str) or not sub or not schemas.NO_CONTROL_CHARACTERS.regex.match(sub):
+        return "the token needs a non-empty string 'sub' claim, without control characters"
+    partners = claims.get("partners")
+    if "partners" in claims and not (
+        isinstance(partners, list) and all(isinstance(p, str) and p for p in partners)
+    ):
+        return "the 'partners' claim must be an array of partner_id strings"
+    return None
+
+
+def owned_partners(claims: dict) -> set[str]:
+    """Return the partner_ids the token's holder owns."""
+    if "partners" in claims:
+        return set(claims["partners"])
+    return {claims["sub"]}
+
+
+def _unauthorized(message: str):
+    """Answer 401 with a Bearer challenge."""
+    response = error_response(401, message)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="backup-api"'
+    return response
+
+
+def _time_claims_hold(claims: dict, now: float) -> bool:
+    """Tell whether exp, nbf and iat still hold at now, judged as PyJWT judges them."""
+    return (
+        int(claims["exp"]) > now
+        and ("nbf" not in claims or int(claims["nbf"]) <= now)
+        and ("iat" not in claims or int(claims["iat"]) <= now)
+    )
+
+
+class _VerifiedTokens:
+    """The claims of tokens already verified, so that a partner's token is decoded once, not per request.
+
+    flask-jwt-extended decodes every token twice per request (once unverified, once verified). A
+    partner sends the same token with every request: its claims are kept, keyed by the whole
+    Authorization header (so the token's signature too), and only its time claims are checked
+    again. A token whose time is up is no longer found, so it goes through the full check and
+    fails exactly as a new one would.
+    """
+
+    MAX_TOKENS = 1024
+
+    def __init__(self):
+        self._claims: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def find(self, authorization: str | None) -> dict | None:
+        """Return the claims of the token in an Authorization header, if it was verified and is in time."""
+        claims = self._claims.get(authorization)
+        if claims is None or not _time_claims_hold(claims, time.time()):
+            return None
+        return claims
+
+    def remember(self, authorization: str, claims: dict) -> None:
+        """Keep the claims of a token just verified (the oldest is dropped past MAX_TOKENS)."""
+        with self._lock:
+            if len(self._claims) >= self.MAX_TOKENS:
+                del self._claims[next(iter(self._claims))]
+            self._claims[authorization] = claims
+
+
+def init_app(app: Flask) -> None:
+    """Set up flask-jwt-extended so that every token failure is our 401, not its 422."""
+    jwt = JWTManager(app)
+    app.extensions["verified_tokens"] = _VerifiedTokens()
+    jwt.token_verification_loader(lambda header, claims: _claims_problem(claims) is None)
+    jwt.token_verification_failed_loader(lambda header, claims: _unauthorized(_claims_problem(claims)))
+    jwt.unauthorized_loader(lambda reason: _unauthorized(f"missing or malformed bearer token: {reason}"))
+    jwt.invalid_token_loader(lambda reason: _unauthorized(f"invalid token: {reason}"))
+    jwt.expired_token_loader(lambda header, claims: _unauthorized("the token has expired"))
+    jwt.revoked_token_loader(lambda header, claims: _unauthorized("the token has been revoked"))
+    jwt.needs_fresh_token_loader(lambda header, claims: _unauthorized("a fresh token is required"))
+    jwt.user_lookup_error_loader(lambda header, claims: _unauthorized("unknown token holder"))
+
+
+# "bearer" as the scheme of one of the header's comma-separated fields, in any case.
+_BEARER_SCHEME = re.compile(r"((?:^|,)\s*)bearer(?=\s|,|$)", re.IGNORECASE)
+
+
+def authenticate() -> dict:
+    """Verify the bearer token and return its claims."""
+    authorization = request.headers.get("Authorization")
+    verified = current_app.extensions["verified_tokens"]
+    claims = verified.find(authorization)
+    if claims is None:
+        if authorization:
+            # The scheme is case-insensitive (RFC 7235); flask-jwt-extended matches "Bearer" exactly.
+            request.environ["HTTP_AUTHORIZATION"] = _BEARER_SCHEME.sub(r"\1Bearer", authorization)
+        # verify_type=False: tokens minted elsewhere carry no flask-jwt-extended "type" claim.
+        verify_jwt_in_request(verify_type=False)
+        claims = get_jwt()
+        verified.remember(authorization, claims)
+    g.sub = claims["sub"]
+    return claims
+
+
+def authorise(claims: dict, partner_id: str) -> None:
+    """Refuse with 403 a partner_id that the token does not own."""
+    g.partners = g.get("partners", set()) | {partner_id}
+    if partner_id not in owned_partners(claims):
+        raise Forbidden(f"this token does not own partner {partner_id!r}")
