@@ -1,7 +1,9 @@
 """The routes: every HTTP endpoint of the service, each a thin view over schemas, tokens and the store."""
 
+from urllib.parse import unquote_to_bytes
+
 from flask import Blueprint, Response, current_app, g, request
-from werkzeug.exceptions import NotFound, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
 from backup_api import logs, schemas, storage
 from backup_api.config import store
@@ -9,6 +11,19 @@ from backup_api.cursors import make_cursor, read_cursor
 from backup_api.tokens import authenticate, authorise, owned_partners
 
 bp = Blueprint("api", __name__)
+
+
+@bp.before_app_request
+def refuse_urls_that_are_not_utf8():
+    """Refuse a URL that is not UTF-8 once unescaped (%ff), rather than let it become U+FFFD."""
+    environ = request.environ
+    # The request target as sent, where the server gives it (waitress does); else WSGI's unescaped
+    # path and escaped query. Each is bytes carried in latin-1.
+    raw = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "") + "?" + environ.get("QUERY_STRING", "")
+    try:
+        unquote_to_bytes(raw.encode("latin-1", "replace")).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the URL is not valid UTF-8 once %-escapes are undone ({exc.reason})") from None
 
 
 def read_json():

@@ -42,9 +42,25 @@ RFC3339 = re.compile(
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def microseconds(timestamp: str) -> int:
-    """Turn an RFC 3339 timestamp into microseconds since the epoch; ValueError if it names no moment."""
-    moment = datetime.fromisoformat(timestamp.upper().replace("Z", "+00:00"))
+def microseconds(timestamp: str, leap_second: bool = True) -> int:
+    """Turn an RFC 3339 timestamp into microseconds since the epoch; ValueError if it names no moment.
+
+    A leap second (second 60, which RFC 3339 allows, at 23:59 UTC only) counts as the first second
+    of the next day, so that a filter of that form orders sensibly; leap_second=False refuses one.
+    """
+    text = timestamp.upper().replace("Z", "+00:00")
+    leap = text[17:19] == "60"
+    if leap:
+        text = text[:17] + "59" + text[19:]
+    moment = datetime.fromisoformat(text)
+    if leap:
+        try:
+            at = moment.astimezone(UTC)
+            moment += timedelta(seconds=1)
+        except OverflowError:  # at the very edge of the years 1 to 9999
+            raise ValueError("date out of range") from None
+        if not leap_second or (at.hour, at.minute) != (23, 59):
+            raise ValueError("a leap second comes only at 23:59:60 UTC")
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
@@ -327,6 +343,9 @@ def validate_event_query(args: dict[str, list[str]]) -> dict:
 EXPORTED_EVENT_KEYS = ("id", "received_at", "sub", "event")
 EXPORTED_PLAYER_KEYS = ("partner_id", "player_login", "is_vip", "updated_at", "updated_by")
 MAX_ROW_ID = 2**63 - 1
+# The largest id an import keeps: the largest integer that every JSON reader holds exactly
+# (JavaScript's included), and far below MAX_ROW_ID, so that new events always get higher ids.
+MAX_IMPORTED_ID = 2**53 - 1
 # received_at and updated_at as the store writes them: UTC, to the microsecond.
 STORED_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 
@@ -344,7 +363,7 @@ def _stored_time(value, name: str) -> int:
     if not isinstance(value, str) or not STORED_TIME.fullmatch(value):
         raise ValidationError({name: ["Must be a UTC time to the microsecond, e.g. 2026-11-24T05:12:03.120512Z."]})
     try:
-        return microseconds(value)
+        return microseconds(value, leap_second=False)  # the store writes none
     except ValueError:
         raise ValidationError({name: ["Not a valid date and time."]}) from None
 
@@ -381,8 +400,10 @@ def load_exported_event(raw: bytes) -> tuple[int, int, str, dict, str]:
 def _exported_event(line: dict, text: str | None) -> tuple[int, int, str, dict, str]:
     """Check the fields of an exported event's line; text is the event's JSON text, written afresh when None."""
     id_ = line["id"]
-    if not (isinstance(id_, Decimal) and id_ == id_.to_integral_value() and 1 <= id_ <= MAX_ROW_ID):
-        raise ValidationError({"id": [f"Must be a whole number from 1 to {MAX_ROW_ID}."]})
+    if not (isinstance(id_, Decimal) and id_ == id_.to_integral_value() and 1 <= id_ <= MAX_IMPORTED_ID):
+        raise ValidationError({"id": [
+            f"Must be a whole number from 1 to {MAX_IMPORTED_ID} (2**53 - 1), leaving room for new events' ids."
+        ]})
     received_at = _stored_time(line["received_at"], "received_at")
     sub = _holder(line["sub"], "sub")
     try:

@@ -10,7 +10,7 @@ import waitress.task
 from flask import Flask
 from waitress import wasyncore
 
-from backup_api.config import MAX_BODY_BYTES
+from backup_api.config import MAX_BODY_BYTES, ConfigError
 from backup_api.errors import envelope_bytes
 
 
@@ -55,22 +55,25 @@ STOP_GRACE_SECONDS = 10
 
 def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS) -> None:
     """Serve app with waitress until SIGTERM or SIGINT, then stop cleanly."""
-    server = waitress.create_server(
-        app,
-        host=host,
-        port=port,
-        threads=threads,
-        # Idle and slow connections cost a socket, not a thread (waitress reads requests
-        # whole before a thread sees them): allow many, and close the silent ones sooner
-        # than waitress's default 120 s.
-        connection_limit=WAITRESS["connection_limit"],
-        channel_timeout=WAITRESS["channel_timeout"],
-        cleanup_interval=WAITRESS["cleanup_interval"],
-        max_request_header_size=WAITRESS["max_request_header_size"],
-        # Above Flask's own 1 MiB limit, so that Flask answers 413 for most bodies; waitress
-        # refuses anything larger still, by Content-Length, before buffering it.
-        max_request_body_size=WAITRESS["max_request_body_size"],
-    )
+    try:
+        server = waitress.create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            # Idle and slow connections cost a socket, not a thread (waitress reads requests
+            # whole before a thread sees them): allow many, and close the silent ones sooner
+            # than waitress's default 120 s.
+            connection_limit=WAITRESS["connection_limit"],
+            channel_timeout=WAITRESS["channel_timeout"],
+            cleanup_interval=WAITRESS["cleanup_interval"],
+            max_request_header_size=WAITRESS["max_request_header_size"],
+            # Above Flask's own 1 MiB limit, so that Flask answers 413 for most bodies; waitress
+            # refuses anything larger still, by Content-Length, before buffering it.
+            max_request_body_size=WAITRESS["max_request_body_size"],
+        )
+    except OSError as exc:  # the port taken, or an address not of this machine
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server.channel_class = _JSONErrorChannel
     # Waitress warns "Task queue depth is N" on nearly every request under load, drowning the
     # access log, whose durations show load anyway; its errors still come through.
@@ -113,7 +116,9 @@ def _finish_requests(server) -> None:
     while len(server._map) != known:
         known = len(server._map)
         server.handle_accept()
-    server.close()  # the listening socket: new connections are refused from here on
+    # The listening socket alone: new connections are refused from here on. Not server.close(), which
+    # closes the trigger too, that workers finishing a request pull to wake this loop (EBADF).
+    wasyncore.dispatcher.close(server)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     while time.monotonic() < deadline:
         # A turn first: requests already sent, still in the sockets, are read and go to work.

@@ -31,6 +31,7 @@ class Server:
         self.module = module
         self.proc = None
         self.port = None
+        self.stderr = subprocess.DEVNULL  # or an open file, to read the log after
 
     def start(self, timeout: float = 20, command: list[str] | None = None, cwd: Path = ROOT) -> "Server":
         """Start the server (by default `flask --app MODULE serve --port 0`) and wait until it listens."""
@@ -39,7 +40,7 @@ class Server:
         threads = [] if self.threads is None else ["--threads", str(self.threads)]
         self.proc = subprocess.Popen(
             command or [sys.executable, "-m", "flask", "--app", self.module, "serve", "--port", "0", *threads],
-            cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

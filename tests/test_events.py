@@ -229,3 +229,28 @@ def test_same_event_id_for_two_partners_is_two_events(app, client):
         event = valid_event("bet", partner_id=partner, event_id="evt-1")
         assert post_event(client, event, token=token).status_code == 200
     assert len(stored_events(app)) == 2
+
+
+@pytest.mark.parametrize("when", ["2016-12-31T23:59:60Z", "2016-12-31T23:59:60.25Z", "2016-12-31T18:59:60-05:00",
+                                  "2017-01-01T05:29:60+05:30"])
+def test_a_leap_second_is_kept_as_sent(app, client, when):
+    raw = json.dumps(valid_event("bet", occurred_at=when))
+    assert post_event(client, None, raw=raw).status_code == 200
+    assert f'"occurred_at":"{when}"' in "".join(app.extensions["store"].export_events())
+
+
+@pytest.mark.parametrize("when", ["2016-12-31T22:59:60Z", "2016-12-31T23:58:60Z", "9999-12-31T23:59:60Z",
+                                  "2016-12-31T23:59:61Z"])
+def test_second_60_anywhere_but_23_59_utc_is_400(app, client, when):
+    response = post_event(client, valid_event("bet", occurred_at=when))
+    assert response.status_code == 400 and "occurred_at" in response.get_json()["errors"]
+    assert stored_events(app) == []
+
+
+def test_a_leap_second_filter_counts_as_the_next_days_first_second(app, client):
+    assert post_event(client, valid_event("bet")).status_code == 200
+    headers = {"Authorization": f"Bearer {make_token()}"}
+    before = client.get("/player-events?partner_id=casino_alpha&received_before=2016-12-31T23:59:60Z", headers=headers)
+    after = client.get("/player-events?partner_id=casino_alpha&received_after=2016-12-31T23:59:60Z", headers=headers)
+    assert before.status_code == after.status_code == 200
+    assert (len(before.get_json()["events"]), len(after.get_json()["events"])) == (0, 1)

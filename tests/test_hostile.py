@@ -92,3 +92,27 @@ def test_gzip_body_is_refused(app, client):
     assert response.status_code == 415
     assert "Content-Encoding" in response.get_json()["message"]
     assert stored_events(app) == []
+
+
+@pytest.mark.parametrize("url", [
+    "/users/casino_alpha/player/%ff/vip",
+    "/users/casino_alpha/player/%fe/vip",
+    "/users/casino_alpha/player/%C3/vip",  # a sequence cut short
+    "/users/casino_alpha/player/%ED%A0%80/vip",  # a UTF-16 surrogate, written in UTF-8
+])
+def test_a_url_that_is_not_utf8_is_400_and_stores_nothing(app, client, url):
+    response = client.put(url, json={"is_vip": True}, headers=bearer())
+    assert response.status_code == 400 and "UTF-8" in response.get_json()["message"]
+    assert client.get(url.replace("/vip", "/vip?x=1"), headers=bearer()).status_code == 400
+    assert list(app.extensions["store"].export_players()) == []
+
+
+def test_a_query_that_is_not_utf8_is_400(client):
+    response = client.get("/player-events?partner_id=casino_alpha&player_login=%ff", headers=bearer())
+    assert response.status_code == 400 and "UTF-8" in response.get_json()["message"]
+
+
+def test_the_replacement_character_itself_is_a_player_like_any_other(app, client):
+    assert client.put("/users/casino_alpha/player/%EF%BF%BD/vip", json={"is_vip": True},
+                      headers=bearer()).status_code == 200
+    assert client.get("/users/casino_alpha/player/%EF%BF%BD/vip", headers=bearer()).get_json()["is_vip"] is True

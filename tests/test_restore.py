@@ -127,6 +127,9 @@ BAD_LINES = {
     "an id of 0": b'{"id": 0, "received_at": WHEN, "sub": "x", "event": EVENT}',
     "an id of 1.5": b'{"id": 1.5, "received_at": WHEN, "sub": "x", "event": EVENT}',
     "a huge id": b'{"id": 99999999999999999999, "received_at": WHEN, "sub": "x", "event": EVENT}',
+    "the top id": b'{"id": 9223372036854775807, "received_at": WHEN, "sub": "x", "event": EVENT}',
+    "an id past 2**53 - 1": b'{"id": 9007199254740992, "received_at": WHEN, "sub": "x", "event": EVENT}',
+    "a leap second": b'{"id": 90, "received_at": "2016-12-31T23:59:60.000000Z", "sub": "x", "event": EVENT}',
     "an id going back": b'{"id": 1, "received_at": WHEN, "sub": "x", "event": EVENT}',
     "a bad time": b'{"id": 90, "received_at": "2026-11-24 05:12", "sub": "x", "event": EVENT}',
     "an empty sub": b'{"id": 90, "received_at": WHEN, "sub": "", "event": EVENT}',
@@ -329,3 +332,35 @@ def test_storage_restore_refuses_a_database_in_use(tmp_path):
         storage.sqlite.restore(str(snapshot), store.path)
     kept, events, players = store.restore(str(snapshot))
     assert kept and (events, players) == (0, 0)
+
+
+def test_the_highest_id_an_import_keeps_leaves_new_events_above_it(empty):
+    line = ('{"id": 9007199254740991, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": '
+            + ODD_EVENTS[0] + "}\n")
+    assert run(empty, "events", "import", "-", stdin=line.encode()).exit_code == 0
+    top = line.replace("9007199254740991", "9223372036854775807")
+    refused = run(empty, "events", "import", "-", stdin=top.encode())
+    assert refused.exit_code == 1 and "9007199254740991" in refused.output  # says what the limit is
+    client = empty.test_client()
+    assert post_event(client, valid_event("bet", n=1)).status_code == 200
+    page = client.get("/player-events?partner_id=casino_alpha", headers={"Authorization": f"Bearer {make_token()}"})
+    assert [e["id"] for e in page.get_json()["events"]] == [9007199254740991, 9007199254740992]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_times_before_the_year_1000_go_out_and_back_byte_identical(empty, tmp_path):
+    lines = "".join(
+        f'{{"id": {n}, "received_at": "{when}", "sub": "x", "event": {ODD_EVENTS[n - 1]}}}\n'
+        for n, when in enumerate(["0001-01-01T00:00:00.000000Z", "0999-05-01T10:00:00.500000Z",
+                                  "1969-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"], 1)
+    )
+    result = run(empty, "events", "import", "-", stdin=lines.encode())
+    assert result.exit_code == 0, result.output
+    exported = run(empty, "events", "export").output
+    assert exported == lines
+    again = new_app(tmp_path / "again.db")
+    try:
+        assert run(again, "events", "import", "-", stdin=exported.encode()).exit_code == 0
+        assert run(again, "events", "export").output == exported
+    finally:
+        again.extensions["store"].close()

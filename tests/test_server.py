@@ -2,8 +2,10 @@
 
 import http.client
 import json
+import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,7 +30,48 @@ def test_routes_end_to_end(database):
         assert (status, body) == (200, {"status": "ok"})
         status, _, body = server.request("GET", "/nowhere")
         assert status == 404 and body["status"] == "error"
+        # As sent on the wire, not as an in-process client rewrites it: %ff is no UTF-8.
+        status, _, body = server.request("PUT", "/users/casino_alpha/player/%ff/vip", {"is_vip": True}, token)
+        assert status == 400 and "UTF-8" in body["message"]
+        status, _, body = server.request("GET", "/player-events?partner_id=casino_alpha&player_login=%fe", token=token)
+        assert status == 400 and "UTF-8" in body["message"]
     assert count_rows(database) == 1
+
+
+def _raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """Send request bytes as they are; return the answer's head and its body (read until a JSON object ends)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        reply = b""
+        while b"}" not in reply:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"gzip", b"chunked, gzip"])
+def test_a_transfer_coding_other_than_chunked_is_501_in_json(tmp_path, coding):
+    with Server(tmp_path / "te.db", SECRET) as server:
+        head, body = _raw_exchange(server.port, (
+            b"POST /player-events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: " + coding + b"\r\n\r\n0\r\n\r\n"))
+    assert head.startswith(b"HTTP/1.1 501") and b"Content-Type: application/json" in head
+    assert json.loads(body)["status"] == "error"
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "BACKUP_API_DATABASE": str(tmp_path / "p.db"), "BACKUP_API_JWT_SECRET": SECRET}
+        result = subprocess.run([sys.executable, "-m", "flask", "--app", "backup_api", "serve", "--port", str(port)],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
 
 
 def test_oversized_body_is_refused_in_json_before_it_is_sent(tmp_path):
@@ -151,3 +194,30 @@ def test_a_stop_signal_answers_the_requests_under_way_then_exits_0(database, sto
     stored = {json.loads(line)["event"]["event_id"] for line in store.export_events()}
     store.close()
     assert {event_id for event_id, _, status in outcomes if status == 200} <= stored
+
+
+def test_a_stop_while_a_request_is_under_way_prints_no_traceback(tmp_path):
+    """The request finishes after the listening socket closed: its worker's wake-up must find the loop still there."""
+    database = tmp_path / "stop.db"
+    token = make_token()
+    with open(tmp_path / "stderr", "w") as log:
+        server = Server(database, SECRET)
+        server.stderr = log
+        with server:
+            assert server.request("POST", "/player-events", valid_event("bet", n=0), token)[0] == 200
+            holder = sqlite3.connect(database, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")  # the write lock: the next POST waits for it
+            answers = []
+            post = threading.Thread(target=lambda: answers.append(
+                server.request("POST", "/player-events", valid_event("bet", n=1), token)[0]))
+            post.start()
+            time.sleep(0.5)
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            holder.execute("COMMIT")
+            holder.close()
+            post.join(timeout=20)
+            assert server.proc.wait(timeout=20) == 0
+    assert answers == [200]
+    printed = (tmp_path / "stderr").read_text()
+    assert "stopped cleanly" in printed and "Traceback" not in printed, printed

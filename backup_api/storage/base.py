@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 _encode_str = json.encoder.encode_basestring  # the C encoder, no ASCII escaping
@@ -104,10 +104,13 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def rfc3339_us(us: int) -> str:
-    """Write microseconds since the epoch as an RFC 3339 UTC timestamp."""
-    seconds, micros = divmod(us, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros:06d}Z"
+    """Write microseconds since the epoch as an RFC 3339 UTC timestamp, the year in four digits (0001 too)."""
+    # isoformat, not strftime: strftime's %Y writes the year 1 as "1", which no RFC 3339 reader takes.
+    return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds") + "Z"
 
 
 # Rows and lines -----------------------------------------------------------------------------
