@@ -43,6 +43,14 @@ def init_app(app: Flask) -> None:
     def conflict(exc: storage.EventConflict):
         return error_response(409, str(exc))
 
+    @app.errorhandler(storage.WriteOutcomeUnknown)
+    def outcome_unknown(exc: storage.WriteOutcomeUnknown):
+        app.logger.error("storage failure: %s", exc)
+        return error_response(
+            503, "the backup store did not confirm the write in time; it may have been stored: send it again"
+            " (the same event is safe to resend)"
+        )
+
     @app.errorhandler(storage.StorageError)
     def storage_error(exc: storage.StorageError):
         app.logger.error("storage failure: %s", exc)

@@ -65,9 +65,12 @@ def test_the_readme_test_suite_example_runs_as_written(tmp_path):
     block = readme.split("<!-- test-suite-example -->")[1].split("<!-- /test-suite-example -->")[0]
     code = block.strip().removeprefix("```python").removesuffix("```")
     (tmp_path / "test_example.py").write_text(code, encoding="utf-8")
+    (tmp_path / "service").symlink_to(ROOT)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"],
-        cwd=tmp_path, env={**os.environ, "BACKUP_API_DIR": str(ROOT)}, capture_output=True, text=True, timeout=120,
+        # A relative path, as a user would give one: the example must not depend on the folder it runs in.
+        cwd=tmp_path, env={**os.environ, "BACKUP_API_DIR": "service"},
+        capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout

@@ -1,11 +1,13 @@
 """What only the PostgreSQL store has: several server processes on one database, a server that stops, settings."""
 
+import contextlib
 import json
 import random
 import threading
 import time
 from collections import defaultdict
 
+import psutil
 import psycopg
 import pytest
 
@@ -165,6 +167,128 @@ def test_postgresql_stopped_is_503_within_the_timeout_and_the_service_recovers_a
         assert [e["event"]["amount"] for e in body["events"]] == [1, 4]
     finally:
         app.extensions["store"].close()
+
+
+def frozen(server: postgres.Throwaway) -> list[psutil.Process]:
+    """Stop every process of a PostgreSQL server with SIGSTOP: its kernel still accepts and acknowledges."""
+    postmaster = psutil.Process(int((server.pgdata / "postmaster.pid").read_text().split()[0]))
+    processes = [postmaster, *postmaster.children(recursive=True)]
+    for process in processes:
+        process.suspend()
+    return processes
+
+
+def thawed(processes: list[psutil.Process]) -> None:
+    """Let frozen processes go on (SIGCONT)."""
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.resume()
+
+
+STALL_TIMEOUT_MS = 1000
+# What "a small multiple of the timeout" means here: each wait on the database is bounded, a
+# request makes a few, and a request may first wait for a connection of the pool.
+STALL_ANSWER_SECONDS = 8 * STALL_TIMEOUT_MS / 1000
+
+
+def test_a_stalled_postgresql_is_503_in_bounded_time_and_nothing_is_misreported(throwaway, tmp_path):
+    """SIGSTOP the server under load: every request is answered, none is called stored that was not."""
+    server = Server(throwaway.url, SECRET)
+    server.env["BACKUP_API_PG_TIMEOUT_MS"] = str(STALL_TIMEOUT_MS)
+    token = make_token()
+    answers = {}  # event_id -> (status, message, seconds to answer)
+    lock = threading.Lock()
+
+    def post(event_id: str) -> None:
+        started = time.monotonic()
+        try:
+            status, _, body = server.request("POST", "/player-events", valid_event("bet", event_id=event_id),
+                                             token=token, timeout=60)
+        except OSError as exc:
+            status, body = None, {"message": repr(exc)}
+        with lock:
+            answers[event_id] = (status, (body or {}).get("message", ""), time.monotonic() - started)
+
+    def at_once(names: list[str]) -> None:
+        threads = [threading.Thread(target=post, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+
+    with server:
+        at_once([f"before-{n}" for n in range(10)])
+        processes = frozen(throwaway)
+        try:
+            # Ten writes at once, then the health check and a read while they wait.
+            writers = threading.Thread(target=at_once, args=([f"stalled-{n}" for n in range(10)],))
+            writers.start()
+            time.sleep(0.3)
+            for path in ("/healthz", "/player-events?partner_id=casino_alpha"):
+                started = time.monotonic()
+                status, _, body = server.request("GET", path, token=token, timeout=60)
+                assert status == 503 and body["status"] == "error", (path, status, body)
+                assert time.monotonic() - started < STALL_ANSWER_SECONDS, path
+            writers.join(timeout=120)
+        finally:
+            thawed(processes)
+        deadline = time.monotonic() + 30
+        while server.request("GET", "/healthz")[0] != 200:
+            assert time.monotonic() < deadline, "the service did not recover by itself"
+            time.sleep(0.2)
+        at_once([f"after-{n}" for n in range(10)])
+
+        stalled = {name: answer for name, answer in answers.items() if name.startswith("stalled-")}
+        assert len(stalled) == 10 and all(status == 503 for status, _, _ in stalled.values()), stalled
+        assert max(seconds for _, _, seconds in stalled.values()) < STALL_ANSWER_SECONDS, stalled
+        assert all(answers[f"{phase}-{n}"][0] == 200 for phase in ("before", "after") for n in range(10))
+        status, _, page = server.request("GET", "/player-events?partner_id=casino_alpha&limit=1000", token=token)
+        stored = [e["event"]["event_id"] for e in page["events"]]
+        for name, (status, message, _) in answers.items():
+            if status == 200:
+                assert name in stored  # a 200 is stored
+            elif "nothing was stored" in message:
+                assert name not in stored, message  # and what was said not stored is not
+            else:
+                assert "may have been stored" in message, message
+        # A resend of every write is safe: each event is then stored exactly once.
+        at_once(list(answers))
+        status, _, page = server.request("GET", "/player-events?partner_id=casino_alpha&limit=1000", token=token)
+        stored = sorted(e["event"]["event_id"] for e in page["events"])
+        assert stored == sorted(answers)
+
+
+def test_a_commit_sent_and_never_answered_is_reported_as_maybe_stored(throwaway, monkeypatch):
+    """The server stalls after the rows are written, before COMMIT is answered: the outcome is unknown."""
+    app = create_app({"TESTING": True, "DATABASE": throwaway.url, "JWT_SECRET": SECRET,
+                      "PG_TIMEOUT_MS": STALL_TIMEOUT_MS})
+    client = app.test_client()
+    store = app.extensions["store"]
+    insert = store._insert
+    processes = []
+
+    def insert_then_stall(*args, **kwargs):
+        new = insert(*args, **kwargs)
+        processes.extend(frozen(throwaway))  # the COMMIT that follows goes to a stalled server
+        return new
+
+    try:
+        monkeypatch.setattr(store, "_insert", insert_then_stall)
+        response = post_event(client, valid_event("bet", event_id="e1"))
+        thawed(processes)
+        monkeypatch.undo()
+        assert response.status_code == 503, response.get_data(as_text=True)
+        assert "may have been stored" in response.get_json()["message"]
+        deadline = time.monotonic() + 30
+        while client.get("/healthz").status_code != 200:
+            assert time.monotonic() < deadline, "the service did not recover by itself"
+            time.sleep(0.2)
+        assert post_event(client, valid_event("bet", event_id="e1")).status_code == 200  # the resend
+        body = client.get("/player-events?partner_id=casino_alpha", headers=bearer()).get_json()
+        assert [e["event"]["event_id"] for e in body["events"]] == ["e1"]
+    finally:
+        thawed(processes)
+        store.close()
 
 
 # Several server processes on one database -------------------------------------------------

@@ -11,6 +11,7 @@ from backup_api.storage.base import (
     EventConflict,
     StorageError,
     Store,
+    WriteOutcomeUnknown,
     content_key,
     dumps,
     format_event,
@@ -21,8 +22,8 @@ from backup_api.storage.files import PRIVATE_FILE, PRIVATE_FOLDER, create_privat
 
 __all__ = [
     "MAX_PAGE_BYTES", "PRIVATE_FILE", "PRIVATE_FOLDER", "SCAN_WINDOW", "SCHEMA_VERSION", "EventConflict", "Store",
-    "StorageError", "content_key", "create_private_file", "dumps", "format_event", "is_url", "loose_modes",
-    "make_private_folder", "now_us", "open_store", "rfc3339_us",
+    "StorageError", "WriteOutcomeUnknown", "content_key", "create_private_file", "dumps", "format_event", "is_url",
+    "loose_modes", "make_private_folder", "now_us", "open_store", "rfc3339_us",
 ]
 
 URL_SCHEMES = ("postgresql://", "postgres://")

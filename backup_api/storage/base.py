@@ -19,6 +19,10 @@ class StorageError(Exception):
     """The database could not be read or written."""
 
 
+class WriteOutcomeUnknown(StorageError):
+    """A write's commit was sent but never answered: it may or may not be stored (a resend is safe)."""
+
+
 class EventConflict(Exception):
     """An event_id already names a stored event with other content."""
 

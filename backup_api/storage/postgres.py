@@ -15,6 +15,7 @@ from backup_api.storage.base import (
     EventConflict,
     StorageError,
     Store,
+    WriteOutcomeUnknown,
     WriteRequest,
     conditions,
     event_row,
@@ -53,6 +54,41 @@ def _without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)))
 
 
+class BoundedConnection(psycopg.Connection):
+    """A connection whose every wait for the server gives up after `bound` seconds, breaking the connection.
+
+    statement_timeout is enforced by the server, which a stalled server (SIGSTOP, a hung disk, a
+    host whose kernel still acknowledges) never does; nor does TCP's user timeout fire while the
+    peer's kernel acknowledges. So the bound that holds whatever the server does is the client's.
+    """
+
+    bound: float = 5.0  # set by each store on a subclass of its own
+
+    def wait(self, gen, interval=0.1, timeout=None):
+        """Wait for the server as psycopg does, but never longer than bound."""
+        try:
+            return super().wait(gen, interval=interval, timeout=self.bound if timeout is None else timeout)
+        except psycopg.errors._WaitTimeout:
+            # Mid-exchange: the connection can never be used again. Finished, it is broken, and
+            # the pool replaces it rather than lending it again.
+            self.pgconn.finish()
+            raise psycopg.OperationalError(f"the database did not answer within {self.bound:g} s") from None
+
+
+@contextmanager
+def _transaction(conn: psycopg.Connection) -> Iterator[None]:
+    """A transaction whose COMMIT, if sent and never answered, raises WriteOutcomeUnknown: it may have committed."""
+    body_done = False
+    try:
+        with conn.transaction():
+            yield
+            body_done = True
+    except psycopg.OperationalError as exc:
+        if body_done:
+            raise WriteOutcomeUnknown(f"the commit was sent but not confirmed: {exc}") from exc
+        raise
+
+
 class PostgresStore(Store):
     """One PostgreSQL database, shared by every process and thread that opens it."""
 
@@ -61,6 +97,9 @@ class PostgresStore(Store):
         super().__init__()
         self.name = _without_password(url)
         seconds = timeout_ms / 1000
+        # The client's bound on each wait: past the server's own statement_timeout, so that the
+        # server cancels first when it can (and says why); only a stalled server meets this one.
+        self._connection_class = type("BoundedConnection", (BoundedConnection,), {"bound": seconds * 1.5})
         # Ours are added to the URL's own options (a search_path, say), not put in their place.
         try:
             options = conninfo_to_dict(url).get("options", "")
@@ -79,7 +118,7 @@ class PostgresStore(Store):
         # A connection of its own first: a server that cannot be reached is told at start-up, with
         # libpq's reason (a pool would only say that it timed out).
         try:
-            with psycopg.connect(url, **settings) as conn:
+            with self._connection_class.connect(url, **settings) as conn:
                 self._create_schema(conn)
         except psycopg.Error as exc:
             reason = " ".join(str(exc).split())  # one line: libpq's messages run over several
@@ -87,6 +126,7 @@ class PostgresStore(Store):
         self._pool = ConnectionPool(
             url,
             kwargs=settings,
+            connection_class=self._connection_class,
             min_size=1,
             max_size=POOL_SIZE,
             timeout=seconds,  # a request waits this long for a connection, then 503
@@ -158,14 +198,14 @@ class PostgresStore(Store):
         rows = [row for request in group for row in request.rows]
         with self._connection("the events could not be stored") as conn:
             try:
-                with conn.transaction():
+                with _transaction(conn):
                     self._lock_partners(conn, rows)
                     new = self._insert(conn, INSERT, rows)
             except EventConflict as exc:
                 if len(group) == 1:
                     group[0].error = exc
                     return
-                with conn.transaction():
+                with _transaction(conn):
                     self._lock_partners(conn, rows)
                     for request in group:
                         try:
@@ -216,7 +256,7 @@ class PostgresStore(Store):
 
     def set_vip(self, partner_id, player_login, is_vip, sub):
         """Record a player's VIP flag, when it was set and by whom."""
-        with self._connection("the VIP flag could not be stored") as conn:
+        with self._connection("the VIP flag could not be stored") as conn, _transaction(conn):
             conn.execute(UPSERT_PLAYER, (partner_id, player_login, is_vip, rfc3339_us(now_us()), sub))
 
     def ping(self):
