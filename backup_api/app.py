@@ -1,5 +1,6 @@
 """The app factory: settings, logging, tokens, errors, routes and commands, wired together."""
 
+import click
 from flask import Flask
 
 from backup_api import commands, config, errors, logs, openapi, routes, tokens
@@ -9,15 +10,21 @@ __all__ = ["ConfigError", "create_app"]
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """Create and configure the service (from BACKUP_API_* variables, or from test_config when given)."""
+    """Create and configure the service (from BACKUP_API_* variables, or from test_config when given).
+
+    The database and the secret are opened at once, so that a bad one fails here; under the command
+    line, by each command when it needs them (`serve --stand-in` must create nothing durable).
+    STAND_IN (BACKUP_API_STAND_IN=1) makes it the stand-in of backup_api.standin.
+    """
     app = Flask("backup_api", instance_relative_config=True)
     app.json.sort_keys = False  # answers read in the order written: "status" first
     config.configure(app, test_config)
     app.extensions["openapi"] = openapi.document()
     logs.init_app(app)
-    config.warn_of_loose_modes(app)
     tokens.init_app(app)
     errors.init_app(app)
     app.register_blueprint(routes.bp)
     commands.init_app(app)
+    if click.get_current_context(silent=True) is None or app.config["STAND_IN"]:
+        config.open_data(app)
     return app

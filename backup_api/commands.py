@@ -10,7 +10,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from backup_api import schemas, server, storage, tokens
+from backup_api import config, schemas, server, storage, tokens
 from backup_api.config import store
 
 
@@ -22,14 +22,20 @@ def init_app(app: Flask) -> None:
     @click.option("--port", default=8000, show_default=True, type=int,
                   help="Port to listen on (0: a free one, printed at start).")
     @click.option("--threads", default=server.THREADS, show_default=True, type=int, help="Worker threads.")
-    def serve_command(host, port, threads):
+    @click.option("--stand-in", "stand_in", is_flag=True,
+                  help="Keep nothing: an ephemeral database, discarded at exit, and the /_stand-in/ routes"
+                       " (reset, faults, rejections), for integration tests. Tokens: BACKUP_API_JWT_SECRET.")
+    def serve_command(host, port, threads, stand_in):
         """Serve the API with waitress, until SIGTERM or SIGINT (Ctrl-C) stops it cleanly.
 
         It prints "Serving on http://HOST:PORT" once it listens, and one log line per request on
         stderr. The database is BACKUP_API_DATABASE (default: instance/backup.db under the working
-        directory), its secret jwt-secret beside it; both are made on first start.
+        directory), its secret jwt-secret beside it; both are made on first start. With --stand-in,
+        nothing is kept (see the README's "For test suites").
         """
-        server.serve(current_app._get_current_object(), host=host, port=port, threads=threads)
+        app = current_app._get_current_object()
+        config.open_data(app, stand_in=True if stand_in else None)
+        server.serve(app, host=host, port=port, threads=threads)
 
     token = AppGroup("token", help="Mint bearer tokens.")
     app.cli.add_command(token)
@@ -43,6 +49,11 @@ def init_app(app: Flask) -> None:
         """Print a bearer token that owns PARTNERS (partner_ids), signed with this database's secret."""
         if not all(partners):
             raise click.BadParameter("a partner_id cannot be empty", param_hint="PARTNERS")
+        app = current_app._get_current_object()
+        if app.config["STAND_IN"] and app.config["JWT_SECRET"] is None:
+            raise click.ClickException("a stand-in keeps no secret: set BACKUP_API_JWT_SECRET, here and for the"
+                                       " stand-in, to mint tokens it accepts")
+        config.open_secret(app)
         click.echo(tokens.issue(partners, days, sub))
 
     events = AppGroup("events", help="Export and import stored events.")

@@ -2,6 +2,7 @@
 
 import logging
 import signal
+import threading
 import time
 
 import waitress
@@ -33,6 +34,27 @@ class _JSONErrorChannel(waitress.channel.HTTPChannel):
     error_task_class = _JSONErrorTask
 
 
+# Where the stand-in's fault drop-after-commit asks for the connection to be closed unanswered.
+DROP_CONNECTION = "backup_api.drop_connection"
+
+
+class _StandInTask(waitress.task.WSGITask):
+    """A request's task that writes nothing, and closes the connection, when the app asked for a drop."""
+
+    def write(self, data):
+        if self.environ.get(DROP_CONNECTION):
+            self.wrote_header = True  # nothing is ever sent: no status line, no headers
+            self.close_on_finish = True
+            return
+        super().write(data)
+
+
+class _StandInChannel(_JSONErrorChannel):
+    """The stand-in's HTTP channel: its faults can drop a connection without an answer."""
+
+    task_class = _StandInTask
+
+
 # The waitress settings `serve` uses (the README's configuration section explains them).
 WAITRESS = {
     "connection_limit": 1000,
@@ -53,8 +75,8 @@ THREADS = 8
 STOP_GRACE_SECONDS = 10
 
 
-def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS) -> None:
-    """Serve app with waitress until SIGTERM or SIGINT, then stop cleanly."""
+def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS):
+    """Make the waitress server for app, listening on host:port (0: a free port), with the service's settings."""
     try:
         server = waitress.create_server(
             app,
@@ -74,25 +96,19 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = 
         )
     except OSError as exc:  # the port taken, or an address not of this machine
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    server.channel_class = _JSONErrorChannel
+    server.channel_class = _StandInChannel if app.config.get("STAND_IN") else _JSONErrorChannel
     # Waitress warns "Task queue depth is N" on nearly every request under load, drowning the
     # access log, whose durations show load anyway; its errors still come through.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    stop = []
+    return server
 
-    def request_stop(signum, frame):
-        stop.append(signum)
-        server.pull_trigger()  # wake the event loop now, not at its next timeout
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, request_stop)
-    # Printed, not logged, so that scripts can read the port (useful with --port 0).
-    print(f"Serving on http://{server.effective_host}:{server.effective_port}", flush=True)
+def run(app: Flask, server, stop: list) -> None:
+    """Serve until stop holds something (pull the server's trigger after adding it), then stop cleanly."""
     try:
         while not stop:
             _serve_once(server, server.adj.asyncore_loop_timeout)
-        app.logger.info("stopping on %s: no new connections; answering the requests under way",
-                        signal.Signals(stop[0]).name)
+        app.logger.info("stopping on %s: no new connections; answering the requests under way", stop[0])
         _finish_requests(server)
     finally:
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_SECONDS)
@@ -100,6 +116,41 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = 
         if "store" in app.extensions:
             app.extensions["store"].close()
     app.logger.info("stopped cleanly")
+
+
+def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS) -> None:
+    """Serve app with waitress until SIGTERM or SIGINT, then stop cleanly."""
+    server = create(app, host, port, threads)
+    stop = []
+
+    def request_stop(signum, frame):
+        stop.append(signal.Signals(signum).name)
+        server.pull_trigger()  # wake the event loop now, not at its next timeout
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
+    # Printed, not logged, so that scripts can read the port (useful with --port 0).
+    print(f"Serving on http://{server.effective_host}:{server.effective_port}", flush=True)
+    run(app, server, stop)
+
+
+class InThread:
+    """The app served by waitress in a thread of this process, as the pytest plugin runs it."""
+
+    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0, threads: int = THREADS):
+        self.app = app
+        self._server = create(app, host, port, threads)
+        self.url = f"http://{self._server.effective_host}:{self._server.effective_port}"
+        self._stop: list = []
+        self._thread = threading.Thread(target=run, args=(app, self._server, self._stop), daemon=True,
+                                        name="backup-api-server")
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop it as a signal would: the requests under way are answered first."""
+        self._stop.append("stop()")
+        self._server.pull_trigger()
+        self._thread.join(timeout=STOP_GRACE_SECONDS + 5)
 
 
 def _serve_once(server, timeout: float) -> None:

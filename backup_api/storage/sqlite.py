@@ -54,8 +54,8 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str, synchronous: str = "FULL", busy_timeout_ms: int = 5000):
         """Open (and create when missing) the database at path."""
-        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):  # OFF: the stand-in only
+            raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, not {synchronous!r}")
         super().__init__()
         self.path = self.name = path
         self._synchronous = synchronous.upper()
@@ -231,6 +231,20 @@ class SQLiteStore(Store):
         """Record a player's VIP flag, when it was set and by whom."""
         with self._lock, self._transaction("the VIP flag could not be stored") as conn:
             conn.execute(_UPSERT_PLAYER, (partner_id, player_login, int(is_vip), rfc3339_us(now_us()), sub))
+
+    def forget(self, partners=None) -> None:
+        """Delete every event and VIP flag of partners, or of everyone when None (the stand-in's reset)."""
+        with self._lock, self._transaction("the reset failed") as conn:
+            if partners is None:
+                conn.execute("DELETE FROM events")
+                conn.execute("DELETE FROM players")
+                return
+            chosen = sorted(partners)
+            for start in range(0, len(chosen), 500):
+                part = chosen[start : start + 500]
+                marks = ", ".join("?" * len(part))
+                conn.execute(f"DELETE FROM events WHERE partner_id IN ({marks})", part)
+                conn.execute(f"DELETE FROM players WHERE partner_id IN ({marks})", part)
 
     def ping(self) -> None:
         """Run a query on the events table; raise StorageError if the database does not answer."""
