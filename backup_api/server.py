@@ -11,6 +11,7 @@ import waitress.task
 from flask import Flask
 from waitress import wasyncore
 
+from backup_api import logs
 from backup_api.config import MAX_BODY_BYTES, ConfigError
 from backup_api.errors import envelope_bytes
 
@@ -121,6 +122,7 @@ def run(app: Flask, server, stop: list) -> None:
 def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS) -> None:
     """Serve app with waitress until SIGTERM or SIGINT, then stop cleanly."""
     server = create(app, host, port, threads)
+    logs.lighten_records()
     stop = []
 
     def request_stop(signum, frame):

@@ -12,6 +12,9 @@ import pytest
 from backup_api import create_app, storage
 from tests import postgres
 
+# The plugin the wheel registers by entry point; this checkout is not installed, so it is named here.
+pytest_plugins = ["backup_api.pytest_plugin"]
+
 SECRET = "test-secret-that-is-long-enough-for-hs256-and-even-hs512-0123456789abcdef"
 
 

@@ -120,6 +120,47 @@ def test_the_installed_command_serves_from_its_working_directory(installed, tmp_
     assert exported.returncode == 0 and '"event_type":"bet"' in exported.stdout
 
 
+PLUGIN_USER_TESTS = """
+import json
+import urllib.request
+
+
+def post(backup_api, event):
+    request = urllib.request.Request(backup_api.url + "/player-events", json.dumps(event).encode(), {
+        "Content-Type": "application/json", "Authorization": "Bearer " + backup_api.token(event["partner_id"])})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return answer.status
+
+
+def test_a_bet_reaches_the_backup(backup_api):
+    event = {"partner_id": "casino_alpha", "player_login": "p1", "event_type": "bet", "amount": 5}
+    assert post(backup_api, event) == 200
+    assert [stored["event"] for stored in backup_api.events("casino_alpha")] == [event]
+
+
+def test_the_next_test_starts_empty(backup_api):
+    assert backup_api.events("casino_alpha") == []
+"""
+
+
+def test_a_venv_with_only_the_wheel_and_pytest_has_the_fixture(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    # The wheel pulls in its own dependencies; the tested versions pinned as constraints.
+    done = subprocess.run([*pip, "-c", str(ROOT / "requirements.txt"), "-c", str(ROOT / "requirements-dev.txt"),
+                           str(wheel), "pytest"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "test_mine.py").write_text(PLUGIN_USER_TESTS, encoding="utf-8")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    result = subprocess.run([str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                            cwd=tmp_path / "suite", env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "suite").iterdir()) == ["__pycache__", "test_mine.py"]
+
+
 @pytest.fixture(scope="module")
 def executable(tmp_path_factory):
     """The single executable, built by `make dist` as a user would, into a folder of its own."""
@@ -161,6 +202,23 @@ def test_the_executable_runs_with_an_empty_environment(executable, tmp_path):
     exported = run("events", "export").stdout.splitlines()
     assert len(exported) == 20
     assert "events: 20" in run("db", "check").stdout
+
+
+def test_the_executable_serves_a_stand_in(executable, tmp_path):
+    server = Server(tmp_path / "unused.db")
+    server.env = {}
+    command = ["env", "-i", f"BACKUP_API_JWT_SECRET={SECRET}", str(executable), "serve", "--stand-in", "--port", "0"]
+    server.start(command=command, cwd=tmp_path, timeout=60)
+    try:
+        token = make_token()
+        assert server.request("POST", "/player-events", valid_event("bet"), token=token)[0] == 200
+        status, _, body = server.request("POST", "/_stand-in/faults", {"fault": "503"}, token=token)
+        assert status == 200, body
+        assert server.request("POST", "/player-events", valid_event("bet", n=2), token=token)[0] == 503
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+    assert list(tmp_path.iterdir()) == []  # nothing kept beside it
 
 
 def test_the_executable_serves_on_postgresql(executable, postgres_url, tmp_path):

@@ -1,0 +1,238 @@
+"""The stand-in: the pytest plugin's fixture, serve --stand-in, and the /_stand-in/ routes (reset, faults, journal)."""
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backup_api import create_app
+from tests.conftest import SECRET, bearer, make_token, valid_event
+from tests.server import ROOT, Server
+
+
+def post(backup_api, event, partner_id="casino_alpha", timeout=30):
+    """POST one event over a connection of its own; return (status, answer), or (None, the error) when cut off."""
+    token = backup_api.token(partner_id)
+    host, port = backup_api.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("POST", "/player-events", body=json.dumps(event),
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    except (OSError, http.client.HTTPException) as exc:
+        return None, exc
+    finally:
+        conn.close()
+
+
+# The fixture --------------------------------------------------------------------------------
+
+
+def test_the_fixture_serves_the_real_routes(backup_api):
+    assert backup_api.url.startswith("http://127.0.0.1:")
+    assert post(backup_api, valid_event("bet", amount=5))[0] == 200
+    assert post(backup_api, valid_event("bet", partner_id="casino_beta"))[0] == 403  # the token owns alpha only
+    [stored] = backup_api.events("casino_alpha")
+    assert set(stored) == {"id", "received_at", "event"}
+    assert stored["event"] == valid_event("bet", amount=5)
+    status, answer = backup_api.request("PUT", "/users/casino_alpha/player/p1/vip", {"is_vip": True},
+                                        partner_id="casino_alpha")
+    assert status == 200 and backup_api.vip("casino_alpha", "p1")["is_vip"] is True
+
+
+def test_each_test_starts_empty(backup_api):
+    # Runs after the test above, on the same server: what it stored is gone.
+    assert backup_api.events("casino_alpha") == []
+    assert backup_api.vip("casino_alpha", "p1")["is_vip"] is False
+    assert backup_api.rejections("casino_alpha") == []
+
+
+def test_events_follows_every_page(backup_api):
+    batch = [valid_event("bet", n=n) for n in range(1000)]
+    for _ in range(2):
+        status, _ = backup_api.request("POST", "/player-events", batch, partner_id="casino_alpha")
+        batch = [valid_event("bet", n=n) for n in range(1000, 1500)]
+        assert status == 200
+    assert [e["event"]["n"] for e in backup_api.events("casino_alpha")] == list(range(1500))
+
+
+# Faults ---------------------------------------------------------------------------------------
+
+
+def test_a_503_fault_answers_in_the_envelope_and_stores_nothing(backup_api):
+    backup_api.fault("casino_alpha", "503", count=2)
+    for n in range(2):
+        status, answer = post(backup_api, valid_event("bet", n=n))
+        assert status == 503 and answer["status"] == "error" and "nothing was stored" in answer["message"]
+    assert post(backup_api, valid_event("bet", n=9))[0] == 200  # the count is used up
+    assert [e["event"]["n"] for e in backup_api.events("casino_alpha")] == [9]
+    assert post(backup_api, valid_event("bet", partner_id="casino_beta"), partner_id="casino_beta")[0] == 200
+
+
+def test_drop_after_commit_stores_then_closes_unanswered_and_a_resend_is_safe(backup_api):
+    backup_api.fault("casino_alpha", "drop-after-commit")
+    event = valid_event("bet", event_id="e1")
+    status, error = post(backup_api, event)
+    assert status is None and isinstance(error, http.client.RemoteDisconnected), error
+    assert [e["event"] for e in backup_api.events("casino_alpha")] == [event]  # committed all the same
+    assert post(backup_api, event) == (200, {"status": "ok"})  # the resend
+    assert len(backup_api.events("casino_alpha")) == 1
+
+
+def test_a_delay_fault_answers_late(backup_api):
+    backup_api.fault("casino_alpha", "delay", seconds=1.0)
+    started = time.monotonic()
+    status, error = post(backup_api, valid_event("bet", n=1), timeout=0.3)
+    assert status is None and isinstance(error, TimeoutError)  # the client's time-out fired
+    started = time.monotonic()
+    backup_api.fault("casino_alpha", "delay", seconds=0.5)
+    assert post(backup_api, valid_event("bet", n=2))[0] == 200
+    assert time.monotonic() - started >= 0.5
+    assert len(backup_api.events("casino_alpha")) == 2
+
+
+def test_faults_are_cleared(backup_api):
+    backup_api.fault("casino_alpha", "503", count=5)
+    backup_api.clear_faults("casino_alpha")
+    assert post(backup_api, valid_event("bet"))[0] == 200
+
+
+@pytest.mark.parametrize("body", [
+    {"fault": "500"}, {"fault": "503", "count": 0}, {"fault": "503", "count": "2"}, {"fault": "503", "count": 1.5},
+    {"fault": "delay"}, {"fault": "delay", "seconds": 0}, {"fault": "delay", "seconds": 61},
+    {"fault": "503", "seconds": 1}, {"fault": "503", "extra": 1}, {}, [],
+])
+def test_a_bad_fault_is_400(backup_api, body):
+    status, answer = backup_api.request("POST", "/_stand-in/faults", body, partner_id="casino_alpha")
+    assert status == 400 and answer["status"] == "error"
+    assert post(backup_api, valid_event("bet"))[0] == 200  # and nothing was set
+
+
+# The journal ---------------------------------------------------------------------------------
+
+
+def test_the_journal_shows_refused_requests_newest_first(backup_api):
+    bad = valid_event("bet")
+    del bad["amount"]
+    assert post(backup_api, bad)[0] == 400
+    assert backup_api.request("PUT", "/users/casino_alpha/player/p1/vip", {"is_vip": "yes"},
+                              partner_id="casino_alpha")[0] == 400
+    assert backup_api.request("POST", "/player-events", valid_event("bet"), token="not-a-token")[0] == 401
+    newest, middle, oldest = backup_api.rejections("casino_alpha")
+    assert (oldest["method"], oldest["path"], oldest["status"]) == ("POST", "/player-events", 400)
+    assert oldest["answer"]["errors"] == {"amount": ["Missing data for required field."]}
+    assert json.loads(oldest["body"]) == bad  # the body as sent
+    assert (middle["method"], middle["path"], middle["status"]) == ("PUT", "/users/casino_alpha/player/p1/vip", 400)
+    assert newest["status"] == 401 and newest["answer"]["status"] == "error"
+    assert backup_api.rejections("casino_beta") == []
+
+
+def test_the_journal_keeps_the_newest_hundred(backup_api):
+    for n in range(1, 106):
+        event = valid_event("bet", amount=-n)
+        assert backup_api.request("POST", "/player-events", event, partner_id="casino_alpha")[0] == 400
+    kept = backup_api.rejections("casino_alpha")
+    assert len(kept) == 100 and json.loads(kept[0]["body"])["amount"] == -105
+
+
+def test_the_journal_needs_a_token_owning_the_partner(backup_api):
+    status, _ = backup_api.request("GET", "/_stand-in/rejections?partner_id=casino_beta", partner_id="casino_alpha")
+    assert status == 403
+    assert backup_api.request("GET", "/_stand-in/rejections", partner_id="casino_alpha")[0] == 400
+
+
+def test_a_reset_over_http_forgets_only_the_tokens_partners(backup_api):
+    assert post(backup_api, valid_event("bet"))[0] == 200
+    assert post(backup_api, valid_event("bet", partner_id="casino_beta"), partner_id="casino_beta")[0] == 200
+    assert backup_api.request("POST", "/_stand-in/reset", partner_id="casino_alpha")[0] == 200
+    assert backup_api.events("casino_alpha") == []
+    assert len(backup_api.events("casino_beta")) == 1
+    assert backup_api.request("POST", "/_stand-in/reset")[0] == 401
+
+
+# The durable service has none of it -----------------------------------------------------------
+
+
+def test_the_durable_service_has_no_stand_in_routes(app, client):
+    assert not app.config["STAND_IN"]
+    for method, path in (("POST", "/_stand-in/reset"), ("POST", "/_stand-in/faults"),
+                         ("DELETE", "/_stand-in/faults"), ("GET", "/_stand-in/rejections?partner_id=casino_alpha")):
+        response = client.open(path, method=method, json={"fault": "503"}, headers=bearer())
+        assert response.status_code == 404, (method, path)
+    assert "stand_in" not in app.extensions
+
+
+# serve --stand-in ---------------------------------------------------------------------------
+
+
+def _stand_in_command(tmp_path, command):
+    """Start command (serve --stand-in) in an empty folder; return the Server, its stderr's path."""
+    server = Server(tmp_path / "unused.db", SECRET)
+    del server.env["BACKUP_API_DATABASE"]
+    server.env["PYTHONPATH"] = str(ROOT)  # it runs from an empty folder, not from the checkout
+    log = open(tmp_path / "stderr", "w")  # noqa: SIM115 (closed by the caller, after the server stops)
+    server.stderr = log
+    server.start(command=command, cwd=tmp_path / "work")
+    return server, log
+
+
+@pytest.mark.parametrize("how", ["flask", "game-backup-api"])
+def test_serve_stand_in_keeps_nothing_and_says_so(tmp_path, how):
+    (tmp_path / "work").mkdir()
+    command = ([sys.executable, "-m", "flask", "--app", "backup_api"] if how == "flask"
+               else [sys.executable, "-c", "from backup_api.cli import main; main()"])
+    server, log = _stand_in_command(tmp_path, [*command, "serve", "--stand-in", "--port", "0"])
+    try:
+        token = make_token()  # minted from BACKUP_API_JWT_SECRET, as test code in any language can
+        assert server.request("POST", "/player-events", valid_event("bet"), token=token)[0] == 200
+        assert server.request("POST", "/_stand-in/reset", token=token)[0] == 200
+    finally:
+        server.stop()
+        log.close()
+    assert server.proc.returncode == 0
+    printed = (tmp_path / "stderr").read_text()
+    assert "STAND-IN: this server keeps nothing" in printed
+    assert list((tmp_path / "work").iterdir()) == []  # no instance/, no secret, no database
+    folder = [w for w in printed.split() if "backup-api-stand-in-" in w]
+    assert not any(Path(p).exists() for p in folder)
+
+
+def test_serve_stand_in_answers_within_half_a_second(tmp_path):
+    (tmp_path / "work").mkdir()
+    started = time.monotonic()
+    server, log = _stand_in_command(tmp_path, [sys.executable, "-m", "flask", "--app", "backup_api", "serve",
+                                               "--stand-in", "--port", "0"])
+    try:
+        assert server.request("GET", "/healthz")[0] == 200
+        print(f"stand-in start to first answer: {time.monotonic() - started:.3f} s")  # measured in make bench
+    finally:
+        server.stop()
+        log.close()
+
+
+def test_a_memory_database_is_refused_with_a_pointer_to_the_stand_in(tmp_path):
+    from backup_api import ConfigError
+
+    with pytest.raises(ConfigError, match="serve --stand-in"):
+        create_app({"DATABASE": ":memory:", "JWT_SECRET": SECRET})
+    env = {**os.environ, "BACKUP_API_DATABASE": ":memory:", "BACKUP_API_JWT_SECRET": SECRET}
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "backup_api", "serve", "--port", "0"],
+                            cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1 and result.stderr.startswith("Error: BACKUP_API_DATABASE=:memory:")
+    assert not (tmp_path / ":memory:").exists()
+
+
+def test_token_issue_for_a_stand_in_needs_the_secret(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
+    env.update(BACKUP_API_STAND_IN="1", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "backup_api", "token", "issue", "casino_alpha"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "set BACKUP_API_JWT_SECRET" in result.stderr
+    assert list(tmp_path.iterdir()) == []
