@@ -60,8 +60,9 @@ class StandIn:
 
     def vip(self, partner_id: str, player_login: str) -> dict:
         """A player's VIP flag as GET /users/{id}/player/{player_id}/vip gives it."""
-        path = f"/users/{urllib.parse.quote(partner_id, safe='')}/player/{urllib.parse.quote(player_login, safe='')}/vip"
-        return self._get(path, partner_id)[1]
+        quote = urllib.parse.quote
+        return self._get(f"/users/{quote(partner_id, safe='')}/player/{quote(player_login, safe='')}/vip",
+                         partner_id)[1]
 
     def rejections(self, partner_id: str) -> list[dict]:
         """The refused requests naming partner_id, newest first: method, path, status, answer and body."""

@@ -12,10 +12,20 @@ import pytest
 from backup_api import create_app, storage
 from tests import postgres
 
-# The plugin the wheel registers by entry point; this checkout is not installed, so it is named here.
-pytest_plugins = ["backup_api.pytest_plugin"]
-
 SECRET = "test-secret-that-is-long-enough-for-hs256-and-even-hs512-0123456789abcdef"
+
+
+def pytest_configure(config):
+    """Register the plugin the wheel registers by its entry point, unless a build in this checkout made it visible."""
+    register_plugin(config)
+
+
+def register_plugin(config) -> None:
+    """Register backup_api.pytest_plugin under its entry point's name, once."""
+    if not config.pluginmanager.has_plugin("backup_api"):
+        from backup_api import pytest_plugin
+
+        config.pluginmanager.register(pytest_plugin, "backup_api")
 
 
 @pytest.fixture(scope="session")

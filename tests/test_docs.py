@@ -2,6 +2,8 @@
 
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 
@@ -60,17 +62,57 @@ def test_copy_of_the_reference_catalog_is_current():
     assert catalog.strip() == REFERENCE_CATALOG.strip()
 
 
-def test_the_readme_test_suite_example_runs_as_written(tmp_path):
+def readme_block(name: str) -> str:
+    """The code of the README's block between <!-- name --> and <!-- /name -->, without its fences."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- test-suite-example -->")[1].split("<!-- /test-suite-example -->")[0]
-    code = block.strip().removeprefix("```python").removesuffix("```")
-    (tmp_path / "test_example.py").write_text(code, encoding="utf-8")
-    (tmp_path / "service").symlink_to(ROOT)
+    block = readme.split(f"<!-- {name} -->")[1].split(f"<!-- /{name} -->")[0].strip()
+    return block.split("\n", 1)[1].removesuffix("```")
+
+
+def test_the_readme_test_suite_example_runs_as_written(tmp_path):
+    (tmp_path / "test_example.py").write_text(readme_block("test-suite-example"), encoding="utf-8")
+    # This checkout is not installed, so its plugin is registered by hand; an installed wheel does it itself.
+    (tmp_path / "conftest.py").write_text("from tests.conftest import register_plugin as pytest_configure\n")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"],
-        # A relative path, as a user would give one: the example must not depend on the folder it runs in.
-        cwd=tmp_path, env={**os.environ, "BACKUP_API_DIR": "service"},
-        capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
+    assert "2 passed" in result.stdout
+
+
+def run_ci_recipe(tmp_path, *suite: str) -> subprocess.CompletedProcess:
+    """Run the README's CI recipe with suite, on a free port, game-backup-api being this checkout's command."""
+    (tmp_path / "ci-stand-in.sh").write_text(readme_block("ci-recipe"), encoding="utf-8")
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    command = bin_folder / "game-backup-api"
+    command.write_text(f'#!/bin/sh\nexec {sys.executable} -c "from backup_api.cli import main; main()" "$@"\n')
+    command.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
+    env.update(PATH=f"{bin_folder}:{env['PATH']}", PYTHONPATH=str(ROOT), PORT=str(port))
+    return subprocess.run(["sh", "ci-stand-in.sh", *suite], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_ci_recipe_serves_a_stand_in_to_the_suite_and_stops_it(tmp_path):
+    suite = 'curl -sf "$BACKUP_API_URL/healthz" && test ${#BACKUP_API_JWT_SECRET} -ge 32 && echo suite-ran'
+    result = run_ci_recipe(tmp_path, "sh", "-c", suite)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "suite-ran" in result.stdout
+    log = (tmp_path / "stand-in.log").read_text()
+    assert "STAND-IN" in log and "stopped cleanly" in log  # the trap stopped it
+    failed = run_ci_recipe(tmp_path / "bin", "false")  # a failing suite fails the script
+    assert failed.returncode != 0
+
+
+def test_the_node_example_passes_against_the_stand_in(tmp_path):
+    if shutil.which("node") is None:
+        pytest.skip("node is not on the PATH: the README's Node example was not run")
+    (tmp_path / "stand-in.test.mjs").write_text(readme_block("node-example"), encoding="utf-8")
+    result = run_ci_recipe(tmp_path, "node", "stand-in.test.mjs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: stored once after an outage; the refusal explained" in result.stdout
