@@ -28,7 +28,7 @@ DEFAULTS = {
     "SYNCHRONOUS": "FULL",
     "BUSY_TIMEOUT_MS": 5000,
     "PG_TIMEOUT_MS": 5000,
-    "LOG_LEVEL": "INFO",
+    "LOG_LEVEL": None,  # INFO; for a stand-in, WARNING (no access line per request)
     "STAND_IN": False,
     "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
 }

@@ -19,7 +19,7 @@ def printable(text: str) -> str:
 
 def init_app(app: Flask) -> None:
     """Log one line per request on stderr, at the level BACKUP_API_LOG_LEVEL names."""
-    level = str(app.config["LOG_LEVEL"]).upper()
+    level = str(app.config["LOG_LEVEL"] or "INFO").upper()
     if level not in logging.getLevelNamesMapping():
         raise ConfigError(f"BACKUP_API_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
     app.logger.setLevel(level)

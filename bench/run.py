@@ -205,6 +205,10 @@ def main() -> int:
         # The executable, when `make dist` has built it.
         frozen = reads.start_up(folder, command=[str(reads.EXECUTABLE), "serve", "--port", "0"]) if (
             reads.EXECUTABLE.exists()) else None
+    print("the stand-in ...", flush=True)
+    from bench import standin
+
+    stand_in = standin.run()
     print("PostgreSQL ...", flush=True)
     from bench import postgres  # it imports this module's wrk
 
@@ -261,6 +265,7 @@ def main() -> int:
         f"| start-up: process start to the first 200 on /healthz | {start_up * 1000:.0f} ms | |",
         "| the same, the single executable (`make dist`) | "
         + (f"{frozen * 1000:.0f} ms" if frozen else "not built: run `make dist` first") + " | |",
+        *stand_in,
         *on_postgres,
     ]
     table = "\n".join(lines)
