@@ -81,7 +81,7 @@ def test_the_readme_test_suite_example_runs_as_written(tmp_path):
     assert "2 passed" in result.stdout
 
 
-def run_ci_recipe(tmp_path, *suite: str) -> subprocess.CompletedProcess:
+def run_ci_recipe(tmp_path, *suite: str) -> tuple[subprocess.CompletedProcess, int]:
     """Run the README's CI recipe with suite, on a free port, game-backup-api being this checkout's command."""
     (tmp_path / "ci-stand-in.sh").write_text(readme_block("ci-recipe"), encoding="utf-8")
     bin_folder = tmp_path / "bin"
@@ -94,18 +94,20 @@ def run_ci_recipe(tmp_path, *suite: str) -> subprocess.CompletedProcess:
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
     env.update(PATH=f"{bin_folder}:{env['PATH']}", PYTHONPATH=str(ROOT), PORT=str(port))
-    return subprocess.run(["sh", "ci-stand-in.sh", *suite], cwd=tmp_path, env=env, capture_output=True, text=True,
+    done = subprocess.run(["sh", "ci-stand-in.sh", *suite], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
+    return done, port
 
 
 def test_the_ci_recipe_serves_a_stand_in_to_the_suite_and_stops_it(tmp_path):
     suite = 'curl -sf "$BACKUP_API_URL/healthz" && test ${#BACKUP_API_JWT_SECRET} -ge 32 && echo suite-ran'
-    result = run_ci_recipe(tmp_path, "sh", "-c", suite)
+    result, port = run_ci_recipe(tmp_path, "sh", "-c", suite)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "suite-ran" in result.stdout
-    log = (tmp_path / "stand-in.log").read_text()
-    assert "STAND-IN" in log and "stopped cleanly" in log  # the trap stopped it
-    failed = run_ci_recipe(tmp_path / "bin", "false")  # a failing suite fails the script
+    assert "STAND-IN" in (tmp_path / "stand-in.log").read_text()
+    with pytest.raises(ConnectionRefusedError):  # the trap stopped it
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    failed, _ = run_ci_recipe(tmp_path / "bin", "false")  # a failing suite fails the script
     assert failed.returncode != 0
 
 
@@ -113,6 +115,6 @@ def test_the_node_example_passes_against_the_stand_in(tmp_path):
     if shutil.which("node") is None:
         pytest.skip("node is not on the PATH: the README's Node example was not run")
     (tmp_path / "stand-in.test.mjs").write_text(readme_block("node-example"), encoding="utf-8")
-    result = run_ci_recipe(tmp_path, "node", "stand-in.test.mjs")
+    result, _ = run_ci_recipe(tmp_path, "node", "stand-in.test.mjs")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok: stored once after an outage; the refusal explained" in result.stdout
