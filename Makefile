@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app backup_api
 
-.PHONY: run test lint token fuzz soak bench snapshot dist clean
+.PHONY: run stand-in test lint token fuzz soak bench snapshot dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 
 run: $(VENV)/.runtime  ## serve the API with waitress on HOST:PORT
 	$(FLASK) serve --host $(HOST) --port $(PORT)
+
+stand-in: $(VENV)/.runtime  ## serve a stand-in for test suites (keeps nothing; tokens from BACKUP_API_JWT_SECRET)
+	$(FLASK) serve --stand-in --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev  ## run the whole test suite
 	$(BIN)/python -m pytest
