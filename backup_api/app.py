@@ -3,7 +3,7 @@
 import click
 from flask import Flask
 
-from backup_api import commands, config, errors, logs, openapi, routes, tokens
+from backup_api import commands, config, errors, logs, metrics, openapi, routes, tokens
 from backup_api.config import ConfigError
 
 __all__ = ["ConfigError", "create_app"]
@@ -24,6 +24,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     tokens.init_app(app)
     errors.init_app(app)
     app.register_blueprint(routes.bp)
+    metrics.init_app(app)
     commands.init_app(app)
     if click.get_current_context(silent=True) is None or app.config["STAND_IN"]:
         config.open_data(app)

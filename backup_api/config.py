@@ -30,6 +30,7 @@ DEFAULTS = {
     "PG_TIMEOUT_MS": 5000,
     "LOG_LEVEL": None,  # INFO; for a stand-in, WARNING (no access line per request)
     "STAND_IN": False,
+    "METRICS": True,
     "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
 }
 
@@ -50,7 +51,8 @@ def configure(app: Flask, test_config: dict | None) -> None:
         app.config.from_prefixed_env("BACKUP_API", loads=str)
     else:
         app.config.update(test_config)
-    app.config["STAND_IN"] = str(app.config["STAND_IN"]).lower() in ("1", "true", "yes", "on")
+    app.config["STAND_IN"] = _flag(app.config["STAND_IN"])
+    app.config["METRICS"] = _flag(app.config["METRICS"])
     database = str(app.config["DATABASE"])
     if database == ":memory:" or database.startswith("file:"):
         raise ConfigError(
@@ -80,6 +82,11 @@ def configure(app: Flask, test_config: dict | None) -> None:
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 
+def _flag(value) -> bool:
+    """A yes-or-no setting: 1, true, yes or on (any case) is yes."""
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def open_data(app: Flask, stand_in: bool | None = None) -> None:
     """Create and open, once, what the settings name: the database's folder, the secret, the store.
 
@@ -100,6 +107,9 @@ def open_data(app: Flask, stand_in: bool | None = None) -> None:
         app.extensions["cursor_key"] = hashlib.sha256(
             b"page cursors\0" + app.config["JWT_SECRET_KEY"].encode()
         ).digest()
+        metrics = app.extensions.get("metrics")
+        if metrics is not None:  # the store knows nothing of metrics, only of a callable
+            app.extensions["store"].observe_commit = metrics.observe_commit
     warn_of_loose_modes(app)
 
 

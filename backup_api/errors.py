@@ -6,7 +6,7 @@ from flask import Flask, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from backup_api import storage
+from backup_api import metrics, storage
 from backup_api.jsontext import BodyError
 
 
@@ -46,6 +46,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(storage.WriteOutcomeUnknown)
     def outcome_unknown(exc: storage.WriteOutcomeUnknown):
         app.logger.error("storage failure: %s", exc)
+        metrics.unavailable("commit_unconfirmed")
         return error_response(
             503, "the backup store did not confirm the write in time; it may have been stored: send it again"
             " (the same event is safe to resend)"
@@ -54,6 +55,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(storage.StorageError)
     def storage_error(exc: storage.StorageError):
         app.logger.error("storage failure: %s", exc)
+        metrics.unavailable("database")
         outcome = "nothing was stored, retry later" if request.method in ("POST", "PUT") else "retry later"
         return error_response(503, f"the backup store is unavailable; {outcome}")
 

@@ -5,7 +5,7 @@ from urllib.parse import unquote_to_bytes
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
-from backup_api import logs, schemas, storage
+from backup_api import logs, metrics, schemas, storage
 from backup_api.config import store
 from backup_api.cursors import make_cursor, read_cursor
 from backup_api.tokens import authenticate, authorise, owned_partners
@@ -48,8 +48,13 @@ def post_player_events():
     for partner_id in sorted({p for p in named if isinstance(p, str) and p}):
         authorise(claims, partner_id)
     events = schemas.validate_batch(payload) if batch else [schemas.validate_event(payload)]
-    new = store().add_events(events, claims["sub"])
+    try:
+        new = store().add_events(events, claims["sub"])
+    except storage.EventConflict as exc:
+        metrics.conflict(events, exc.partner_id, exc.event_id)
+        raise
     logs.notice_stored(events, new)
+    metrics.events_stored(events, new, batch)
     if batch:
         accepted = sum(new)
         return {"status": "ok", "accepted": accepted, "duplicates": len(new) - accepted}

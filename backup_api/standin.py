@@ -126,6 +126,14 @@ class FaultyStore:
     def __getattr__(self, name):
         return getattr(self._real, name)
 
+    @property
+    def observe_commit(self):
+        return self._real.observe_commit
+
+    @observe_commit.setter
+    def observe_commit(self, observe) -> None:
+        self._real.observe_commit = observe
+
     def add_events(self, events: list[dict], sub: str) -> list[bool]:
         fault = self._state.take_fault({event["partner_id"] for event in events})
         if fault is None:

@@ -240,6 +240,8 @@ class Store:
 
     #: Where the data is, as `db check` prints it (a file path, or a URL without its password).
     name: str
+    #: Called after each group commit with (requests in it, seconds it took), when set (metrics).
+    observe_commit = None
 
     def __init__(self):
         self._lock = threading.Lock()  # held by the one thread writing for this process
@@ -261,8 +263,11 @@ class Store:
             if not request.done:  # else a previous holder of the lock committed it with its own
                 with self._queue_lock:
                     group, self._queue = self._queue, []
+                started = time.perf_counter()
                 try:
                     self._commit_group(group)
+                    if self.observe_commit is not None:
+                        self.observe_commit(len(group), time.perf_counter() - started)
                 except BaseException as exc:
                     # Nothing of the group was committed: every caller in it gets the failure.
                     for other in group:
@@ -288,6 +293,10 @@ class Store:
     def ping(self) -> None:
         """Run a query on the events table; raise StorageError if the database does not answer."""
         raise NotImplementedError
+
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        """The store's own gauges, by name: (what it measures, its value now). Never fails."""
+        return {}
 
     def read_events(
         self,

@@ -259,6 +259,18 @@ class PostgresStore(Store):
         with self._connection("the VIP flag could not be stored") as conn, _transaction(conn):
             conn.execute(UPSERT_PLAYER, (partner_id, player_login, is_vip, rfc3339_us(now_us()), sub))
 
+    def gauges(self):
+        """This process's pool of connections: its size, those lent out, and the requests waiting for one."""
+        stats = self._pool.get_stats()
+        size = stats.get("pool_size", 0)
+        return {
+            "pg_pool_connections": ("Connections of this process's pool to PostgreSQL.", size),
+            "pg_pool_connections_in_use": ("Connections of the pool lent to a request now.",
+                                           size - stats.get("pool_available", 0)),
+            "pg_pool_requests_waiting": ("Requests waiting for a connection of the pool.",
+                                         stats.get("requests_waiting", 0)),
+        }
+
     def ping(self):
         """Run a query on the events table; raise StorageError if the database does not answer."""
         with self._connection("the database does not answer") as conn:

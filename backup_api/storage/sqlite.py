@@ -232,6 +232,18 @@ class SQLiteStore(Store):
         with self._lock, self._transaction("the VIP flag could not be stored") as conn:
             conn.execute(_UPSERT_PLAYER, (partner_id, player_login, int(is_vip), rfc3339_us(now_us()), sub))
 
+    def gauges(self):
+        """The sizes of the database file and of its write-ahead log."""
+        sizes = {}
+        for name, path, what in (("sqlite_database_bytes", self.path, "database file"),
+                                 ("sqlite_wal_bytes", self.path + "-wal", "write-ahead log (-wal)")):
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = 0
+            sizes[name] = (f"Size of the SQLite {what}, bytes.", size)
+        return sizes
+
     def forget(self, partners=None) -> None:
         """Delete every event and VIP flag of partners, or of everyone when None (the stand-in's reset)."""
         with self._lock, self._transaction("the reset failed") as conn:

@@ -1,0 +1,140 @@
+"""Metrics: GET /metrics in the Prometheus text format, through prometheus-client, for this process.
+
+Requests by route template and status class, their latency, events stored, duplicates and
+conflicts by event_type, batch sizes, the group commit (requests per commit, commit time with its
+fsync), 503s by cause, the store's files or connection pool, the process's start time and the
+version. No label ever holds a partner or player id: their number is unbounded, and they are
+partners' data. BACKUP_API_METRICS=0 turns it all off (and /metrics is then a 404).
+"""
+
+import time
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+from backup_api import __version__
+
+# Methods named as they are; any other (a client may send any token) is counted as "other".
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+
+bp = Blueprint("metrics", __name__)
+
+
+class Metrics:
+    """The metrics of one app, in a registry of its own (not prometheus-client's global one)."""
+
+    def __init__(self, app: Flask):
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)  # process_start_time_seconds, memory, CPU, open files
+        PlatformCollector(registry=registry)
+        Gauge("backup_api_info", "The service's version.", ["version"], registry=registry).labels(__version__).set(1)
+        self.requests = Counter("backup_api_requests", "Requests answered, by route template, method and status class.",
+                                ["route", "method", "status"], registry=registry)
+        self.latency = Histogram("backup_api_request_duration_seconds", "Time to answer a request, by route template.",
+                                 ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.stored = Counter("backup_api_events_stored", "Events stored (new), by event_type.", ["event_type"],
+                              registry=registry)
+        self.duplicates = Counter("backup_api_events_duplicate", "Events received again, already held, by"
+                                  " event_type.", ["event_type"], registry=registry)
+        self.conflicts = Counter("backup_api_event_conflicts", "Requests refused 409: an event_id already held with"
+                                 " other content, by the event's event_type.", ["event_type"], registry=registry)
+        self.batches = Histogram("backup_api_batch_events", "Events per batch request (a JSON array).",
+                                 buckets=BATCH_BUCKETS, registry=registry)
+        self.commit_requests = Histogram("backup_api_commit_requests", "Write requests sharing one commit (group"
+                                         " commit).", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32), registry=registry)
+        self.commit_seconds = Histogram("backup_api_commit_duration_seconds", "Time of one group commit, its fsync"
+                                        " included.", buckets=LATENCY_BUCKETS, registry=registry)
+        self.unavailable = Counter("backup_api_unavailable", "Requests answered 503, by cause.", ["cause"],
+                                   registry=registry)
+        registry.register(_StoreCollector(app))
+
+    def observe_request(self, response: Response) -> None:
+        """Count a request and its time; the route is its template (/users/<partner_id>/...), never its values."""
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        method = request.method if request.method in METHODS else "other"
+        self.requests.labels(route, method, f"{response.status_code // 100}xx").inc()
+        started = g.get("started")
+        if started is not None:
+            self.latency.labels(route, method).observe(time.perf_counter() - started)
+
+    def observe_commit(self, requests: int, seconds: float) -> None:
+        self.commit_requests.observe(requests)
+        self.commit_seconds.observe(seconds)
+
+
+class _StoreCollector:
+    """The store's own gauges, read at each scrape: its files' sizes (SQLite) or its pool (PostgreSQL)."""
+
+    def __init__(self, app: Flask):
+        self._app = app
+
+    def describe(self):
+        return []  # read at scrape time only: the store may open after the registry is made
+
+    def collect(self):
+        store = self._app.extensions.get("store")
+        if store is None:
+            return
+        for name, (help_text, value) in store.gauges().items():
+            yield GaugeMetricFamily(f"backup_api_{name}", help_text, value=value)
+
+
+def init_app(app: Flask) -> None:
+    """Serve /metrics and count what the service does, unless BACKUP_API_METRICS turns it off."""
+    if not app.config["METRICS"]:
+        return
+    app.extensions["metrics"] = metrics = Metrics(app)
+    app.register_blueprint(bp)
+
+    @app.after_request
+    def count(response):
+        metrics.observe_request(response)
+        return response
+
+
+def _current() -> Metrics | None:
+    return current_app.extensions.get("metrics")
+
+
+def events_stored(events: list[dict], new: list[bool], batch: bool) -> None:
+    """Count events stored and duplicates by event_type, and a batch's size."""
+    metrics = _current()
+    if metrics is None:
+        return
+    for event, is_new in zip(events, new, strict=True):
+        (metrics.stored if is_new else metrics.duplicates).labels(event["event_type"]).inc()
+    if batch:
+        metrics.batches.observe(len(events))
+
+
+def conflict(events: list[dict], partner_id: str, event_id: str) -> None:
+    """Count a 409, by the event_type of the event that conflicted."""
+    metrics = _current()
+    if metrics is not None:
+        found = [e for e in events if e["partner_id"] == partner_id and e.get("event_id") == event_id]
+        metrics.conflicts.labels(found[0]["event_type"] if found else "unknown").inc()
+
+
+def unavailable(cause: str) -> None:
+    """Count a 503 by its cause."""
+    metrics = _current()
+    if metrics is not None:
+        metrics.unavailable.labels(cause).inc()
+
+
+@bp.get("/metrics")
+def metrics_page():
+    """The metrics of this process, in the Prometheus text format (no token needed)."""
+    return Response(generate_latest(_current().registry), content_type=CONTENT_TYPE_LATEST)
