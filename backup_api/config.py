@@ -27,6 +27,7 @@ DEFAULTS = {
     "JWT_SECRET": None,
     "SYNCHRONOUS": "FULL",
     "BUSY_TIMEOUT_MS": 5000,
+    "WAL_AUTOCHECKPOINT": 1000,
     "PG_TIMEOUT_MS": 5000,
     "LOG_LEVEL": None,  # INFO; for a stand-in, WARNING (no access line per request)
     "STAND_IN": False,
@@ -73,6 +74,9 @@ def configure(app: Flask, test_config: dict | None) -> None:
         raise ConfigError(
             f"BACKUP_API_{timeout_setting} must be a positive whole number of milliseconds, not {timeout_ms!r}"
         )
+    if not str(app.config["WAL_AUTOCHECKPOINT"]).isdigit():
+        raise ConfigError("BACKUP_API_WAL_AUTOCHECKPOINT must be a whole number of pages (0: never, for Litestream),"
+                          f" not {app.config['WAL_AUTOCHECKPOINT']!r}")
     if str(app.config["SYNCHRONOUS"]).upper() not in SYNCHRONOUS:
         raise ConfigError(f"BACKUP_API_SYNCHRONOUS: synchronous must be FULL, NORMAL or EXTRA, not"
                           f" {app.config['SYNCHRONOUS']!r}")
@@ -132,7 +136,8 @@ def _open_durable(app: Flask) -> None:
         timeout_ms = int(app.config["BUSY_TIMEOUT_MS"])
     app.config["JWT_SECRET_KEY"] = jwt_secret(app.config["JWT_SECRET"], folder)
     try:
-        store = storage.open_store(database, synchronous=str(app.config["SYNCHRONOUS"]), timeout_ms=timeout_ms)
+        store = storage.open_store(database, synchronous=str(app.config["SYNCHRONOUS"]), timeout_ms=timeout_ms,
+                                   wal_autocheckpoint=int(app.config["WAL_AUTOCHECKPOINT"]))
     except storage.StorageError as exc:
         raise ConfigError(str(exc)) from None
     app.extensions["store"] = store

@@ -34,11 +34,14 @@ def is_url(database: str) -> bool:
     return database.startswith(URL_SCHEMES)
 
 
-def open_store(database: str, *, synchronous: str = "FULL", timeout_ms: int = 5000) -> Store:
+def open_store(
+    database: str, *, synchronous: str = "FULL", timeout_ms: int = 5000, wal_autocheckpoint: int = 1000
+) -> Store:
     """Open the store the database setting names: a PostgreSQL URL, or the path of a SQLite file.
 
     timeout_ms bounds each wait on the database: SQLite's busy timeout; PostgreSQL's connection,
-    pool and statement timeouts. synchronous is SQLite's (PostgreSQL commits are always flushed).
+    pool and statement timeouts. synchronous and wal_autocheckpoint are SQLite's (PostgreSQL commits
+    are always flushed).
     """
     if is_url(database):
         from backup_api.storage.postgres import PostgresStore  # psycopg is loaded only by those who use it
@@ -46,4 +49,5 @@ def open_store(database: str, *, synchronous: str = "FULL", timeout_ms: int = 50
         return PostgresStore(database, timeout_ms=timeout_ms)
     from backup_api.storage.sqlite import SQLiteStore
 
-    return SQLiteStore(database, synchronous=synchronous, busy_timeout_ms=timeout_ms)
+    return SQLiteStore(database, synchronous=synchronous, busy_timeout_ms=timeout_ms,
+                       wal_autocheckpoint=wal_autocheckpoint)

@@ -52,7 +52,8 @@ _UPSERT_PLAYER = (
 class SQLiteStore(Store):
     """One SQLite database, shared by all threads of the process."""
 
-    def __init__(self, path: str, synchronous: str = "FULL", busy_timeout_ms: int = 5000):
+    def __init__(self, path: str, synchronous: str = "FULL", busy_timeout_ms: int = 5000,
+                 wal_autocheckpoint: int = 1000):
         """Open (and create when missing) the database at path."""
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):  # OFF: the stand-in only
             raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, not {synchronous!r}")
@@ -60,6 +61,9 @@ class SQLiteStore(Store):
         self.path = self.name = path
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = int(busy_timeout_ms)
+        # Pages of -wal after which a commit folds it into the file (SQLite's default, 1000); 0
+        # never: a tool that replicates the -wal (Litestream) does it instead.
+        self._wal_autocheckpoint = int(wal_autocheckpoint)
         # One connection behind the write lock: SQLite serialises writers anyway, and a single
         # writer never meets "database is locked" from its own threads.
         self._readers_lock = threading.Lock()
@@ -79,6 +83,7 @@ class SQLiteStore(Store):
             self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             self.db.enable_wal()
             self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._conn.execute(f"PRAGMA wal_autocheckpoint = {self._wal_autocheckpoint}")
             self._create_schema()
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:

