@@ -7,6 +7,7 @@ version. No label ever holds a partner or player id: their number is unbounded, 
 partners' data. BACKUP_API_METRICS=0 turns it all off (and /metrics is then a 404).
 """
 
+import collections
 import time
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -59,15 +60,21 @@ class Metrics:
         self.unavailable = Counter("backup_api_unavailable", "Requests answered 503, by cause.", ["cause"],
                                    registry=registry)
         registry.register(_StoreCollector(app))
+        self._children: dict[tuple, tuple] = {}  # bounded: routes x methods x status classes
 
     def observe_request(self, response: Response) -> None:
         """Count a request and its time; the route is its template (/users/<partner_id>/...), never its values."""
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         method = request.method if request.method in METHODS else "other"
-        self.requests.labels(route, method, f"{response.status_code // 100}xx").inc()
+        key = (route, method, response.status_code // 100)
+        children = self._children.get(key)
+        if children is None:  # labels() checks and locks each time: done once per combination
+            children = self._children[key] = (self.requests.labels(route, method, f"{key[2]}xx"),
+                                              self.latency.labels(route, method))
+        children[0].inc()
         started = g.get("started")
         if started is not None:
-            self.latency.labels(route, method).observe(time.perf_counter() - started)
+            children[1].observe(time.perf_counter() - started)
 
     def observe_commit(self, requests: int, seconds: float) -> None:
         self.commit_requests.observe(requests)
@@ -113,8 +120,9 @@ def events_stored(events: list[dict], new: list[bool], batch: bool) -> None:
     metrics = _current()
     if metrics is None:
         return
-    for event, is_new in zip(events, new, strict=True):
-        (metrics.stored if is_new else metrics.duplicates).labels(event["event_type"]).inc()
+    counts = collections.Counter((event["event_type"], is_new) for event, is_new in zip(events, new, strict=True))
+    for (event_type, is_new), count in counts.items():
+        (metrics.stored if is_new else metrics.duplicates).labels(event_type).inc(count)
     if batch:
         metrics.batches.observe(len(events))
 

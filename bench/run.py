@@ -178,6 +178,25 @@ def batch_ingest(folder: Path) -> dict:
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
+def metrics_cost(folder: Path) -> dict:
+    """The service with metrics on and off (BACKUP_API_METRICS=0), taking turns: single events and batches of 500."""
+    rates = {(metrics, batch): [] for metrics in ("on", "off") for batch in (1, 500)}
+    for round_ in range(ROUNDS):
+        for metrics in ("on", "off"):
+            server = Server(folder / f"metrics{round_}{metrics}.db", SECRET)
+            server.env["BACKUP_API_METRICS"] = "1" if metrics == "on" else "0"
+            with server:
+                wrk(server.port, f"mw{round_}{metrics}{time.time_ns()}", seconds=2)
+                for batch in (1, 500):
+                    result = wrk(server.port, f"m{round_}{metrics}{batch}{time.time_ns()}", batch=batch)
+                    rates[metrics, batch].append(result["rps"] * batch)
+    return {
+        batch: {"on": statistics.median(rates["on", batch]), "off": statistics.median(rates["off", batch]),
+                "ratios": [on / off for on, off in zip(rates["on", batch], rates["off", batch], strict=True)]}
+        for batch in (1, 500)
+    }
+
+
 def main() -> int:
     """Run every measurement and print the table."""
     RESULTS.mkdir(exist_ok=True)
@@ -196,6 +215,8 @@ def main() -> int:
         growth = ingest_growth(folder, filled)
         print("batches ...", flush=True)
         batch_rate = batch_ingest(folder)
+        print("metrics on and off ...", flush=True)
+        metrics = metrics_cost(folder)
         print("memory ...", flush=True)
         (count_first, mem_first), (count_total, mem_total) = memory(folder)
         print("reading pages, importing, starting ...", flush=True)
@@ -265,6 +286,10 @@ def main() -> int:
         f"| start-up: process start to the first 200 on /healthz | {start_up * 1000:.0f} ms | |",
         "| the same, the single executable (`make dist`) | "
         + (f"{frozen * 1000:.0f} ms" if frozen else "not built: run `make dist` first") + " | |",
+        *[f"| metrics on / off, {'single events' if batch == 1 else 'batches of 500'} |"
+          f" {m['on']:,.0f} / {m['off']:,.0f} events/s: {statistics.median(m['ratios']):.3f}"
+          f" (rounds: {', '.join(f'{r:.2f}' for r in m['ratios'])}) | single events >= 0.95 |"
+          for batch, m in metrics.items()],
         *stand_in,
         *on_postgres,
     ]
