@@ -156,5 +156,6 @@ def _import(file, load, store_all):
         return store_all(records())
     except (ValidationError, ValueError, storage.EventConflict, storage.StorageError) as exc:
         detail = json.dumps(exc.messages, ensure_ascii=False) if isinstance(exc, ValidationError) else str(exc)
-        place = f"line {where['line']}: " if not isinstance(exc, storage.StorageError) else ""
+        line = exc.index + 1 if isinstance(exc, storage.EventConflict) and exc.index is not None else where["line"]
+        place = f"line {line}: " if not isinstance(exc, storage.StorageError) else ""
         raise click.ClickException(f"{place}{detail}; nothing was imported") from None

@@ -73,6 +73,16 @@ def _check_tree(value) -> None:
                 stack.append((child, depth + 1))
 
 
+# One decoder for every parse: json.loads with these arguments builds a new one per call.
+_DECODER = json.JSONDecoder(
+    # Every number becomes a Number: exact, free of int()'s digit limit, kept as written.
+    parse_float=Number,
+    parse_int=Number,
+    parse_constant=_no_constant,
+    object_pairs_hook=_no_duplicates,
+)
+
+
 def parse_json(raw: bytes):
     """Parse a request body strictly: UTF-8, no duplicate keys, numbers kept as Number (a Decimal)."""
     try:
@@ -80,14 +90,9 @@ def parse_json(raw: bytes):
     except UnicodeDecodeError as exc:
         raise BodyError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        value = json.loads(
-            text,
-            # Every number becomes a Number: exact, free of int()'s digit limit, kept as written.
-            parse_float=Number,
-            parse_int=Number,
-            parse_constant=_no_constant,
-            object_pairs_hook=_no_duplicates,
-        )
+        if text.startswith("\ufeff"):  # what json.loads refuses before it decodes
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise BodyError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:

@@ -376,6 +376,7 @@ def _holder(value, name: str) -> str:
 
 
 # A line exactly as `events export` writes it: the event's text can be cut out, not parsed twice.
+_ESCAPE_OR_CONTROL = re.compile(rb"[\x00-\x1f\\]")
 _EXPORT_LINE = re.compile(rb'\{"id": ([0-9]{1,19}), "received_at": "([^"]*)", "sub": ("(?:[^"\\]|\\.)*"), "event": ')
 
 
@@ -385,8 +386,12 @@ def load_exported_event(raw: bytes) -> tuple[int, int, str, dict, str]:
     if match and raw.endswith(b"}"):
         try:
             text = raw[match.end() : -1].decode("utf-8")
+            sub = match[3]
+            # A sub with neither an escape nor a control character is its own text (JSON would
+            # refuse the control character); any other is read as JSON.
+            sub = parse_json(sub) if _ESCAPE_OR_CONTROL.search(sub) else sub[1:-1].decode("utf-8")
             line = {"id": Number(match[1].decode()), "received_at": match[2].decode("utf-8"),
-                    "sub": parse_json(match[3]), "event": parse_json(text.encode("utf-8"))}
+                    "sub": sub, "event": parse_json(text.encode("utf-8"))}
         except (BodyError, UnicodeDecodeError):
             pass  # not the export's own form after all: the full parse below says what is wrong
         else:

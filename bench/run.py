@@ -226,6 +226,10 @@ def main() -> int:
         # The executable, when `make dist` has built it.
         frozen = reads.start_up(folder, command=[str(reads.EXECUTABLE), "serve", "--port", "0"]) if (
             reads.EXECUTABLE.exists()) else None
+    print("imports against their floor ...", flush=True)
+    from bench import imports
+
+    against_floor = imports.run()
     print("the stand-in ...", flush=True)
     from bench import standin
 
@@ -290,6 +294,7 @@ def main() -> int:
           f" {m['on']:,.0f} / {m['off']:,.0f} events/s: {statistics.median(m['ratios']):.3f}"
           f" (rounds: {', '.join(f'{r:.2f}' for r in m['ratios'])}) | single events >= 0.95 |"
           for batch, m in metrics.items()],
+        *against_floor,
         *stand_in,
         *on_postgres,
     ]

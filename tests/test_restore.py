@@ -106,8 +106,8 @@ def test_import_merges_into_a_database_that_holds_events(source, tmp_path):
     target.extensions["store"].close()
 
 
-def test_a_conflicting_event_id_stops_the_import(source, tmp_path):
-    target = new_app(tmp_path / "busy.db")
+def test_a_conflicting_event_id_stops_the_import(source, database):
+    target = new_app(database)  # the line named, on both stores, though the rows go in chunks
     client = target.test_client()
     post_event(client, valid_event("win", event_id="w1", amount=7))  # the same event_id as ODD_EVENTS[1]
     before = run(target, "events", "export").output
@@ -364,3 +364,22 @@ def test_times_before_the_year_1000_go_out_and_back_byte_identical(empty, tmp_pa
         assert run(again, "events", "export").output == exported
     finally:
         again.extensions["store"].close()
+
+
+def test_an_import_past_one_chunk_names_the_conflicting_line_and_counts_the_held(empty):
+    def line(n, event):
+        return f'{{"id": {n}, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {event}}}'
+
+    def event(n, amount=1):
+        return ('{"partner_id":"casino_alpha","player_login":"p","event_type":"bet",'
+                f'"amount":{amount},"event_id":"e{n}"}}')
+
+    lines = [line(n, event(n)) for n in range(1, 2501)]
+    lines[1799] = line(1800, event(5))  # line 1800 resends line 5's event: held, not a conflict
+    result = run(empty, "events", "import", "-", stdin=("\n".join(lines) + "\n").encode())
+    assert result.output == "imported 2499, already held 1\n", result.output
+    more = [line(n, event(n)) for n in range(3001, 4501)]
+    more[1199] = line(4200, event(7, amount=9))  # line 1200 reuses event_id e7 with other content
+    result = run(empty, "events", "import", "-", stdin=("\n".join(more) + "\n").encode())
+    assert result.exit_code == 1 and result.output.startswith("Error: line 1200: "), result.output
+    assert "'e7'" in result.output and "nothing was imported" in result.output

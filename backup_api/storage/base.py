@@ -30,6 +30,7 @@ class EventConflict(Exception):
         super().__init__(f"event_id {event_id!r} of partner {partner_id!r} is already stored with other content")
         self.partner_id = partner_id
         self.event_id = event_id
+        self.index: int | None = None  # in an import, the position of the record that conflicts
 
 
 # The canonical form and the content key ---------------------------------------------------

@@ -238,7 +238,8 @@ class PostgresStore(Store):
             key = dedupe_key(row[0], row[1], row[2])
             new.append(key in inserted)
             inserted.discard(key)  # a second row with the same key, in the same call, is a resend
-        resent = [row for row, is_new in zip(rows, new, strict=True) if not is_new and row[1] is not None]
+        resent = [(n, row) for n, (row, is_new) in enumerate(zip(rows, new, strict=True))
+                  if not is_new and row[1] is not None]
         if resent:
             # Only on a resend or a conflict, both rare: so no content key is kept for these events.
             held = dict(
@@ -246,12 +247,14 @@ class PostgresStore(Store):
                 for partner_id, event_id, text in conn.execute(
                     "SELECT partner_id, event_id, event::text FROM events"
                     " WHERE (partner_id, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                    ([row[0] for row in resent], [row[1] for row in resent]),
+                    ([row[0] for _, row in resent], [row[1] for _, row in resent]),
                 )
             )
-            for row in resent:
+            for position, row in resent:
                 if parsed_content_key(held[row[0], row[1]]) != parsed_content_key(row[6]):
-                    raise EventConflict(row[0], row[1])
+                    conflict = EventConflict(row[0], row[1])
+                    conflict.index = position
+                    raise conflict
         return new
 
     def set_vip(self, partner_id, player_login, is_vip, sub):
@@ -398,9 +401,16 @@ class PostgresStore(Store):
             chunk: list[tuple] = []
             ids: list[int] = []
 
+            start = 0  # the position in records of the chunk's first row
+
             def flush():
-                nonlocal imported, held
-                new = self._insert(conn, INSERT_WITH_IDS if empty else INSERT, chunk, ids if empty else None)
+                nonlocal imported, held, start
+                try:
+                    new = self._insert(conn, INSERT_WITH_IDS if empty else INSERT, chunk, ids if empty else None)
+                except EventConflict as exc:
+                    exc.index += start
+                    raise
+                start += len(chunk)
                 imported += sum(new)
                 held += len(new) - sum(new)
                 chunk.clear()

@@ -37,6 +37,14 @@ def _file_identity(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+# Raw SQL: the UNIQUE indexes decide, and the count of changes says whether they did.
+_INSERT_EVENT = (
+    "INSERT INTO events (id, partner_id, event_id, content_key, player_login, received_at, sub, event)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+# Rows an import sends in one executemany.
+IMPORT_CHUNK = 1000
+
 # Pooled read-only connections kept.
 MAX_READERS = 8
 
@@ -211,11 +219,7 @@ class SQLiteStore(Store):
         new = []
         for row in rows:
             # Raw SQL: the UNIQUE indexes decide, and rowcount says whether they did.
-            cursor = conn.execute(
-                "INSERT INTO events (id, partner_id, event_id, content_key, player_login, received_at, sub, event)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (id_, *row),
-            )
+            cursor = conn.execute(_INSERT_EVENT, (id_, *row))
             id_ = None
             new.append(cursor.rowcount == 1)
             if not cursor.rowcount and row[1] is not None:
@@ -409,17 +413,51 @@ class SQLiteStore(Store):
     # Importing ------------------------------------------------------------------------
 
     def import_events(self, records):
-        """Store exported events all or nothing; return (imported, already held)."""
+        """Store exported events all or nothing; return (imported, already held).
+
+        A chunk of rows at a time in one executemany; only a chunk in which some row was already
+        held (or conflicts) is inserted again row by row, to tell which.
+        """
         imported = held = 0
         with self._lock, self._transaction("the import failed") as conn:
             (empty,) = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM events)").fetchone()
+            chunk: list[tuple] = []
+            start = 0  # the position in records of the chunk's first row
+
+            def flush():
+                nonlocal imported, held, start
+                new = self._insert_chunk(conn, chunk, start)
+                imported += new
+                held += len(chunk) - new
+                start += len(chunk)
+                chunk.clear()
+
             for id_, received_at, sub, event, text in increasing_ids(records):
-                row = event_row(event, received_at, sub, text)
-                if self._insert(conn, [row], id_ if empty else None)[0]:
-                    imported += 1
-                else:
-                    held += 1
+                chunk.append((id_ if empty else None, *event_row(event, received_at, sub, text)))
+                if len(chunk) == IMPORT_CHUNK:
+                    flush()
+            if chunk:
+                flush()
         return imported, held
+
+    def _insert_chunk(self, conn: sqlite3.Connection, rows: list[tuple], start: int) -> int:
+        """Insert rows (id, then event_row's columns) of an import; return how many were new. Raise EventConflict."""
+        conn.execute("SAVEPOINT chunk")
+        before = conn.total_changes
+        conn.executemany(_INSERT_EVENT, rows)
+        if conn.total_changes - before == len(rows):
+            conn.execute("RELEASE chunk")
+            return len(rows)
+        conn.execute("ROLLBACK TO chunk")
+        conn.execute("RELEASE chunk")
+        new = 0
+        for position, (id_, *row) in enumerate(rows):
+            try:
+                new += self._insert(conn, [tuple(row)], id_)[0]
+            except EventConflict as exc:
+                exc.index = start + position
+                raise
+        return new
 
     def import_players(self, records):
         """Store exported VIP flags all or nothing; return (imported, updated, already held)."""
