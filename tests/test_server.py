@@ -77,19 +77,10 @@ def test_a_port_in_use_is_one_line_and_exit_1(tmp_path):
 def test_oversized_body_is_refused_in_json_before_it_is_sent(tmp_path):
     with Server(tmp_path / "b.db", SECRET) as server:
         # Announce 3 MiB and send only the headers: waitress answers without waiting for the body.
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(
-                b"POST /player-events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Authorization: Bearer " + make_token().encode() + b"\r\n"
-                b"Content-Length: " + str(3 << 20).encode() + b"\r\n\r\n"
-            )
-            reply = b""
-            while b"}" not in reply:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
-        head, _, body = reply.partition(b"\r\n\r\n")
+        head, body = _raw_exchange(server.port, (
+            b"POST /player-events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + make_token().encode() + b"\r\n"
+            b"Content-Length: " + str(3 << 20).encode() + b"\r\n\r\n"))
         assert head.startswith(b"HTTP/1.1 413")
         assert b"Content-Type: application/json" in head
         assert json.loads(body)["status"] == "error"
