@@ -10,7 +10,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from backup_api import config, schemas, server, storage, tokens
+from backup_api import config, export_lines, server, storage, tokens
 from backup_api.config import store
 
 
@@ -75,7 +75,7 @@ def init_app(app: Flask) -> None:
         Into an empty database everything comes back as it was, ids included; into one that holds
         events, those already held are skipped and the rest get new ids.
         """
-        imported, held = _import(file, schemas.load_exported_event, store().import_events)
+        imported, held = _import(file, export_lines.load_exported_event, store().import_events)
         click.echo(f"imported {imported}, already held {held}")
 
     db = AppGroup("db", help="Look after the database.")
@@ -139,7 +139,7 @@ def init_app(app: Flask) -> None:
 
         A flag newer than the one held (by updated_at) replaces it; an older one is skipped.
         """
-        imported, updated, held = _import(file, schemas.load_exported_player, store().import_players)
+        imported, updated, held = _import(file, export_lines.load_exported_player, store().import_players)
         click.echo(f"imported {imported}, updated {updated}, already held {held}")
 
 

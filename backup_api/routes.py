@@ -8,6 +8,7 @@ from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 from backup_api import logs, metrics, schemas, storage
 from backup_api.config import store
 from backup_api.cursors import make_cursor, read_cursor
+from backup_api.jsontext import parse_json
 from backup_api.tokens import authenticate, authorise, owned_partners
 
 bp = Blueprint("api", __name__)
@@ -34,7 +35,7 @@ def read_json():
     if encoding != "identity":
         # Not decoded: a small compressed body could expand far past the 1 MiB limit.
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the JSON uncompressed")
-    return schemas.parse_json(request.get_data(cache=False))
+    return parse_json(request.get_data(cache=False))
 
 
 @bp.post("/player-events")

@@ -10,7 +10,8 @@ import os
 
 from flask import Flask, request
 
-from backup_api import schemas, storage
+from backup_api import storage
+from backup_api.jsontext import parse_json
 from bench.baseline import add_serve_command
 
 
@@ -21,7 +22,7 @@ def create_app() -> Flask:
 
     @app.post("/player-events")
     def stored():
-        store.add_events([schemas.parse_json(request.get_data())], "bench")
+        store.add_events([parse_json(request.get_data())], "bench")
         return {"status": "ok"}
 
     add_serve_command(app)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from backup_api import create_app
-from backup_api.schemas import ALWAYS_REQUIRED, EVENT_RULES, MAX_AMOUNT, _event_schema, _plainly_valid, parse_json
+from backup_api.jsontext import parse_json
+from backup_api.schemas import ALWAYS_REQUIRED, EVENT_RULES, MAX_AMOUNT, _event_schema, _plainly_valid
 from tests.conftest import SECRET, bearer
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from backup_api import storage
-from backup_api.schemas import parse_json
+from backup_api.jsontext import parse_json
 
 
 @pytest.fixture

@@ -1,0 +1,117 @@
+"""The lines of `events export` and `players export`, checked as an import reads them back.
+
+Each line is checked as strictly as a request: the event against the catalog, the times and the
+holder as the store writes them. A line exactly as the export writes it is cut apart rather than
+parsed whole (the import's fast path); any other is parsed, and refused with what is wrong.
+"""
+
+import re
+from decimal import Decimal
+
+from marshmallow import ValidationError
+
+from backup_api.jsontext import BodyError, Number, parse_json
+from backup_api.schemas import _path_field, _require_object, _vip_schema, microseconds, validate_event
+
+EXPORTED_EVENT_KEYS = ("id", "received_at", "sub", "event")
+EXPORTED_PLAYER_KEYS = ("partner_id", "player_login", "is_vip", "updated_at", "updated_by")
+# The largest id an import keeps: the largest integer that every JSON reader holds exactly
+# (JavaScript's included), and far below MAX_ROW_ID, so that new events always get higher ids.
+MAX_IMPORTED_ID = 2**53 - 1
+# received_at and updated_at as the store writes them: UTC, to the microsecond.
+STORED_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+
+
+def _keys_exactly(line: dict, keys: tuple[str, ...]) -> None:
+    """Refuse a line that lacks one of keys or has another."""
+    errors = {name: ["Missing data for required field."] for name in keys if name not in line}
+    errors.update({name: ["Unknown field."] for name in line if name not in keys})
+    if errors:
+        raise ValidationError(errors)
+
+
+def _stored_time(value, name: str) -> int:
+    """Check a time written as the store writes it; return it in microseconds since the epoch."""
+    if not isinstance(value, str) or not STORED_TIME.fullmatch(value):
+        raise ValidationError({name: ["Must be a UTC time to the microsecond, e.g. 2026-11-24T05:12:03.120512Z."]})
+    try:
+        return microseconds(value, leap_second=False)  # the store writes none
+    except ValueError:
+        raise ValidationError({name: ["Not a valid date and time."]}) from None
+
+
+def _holder(value, name: str) -> str:
+    """Check a token holder (sub) as the service records it."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError({name: ["Must be a non-empty string."]})
+    return value
+
+
+# A line exactly as `events export` writes it: the event's text can be cut out, not parsed twice.
+_ESCAPE_OR_CONTROL = re.compile(rb"[\x00-\x1f\\]")
+_EXPORT_LINE = re.compile(rb'\{"id": ([0-9]{1,19}), "received_at": "([^"]*)", "sub": ("(?:[^"\\]|\\.)*"), "event": ')
+
+
+def load_exported_event(raw: bytes) -> tuple[int, int, str, dict, str]:
+    """Check one line of `events export`; return (id, received_at in microseconds, sub, event, the event's text)."""
+    match = _EXPORT_LINE.match(raw)
+    if match and raw.endswith(b"}"):
+        try:
+            text = raw[match.end() : -1].decode("utf-8")
+            sub = match[3]
+            # A sub with neither an escape nor a control character is its own text (JSON would
+            # refuse the control character); any other is read as JSON.
+            sub = parse_json(sub) if _ESCAPE_OR_CONTROL.search(sub) else sub[1:-1].decode("utf-8")
+            line = {"id": Number(match[1].decode()), "received_at": match[2].decode("utf-8"),
+                    "sub": sub, "event": parse_json(text.encode("utf-8"))}
+        except (BodyError, UnicodeDecodeError):
+            pass  # not the export's own form after all: the full parse below says what is wrong
+        else:
+            return _exported_event(line, text)
+    line = parse_json(raw)
+    _require_object(line)
+    _keys_exactly(line, EXPORTED_EVENT_KEYS)
+    return _exported_event(line, None)
+
+
+def _exported_event(line: dict, text: str | None) -> tuple[int, int, str, dict, str]:
+    """Check the fields of an exported event's line; text is the event's JSON text, written afresh when None."""
+    id_ = line["id"]
+    if not (isinstance(id_, Decimal) and id_ == id_.to_integral_value() and 1 <= id_ <= MAX_IMPORTED_ID):
+        raise ValidationError({"id": [
+            f"Must be a whole number from 1 to {MAX_IMPORTED_ID} (2**53 - 1), leaving room for new events' ids."
+        ]})
+    received_at = _stored_time(line["received_at"], "received_at")
+    sub = _holder(line["sub"], "sub")
+    try:
+        event = validate_event(line["event"])
+    except ValidationError as exc:
+        raise ValidationError({"event": exc.messages}) from None
+    return int(id_), received_at, sub, event, text
+
+
+def load_exported_player(raw: bytes) -> tuple[str, str, bool, str, str]:
+    """Check one line of `players export`; return (partner_id, player_login, is_vip, updated_at, updated_by)."""
+    line = parse_json(raw)
+    _require_object(line)
+    _keys_exactly(line, EXPORTED_PLAYER_KEYS)
+    errors = {}
+    for name in ("partner_id", "player_login"):
+        try:
+            _path_field.deserialize(line[name])
+        except ValidationError as exc:
+            errors[name] = exc.messages
+    try:
+        _vip_schema.load({"is_vip": line["is_vip"]})
+    except ValidationError as exc:
+        errors.update(exc.messages)
+    if errors:
+        raise ValidationError(errors)
+    _stored_time(line["updated_at"], "updated_at")
+    return (
+        line["partner_id"],
+        line["player_login"],
+        line["is_vip"],
+        line["updated_at"],
+        _holder(line["updated_by"], "updated_by"),
+    )
