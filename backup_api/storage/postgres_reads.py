@@ -1,7 +1,5 @@
 """The PostgreSQL store's reads: pages in one snapshot, single events, flags, exports and the check."""
 
-from urllib.parse import urlsplit, urlunsplit
-
 from backup_api.storage import base
 from backup_api.storage.base import (
     conditions,
@@ -9,20 +7,6 @@ from backup_api.storage.base import (
     format_event,
     format_player,
 )
-
-# Connections per process: one for each of the server's 8 worker threads.
-POOL_SIZE = 8
-# How long the pool keeps trying to replace a lost connection before it waits for the next request
-# to ask again: short, so that the service is back within seconds of the server.
-RECONNECT_SECONDS = 2.0
-# Rows an import sends in one statement.
-IMPORT_CHUNK = 2_000
-def _without_password(url: str) -> str:
-    """The URL as it may be printed: without its password."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)))
 
 
 class PostgresReads:
