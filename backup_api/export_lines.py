@@ -11,7 +11,14 @@ from decimal import Decimal
 from marshmallow import ValidationError
 
 from backup_api.jsontext import BodyError, Number, parse_json
-from backup_api.schemas import _path_field, _require_object, _vip_schema, microseconds, validate_event
+from backup_api.schemas import (
+    _path_field,
+    _require_object,
+    _vip_schema,
+    is_identifier,
+    microseconds,
+    validate_event,
+)
 
 EXPORTED_EVENT_KEYS = ("id", "received_at", "sub", "event")
 EXPORTED_PLAYER_KEYS = ("partner_id", "player_login", "is_vip", "updated_at", "updated_by")
@@ -95,6 +102,22 @@ def load_exported_player(raw: bytes) -> tuple[str, str, bool, str, str]:
     line = parse_json(raw)
     _require_object(line)
     _keys_exactly(line, EXPORTED_PLAYER_KEYS)
+    # The fields' checks written out, as for events; the schemas only to word what is wrong.
+    if not (is_identifier(line["partner_id"]) and is_identifier(line["player_login"])
+            and type(line["is_vip"]) is bool):
+        _player_errors(line)
+    _stored_time(line["updated_at"], "updated_at")
+    return (
+        line["partner_id"],
+        line["player_login"],
+        line["is_vip"],
+        line["updated_at"],
+        _holder(line["updated_by"], "updated_by"),
+    )
+
+
+def _player_errors(line: dict) -> None:
+    """Raise what is wrong with an exported player's identifiers and flag, as the schemas word it."""
     errors = {}
     for name in ("partner_id", "player_login"):
         try:
@@ -107,11 +130,3 @@ def load_exported_player(raw: bytes) -> tuple[str, str, bool, str, str]:
         errors.update(exc.messages)
     if errors:
         raise ValidationError(errors)
-    _stored_time(line["updated_at"], "updated_at")
-    return (
-        line["partner_id"],
-        line["player_login"],
-        line["is_vip"],
-        line["updated_at"],
-        _holder(line["updated_by"], "updated_by"),
-    )

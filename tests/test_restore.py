@@ -174,6 +174,30 @@ def test_players_import_keeps_the_newer_flag(empty):
     assert flag["is_vip"] is False and flag["updated_at"] == "2026-06-01T00:00:00.000000Z"
 
 
+def test_players_import_merges_by_time_across_chunks_and_repeats(empty):
+    def line(player, vip, month):
+        return (f'{{"partner_id": "casino_alpha", "player_login": "{player}", "is_vip": {vip},'
+                f' "updated_at": "2026-{month:02d}-01T00:00:00.000000Z", "updated_by": "ops"}}')
+
+    held = "\n".join(line(f"p{n}", "true", 6) for n in range(0, 3000, 2)) + "\n"  # even players, June
+    result = run(empty, "players", "import", "-", stdin=held.encode())
+    assert result.output == "imported 1500, updated 0, already held 0\n"
+    lines = []
+    for n in range(3000):
+        lines.append(line(f"p{n}", "false", 3 if n % 4 == 0 else 9))  # older for every 4th, newer otherwise
+    lines.insert(1500, line("p1", "true", 10))  # p1 again, in another chunk: newer than its first line
+    lines.insert(10, line("p3", "true", 1))  # p3 again, in the same chunk as its first line: older
+    result = run(empty, "players", "import", "-", stdin=("\n".join(lines) + "\n").encode())
+    # odd players are new (1500, p1 and p3 each once, their second line an update and a hold); even
+    # players held in June: every 4th older (held), the rest newer (updated).
+    assert result.output == "imported 1500, updated 751, already held 751\n", result.output
+    flags = {f["player_login"]: f for f in map(json.loads, run(empty, "players", "export").output.splitlines())}
+    assert len(flags) == 3000
+    assert flags["p0"]["is_vip"] is True and flags["p2"]["is_vip"] is False
+    assert flags["p1"]["is_vip"] is True and flags["p1"]["updated_at"].startswith("2026-10")
+    assert flags["p3"]["is_vip"] is False and flags["p3"]["updated_at"].startswith("2026-09")
+
+
 def test_an_import_killed_midway_leaves_the_database_as_it_was(tmp_path):
     database = tmp_path / "killed.db"
     app = new_app(database)

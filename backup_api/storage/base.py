@@ -179,24 +179,47 @@ def fill_page(rows: Iterable[tuple[int, int, str]], limit: int) -> tuple[list[tu
     return page, False
 
 
+# Records an import of VIP flags looks up and writes at a time.
+PLAYERS_CHUNK = 1000
+
+
 def merge_players(records: Iterable[tuple[str, str, bool, str, str]], held_at, write) -> tuple[int, int, int]:
     """Merge exported VIP flags by time; return (imported, updated, already held).
 
-    held_at(partner_id, player_login) gives the updated_at of the flag held, or None; write(record)
-    stores a record's flag. A player not held is added; one held with an older updated_at takes the
-    record's flag; one held with the same or a newer updated_at keeps its own.
+    A chunk of records at a time: held_at(keys) gives the updated_at of each (partner_id,
+    player_login) of keys held, as a dict; write(records) stores those records' flags, in order. A
+    player not held is added; one held with an older updated_at takes the record's flag; one held
+    with the same or a newer updated_at keeps its own (a player twice in the file included).
     """
     imported = updated = held = 0
+    chunk: list[tuple] = []
+
+    def merge():
+        nonlocal imported, updated, held
+        known = held_at({(record[0], record[1]) for record in chunk})
+        writes = []
+        for record in chunk:
+            key = (record[0], record[1])
+            existing = known.get(key)
+            if existing is not None and existing >= record[3]:
+                held += 1
+                continue
+            writes.append(record)
+            known[key] = record[3]
+            if existing is None:
+                imported += 1
+            else:
+                updated += 1
+        if writes:
+            write(writes)
+        chunk.clear()
+
     for record in records:
-        existing = held_at(record[0], record[1])
-        if existing is not None and existing >= record[3]:
-            held += 1
-            continue
-        write(record)
-        if existing is None:
-            imported += 1
-        else:
-            updated += 1
+        chunk.append(record)
+        if len(chunk) == PLAYERS_CHUNK:
+            merge()
+    if chunk:
+        merge()
     return imported, updated, held
 
 

@@ -321,14 +321,23 @@ class PostgresStore(PostgresReads, Store):
         """Store exported VIP flags all or nothing; return (imported, updated, already held)."""
         with self._connection("the import failed") as conn, conn.transaction():
 
-            def held_at(partner_id, player_login):
-                row = conn.execute(
-                    "SELECT updated_at FROM players WHERE partner_id = %s AND player_login = %s FOR UPDATE",
-                    (partner_id, player_login),
-                ).fetchone()
-                return None if row is None else row[0]
+            def held_at(keys):
+                keys = list(keys)
+                return dict(
+                    ((partner_id, player_login), updated_at)
+                    for partner_id, player_login, updated_at in conn.execute(
+                        "SELECT partner_id, player_login, updated_at FROM players"
+                        " WHERE (partner_id, player_login) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+                        " FOR UPDATE",
+                        ([key[0] for key in keys], [key[1] for key in keys]),
+                    )
+                )
 
-            return merge_players(records, held_at, lambda record: conn.execute(UPSERT_PLAYER, record))
+            def write(records):
+                with conn.cursor() as cursor:
+                    cursor.executemany(UPSERT_PLAYER, records)
+
+            return merge_players(records, held_at, write)
 
     def snapshot(self, destination):
         """Refuse: a PostgreSQL database is copied by PostgreSQL's own tools."""

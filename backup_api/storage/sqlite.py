@@ -314,16 +314,20 @@ class SQLiteStore(SQLiteReads, Store):
         """Store exported VIP flags all or nothing; return (imported, updated, already held)."""
         with self._lock, self._transaction("the import failed") as conn:
 
-            def held_at(partner_id, player_login):
-                row = conn.execute(
-                    "SELECT updated_at FROM players WHERE partner_id = ? AND player_login = ?",
-                    (partner_id, player_login),
-                ).fetchone()
-                return None if row is None else row[0]
+            def held_at(keys):
+                keys = list(keys)
+                marks = ", ".join("(?, ?)" for _ in keys)
+                return {
+                    (partner_id, player_login): updated_at
+                    for partner_id, player_login, updated_at in conn.execute(
+                        "SELECT partner_id, player_login, updated_at FROM players"
+                        f" WHERE (partner_id, player_login) IN (VALUES {marks})",
+                        [part for key in keys for part in key],
+                    )
+                }
 
-            def write(record):
-                partner_id, player_login, is_vip, updated_at, updated_by = record
-                conn.execute(_UPSERT_PLAYER, (partner_id, player_login, int(is_vip), updated_at, updated_by))
+            def write(records):
+                conn.executemany(_UPSERT_PLAYER, [(p, login, int(vip), at, by) for p, login, vip, at, by in records])
 
             return merge_players(records, held_at, write)
 
