@@ -315,16 +315,21 @@ class SQLiteStore(SQLiteReads, Store):
         with self._lock, self._transaction("the import failed") as conn:
 
             def held_at(keys):
-                keys = list(keys)
-                marks = ", ".join("(?, ?)" for _ in keys)
-                return {
-                    (partner_id, player_login): updated_at
-                    for partner_id, player_login, updated_at in conn.execute(
-                        "SELECT partner_id, player_login, updated_at FROM players"
-                        f" WHERE (partner_id, player_login) IN (VALUES {marks})",
-                        [part for key in keys for part in key],
-                    )
-                }
+                # By partner: `player_login IN (...)` walks the primary key, where a list of
+                # (partner_id, player_login) pairs would be probed one by one.
+                logins: dict[str, list[str]] = {}
+                for partner_id, player_login in keys:
+                    logins.setdefault(partner_id, []).append(player_login)
+                found = {}
+                for partner_id, names in logins.items():
+                    marks = ", ".join("?" * len(names))
+                    for player_login, updated_at in conn.execute(
+                        "SELECT player_login, updated_at FROM players"
+                        f" WHERE partner_id = ? AND player_login IN ({marks})",
+                        [partner_id, *names],
+                    ):
+                        found[partner_id, player_login] = updated_at
+                return found
 
             def write(records):
                 conn.executemany(_UPSERT_PLAYER, [(p, login, int(vip), at, by) for p, login, vip, at, by in records])
