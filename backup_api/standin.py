@@ -8,7 +8,6 @@ drop-after-commit, delay) and the journal of refused requests.
 
 import atexit
 import base64
-import json
 import os
 import secrets
 import shutil
@@ -23,6 +22,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from backup_api import storage
 from backup_api.config import store
+from backup_api.jsontext import BodyError, parse_json
 from backup_api.routes import ok_response, read_json
 from backup_api.server import DROP_CONNECTION
 from backup_api.storage.sqlite import SQLiteStore
@@ -171,8 +171,8 @@ def _named_partners(status: int) -> set[str]:
     named.update(request.args.getlist("partner_id"))
     if status != 413:
         try:
-            body = json.loads(request.get_data(cache=True))
-        except ValueError:
+            body = parse_json(request.get_data(cache=True))
+        except BodyError:  # not JSON, not UTF-8, nested too deep: no partner named in it
             body = None
         for item in body if isinstance(body, list) else [body]:
             if isinstance(item, dict) and isinstance(item.get("partner_id"), str):

@@ -133,6 +133,25 @@ def test_the_journal_shows_refused_requests_newest_first(backup_api):
     assert backup_api.rejections("casino_beta") == []
 
 
+@pytest.mark.parametrize("raw", [
+    b"[" * 10_000 + b"]" * 10_000, b"\xff\xfe", b'{"partner_id": "casino_alpha", "x": NaN}',
+    b'{"partner_id": "casino_alpha", "partner_id": "casino_beta"}',
+])
+def test_a_hostile_body_is_400_never_a_500_with_the_journal_on(backup_api, raw):
+    token = backup_api.token("casino_alpha")
+    host, port = backup_api.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("POST", "/player-events", body=raw,
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        assert response.status == 400 and json.loads(response.read())["status"] == "error"
+    finally:
+        conn.close()
+    status, answer = backup_api.request("GET", "/healthz")
+    assert status == 200
+
+
 def test_the_journal_keeps_the_newest_hundred(backup_api):
     for n in range(1, 106):
         event = valid_event("bet", amount=-n)
