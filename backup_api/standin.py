@@ -28,8 +28,11 @@ from backup_api.server import DROP_CONNECTION
 from backup_api.storage.sqlite import SQLiteStore
 from backup_api.tokens import authenticate, authorise, owned_partners
 
-# Refused requests kept per partner, newest first.
+# Refused requests kept per partner, newest first; for at most so many partners (the oldest
+# partner's journal goes first), each body up to so many bytes: memory stays bounded whatever is sent.
 KEPT_REJECTIONS = 100
+KEPT_PARTNERS = 1000
+KEPT_BODY_BYTES = 64 * 1024
 FAULTS = ("503", "drop-after-commit", "delay")
 MAX_FAULT_COUNT = 10_000
 MAX_DELAY_SECONDS = 60
@@ -108,6 +111,8 @@ class State:
     def record(self, partners, entry: dict) -> None:
         with self._lock:
             for partner in partners:
+                if partner not in self._journal and len(self._journal) >= KEPT_PARTNERS:
+                    del self._journal[next(iter(self._journal))]
                 self._journal.setdefault(partner, deque(maxlen=KEPT_REJECTIONS)).appendleft(entry)
 
     def rejections(self, partner: str) -> list[dict]:
@@ -192,6 +197,9 @@ def _journal(response: Response) -> Response:
         "answer": response.get_json(silent=True),
     }
     raw = b"" if response.status_code == 413 else request.get_data(cache=True)
+    if len(raw) > KEPT_BODY_BYTES:
+        entry["body_bytes"] = len(raw)  # what was sent; the body below is its beginning
+        raw = raw[:KEPT_BODY_BYTES]
     try:
         entry["body"] = raw.decode("utf-8")
     except UnicodeDecodeError:

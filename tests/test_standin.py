@@ -160,6 +160,22 @@ def test_the_journal_keeps_the_newest_hundred(backup_api):
     assert len(kept) == 100 and json.loads(kept[0]["body"])["amount"] == -105
 
 
+def test_the_journal_stays_bounded_whatever_is_sent(backup_api, monkeypatch):
+    from backup_api import standin
+
+    monkeypatch.setattr(standin, "KEPT_PARTNERS", 5)
+    for n in range(8):  # refused events naming 8 partners the token does not own
+        assert backup_api.request("POST", "/player-events", valid_event("bet", partner_id=f"p{n}"),
+                                  partner_id="casino_alpha")[0] == 403
+    assert len(backup_api.app.extensions["stand_in"]._journal) == 5
+    assert backup_api.rejections("p7") and backup_api.rejections("p0") == []  # the oldest went first
+    big = valid_event("bet", metadata={"blob": "x" * 200_000})
+    del big["amount"]
+    assert backup_api.request("POST", "/player-events", big, partner_id="casino_alpha")[0] == 400
+    [kept] = backup_api.rejections("casino_alpha")
+    assert kept["body_bytes"] > 200_000 and len(kept["body"]) == standin.KEPT_BODY_BYTES
+
+
 def test_the_journal_needs_a_token_owning_the_partner(backup_api):
     status, _ = backup_api.request("GET", "/_stand-in/rejections?partner_id=casino_beta", partner_id="casino_alpha")
     assert status == 403
