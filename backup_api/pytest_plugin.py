@@ -52,7 +52,7 @@ class StandIn:
         """Every stored event of partner_id, oldest first, as GET /player-events gives them (each page followed)."""
         found, query = [], {"partner_id": partner_id, "limit": 1000}
         while True:
-            status, page = self._get("/player-events?" + urllib.parse.urlencode(query), partner_id)
+            page = self._get("/player-events?" + urllib.parse.urlencode(query), partner_id)
             found.extend(page["events"])
             if page["next"] is None:
                 return found
@@ -62,12 +62,12 @@ class StandIn:
         """A player's VIP flag as GET /users/{id}/player/{player_id}/vip gives it."""
         quote = urllib.parse.quote
         return self._get(f"/users/{quote(partner_id, safe='')}/player/{quote(player_login, safe='')}/vip",
-                         partner_id)[1]
+                         partner_id)
 
     def rejections(self, partner_id: str) -> list[dict]:
         """The refused requests naming partner_id, newest first: method, path, status, answer and body."""
         return self._get("/_stand-in/rejections?" + urllib.parse.urlencode({"partner_id": partner_id}),
-                         partner_id)[1]["rejections"]
+                         partner_id)["rejections"]
 
     def fault(self, partner_id: str, fault: str, count: int = 1, seconds: float | None = None) -> None:
         """Make the next count POST /player-events of partner_id fail: "503", "drop-after-commit" or "delay"."""
@@ -85,11 +85,12 @@ class StandIn:
         self.app.extensions["store"].forget(None)
         self.app.extensions["stand_in"].clear_all()
 
-    def _get(self, path: str, partner_id: str):
+    def _get(self, path: str, partner_id: str) -> dict:
+        """GET path with a token owning partner_id; its answer, which must be a 200."""
         status, answer = self.request("GET", path, partner_id=partner_id)
         if status != 200:
             raise AssertionError(f"GET {path}: {status} {answer}")
-        return status, answer
+        return answer
 
 
 @pytest.fixture(scope="session")

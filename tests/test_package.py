@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -64,14 +65,20 @@ def test_the_wheel_holds_one_top_level_package(wheel):
 NAMESAKES = ["openapi==2.0.0", "schemas==0.7.1", "storage==0.0.4.3"]
 
 
-def test_the_wheel_works_beside_its_namesakes_from_pypi(wheel, tmp_path):
-    """In a venv that already holds PyPI's openapi, schemas and storage: mint, serve, post, read."""
-    venv = tmp_path / "venv"
+def new_venv(folder: Path, *installs: list[str]) -> Path:
+    """A new venv in folder/venv, with each list of pip arguments installed in turn; its folder."""
+    venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    for args in (NAMESAKES, ["-r", str(ROOT / "requirements.txt")], ["--no-deps", str(wheel)]):
+    for args in installs:
         done = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
+    return venv
+
+
+def test_the_wheel_works_beside_its_namesakes_from_pypi(wheel, tmp_path):
+    """In a venv that already holds PyPI's openapi, schemas and storage: mint, serve, post, read."""
+    venv = new_venv(tmp_path, NAMESAKES, ["-r", str(ROOT / "requirements.txt")], ["--no-deps", str(wheel)])
     # The namesakes are really there, at the top of site-packages (PyPI's schemas is Python 2: found, not imported).
     found = "import importlib.util as u; print(all(u.find_spec(n) for n in ('openapi', 'schemas', 'storage')))"
     site = subprocess.run([str(venv / "bin" / "python"), "-c", found], capture_output=True, text=True, timeout=60)
@@ -144,13 +151,9 @@ def test_the_next_test_starts_empty(backup_api):
 
 
 def test_a_venv_with_only_the_wheel_and_pytest_has_the_fixture(wheel, tmp_path):
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     # The wheel pulls in its own dependencies; the tested versions pinned as constraints.
-    done = subprocess.run([*pip, "-c", str(ROOT / "requirements.txt"), "-c", str(ROOT / "requirements-dev.txt"),
-                           str(wheel), "pytest"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    venv = new_venv(tmp_path, ["-c", str(ROOT / "requirements.txt"), "-c", str(ROOT / "requirements-dev.txt"),
+                               str(wheel), "pytest"])
     (tmp_path / "suite").mkdir()
     (tmp_path / "suite" / "test_mine.py").write_text(PLUGIN_USER_TESTS, encoding="utf-8")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}

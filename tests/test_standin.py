@@ -15,13 +15,13 @@ from tests.conftest import SECRET, bearer, make_token, valid_event
 from tests.server import ROOT, Server
 
 
-def post(backup_api, event, partner_id="casino_alpha", timeout=30):
-    """POST one event over a connection of its own; return (status, answer), or (None, the error) when cut off."""
+def post(backup_api, event, partner_id="casino_alpha", timeout=30, raw: bytes | None = None):
+    """POST one event (or raw bytes) over a connection of its own; return (status, answer), or (None, the error)."""
     token = backup_api.token(partner_id)
     host, port = backup_api.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        conn.request("POST", "/player-events", body=json.dumps(event),
+        conn.request("POST", "/player-events", body=json.dumps(event) if raw is None else raw,
                      headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
         response = conn.getresponse()
         return response.status, json.loads(response.read())
@@ -138,18 +138,9 @@ def test_the_journal_shows_refused_requests_newest_first(backup_api):
     b'{"partner_id": "casino_alpha", "partner_id": "casino_beta"}',
 ])
 def test_a_hostile_body_is_400_never_a_500_with_the_journal_on(backup_api, raw):
-    token = backup_api.token("casino_alpha")
-    host, port = backup_api.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        conn.request("POST", "/player-events", body=raw,
-                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-        response = conn.getresponse()
-        assert response.status == 400 and json.loads(response.read())["status"] == "error"
-    finally:
-        conn.close()
-    status, answer = backup_api.request("GET", "/healthz")
-    assert status == 200
+    status, answer = post(backup_api, None, raw=raw)
+    assert status == 400 and answer["status"] == "error"
+    assert backup_api.request("GET", "/healthz")[0] == 200
 
 
 def test_the_journal_keeps_the_newest_hundred(backup_api):
