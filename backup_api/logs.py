@@ -1,6 +1,7 @@
 """Logging: one access line per request on stderr, and a warning for the events an operator wants to notice."""
 
 import logging
+import sys
 import time
 
 from flask import Flask, current_app, g, request
@@ -23,7 +24,7 @@ def init_app(app: Flask) -> None:
     if level not in logging.getLevelNamesMapping():
         raise ConfigError(f"BACKUP_API_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
     app.logger.setLevel(level)
-    default_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    default_handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     @app.before_request
     def start_clock():
@@ -45,15 +46,32 @@ def init_app(app: Flask) -> None:
         return response
 
 
+class _Formatter(logging.Formatter):
+    """logging's own format, its date and time written once a second rather than for every line."""
+
+    _second = (None, "")  # (the second, its text): one attribute, so that threads never see half of it
+
+    def formatTime(self, record, datefmt=None):
+        second, text = self._second
+        if second != int(record.created):
+            second = int(record.created)
+            text = time.strftime(self.default_time_format, self.converter(second))
+            self._second = (second, text)
+        return self.default_msec_format % (text, record.msecs)
+
+
 def lighten_records() -> None:
     """Make every log record of this process cheaper, for a process that serves and does nothing else.
 
     The access line needs no thread, process or caller; skipping them (as the logging HOWTO's section
-    on optimisation suggests) makes each record cheaper. Process-wide, so `serve` calls it, and an
-    app embedded in another program (the pytest plugin's) leaves that program's logging alone.
+    on optimisation suggests) makes each record cheaper. Flask's handler writes to the request's
+    wsgi.errors through a proxy looked up at each write and flush; waitress's is sys.stderr, so it
+    writes there directly. Process-wide, so `serve` calls it, and an app embedded in another program
+    (the pytest plugin's) leaves that program's logging alone.
     """
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
+    default_handler.setStream(sys.stderr)
 
 
 def notice_stored(events: list[dict], new: list[bool]) -> None:

@@ -60,7 +60,9 @@ class Metrics:
         self.unavailable = Counter("backup_api_unavailable", "Requests answered 503, by cause.", ["cause"],
                                    registry=registry)
         registry.register(_StoreCollector(app))
-        self._children: dict[tuple, tuple] = {}  # bounded: routes x methods x status classes
+        # Label children by their labels, as labels() checks and locks each time. Bounded: routes x
+        # methods x status classes, and event types x new or not.
+        self._children: dict[tuple, object] = {}
 
     def observe_request(self, response: Response) -> None:
         """Count a request and its time; the route is its template (/users/<partner_id>/...), never its values."""
@@ -68,13 +70,21 @@ class Metrics:
         method = request.method if request.method in METHODS else "other"
         key = (route, method, response.status_code // 100)
         children = self._children.get(key)
-        if children is None:  # labels() checks and locks each time: done once per combination
+        if children is None:
             children = self._children[key] = (self.requests.labels(route, method, f"{key[2]}xx"),
                                               self.latency.labels(route, method))
         children[0].inc()
         started = g.get("started")
         if started is not None:
             children[1].observe(time.perf_counter() - started)
+
+    def event_counter(self, event_type: str, is_new: bool):
+        """The counter of events stored (new) or duplicate of this event_type (a catalog row: bounded)."""
+        key = (event_type, is_new)
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._children[key] = (self.stored if is_new else self.duplicates).labels(event_type)
+        return counter
 
     def observe_commit(self, requests: int, seconds: float) -> None:
         self.commit_requests.observe(requests)
@@ -120,9 +130,12 @@ def events_stored(events: list[dict], new: list[bool], batch: bool) -> None:
     metrics = _current()
     if metrics is None:
         return
-    counts = collections.Counter((event["event_type"], is_new) for event, is_new in zip(events, new, strict=True))
-    for (event_type, is_new), count in counts.items():
-        (metrics.stored if is_new else metrics.duplicates).labels(event_type).inc(count)
+    if len(events) == 1:  # the common case, without counting by kind
+        metrics.event_counter(events[0]["event_type"], new[0]).inc()
+    else:
+        counts = collections.Counter((event["event_type"], is_new) for event, is_new in zip(events, new, strict=True))
+        for (event_type, is_new), count in counts.items():
+            metrics.event_counter(event_type, is_new).inc(count)
     if batch:
         metrics.batches.observe(len(events))
 

@@ -21,6 +21,8 @@ def refuse_urls_that_are_not_utf8():
     # The request target as sent, where the server gives it (waitress does); else WSGI's unescaped
     # path and escaped query. Each is bytes carried in latin-1.
     raw = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "") + "?" + environ.get("QUERY_STRING", "")
+    if raw.isascii() and "%" not in raw:
+        return  # nothing escaped, nothing but ASCII: UTF-8 already (every request to the routes)
     try:
         unquote_to_bytes(raw.encode("latin-1", "replace")).decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -10,6 +10,7 @@ from BACKUP_API_DATABASE and BACKUP_API_JWT_SECRET).
 """
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -152,11 +153,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    sock = socket.socket()
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on a socket whose proto says TCP, and
+    # socket.socket() says 0. Without it Nagle holds the body back behind the headers until the
+    # client's delayed ACK, 40 ms a request on keep-alive.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(2048)  # connections wait in the backlog until uvicorn takes the socket over
     print(f"Serving on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, workers=1, log_level="info", access_log=True))
+    # Its log to stderr, where the service writes its own: uvicorn's default, stdout, is the pipe
+    # that bench/run.py reads the port from and then leaves, and a full pipe would stop the peer.
+    logging = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    for handler in logging["handlers"].values():
+        handler["stream"] = "ext://sys.stderr"
+    server = uvicorn.Server(uvicorn.Config(app, workers=1, log_level="info", access_log=True, log_config=logging))
     server.run(sockets=[sock])
 
 

@@ -28,6 +28,7 @@ def test_the_counters_move_as_events_are_posted(app, client):
     assert post_event(client, valid_event("bet", event_id="e1")).status_code == 200  # a duplicate
     assert post_event(client, valid_event("bet", event_id="e1", amount=7)).status_code == 409
     assert post_event(client, [valid_event("win", n=n) for n in range(7)]).status_code == 200
+    assert post_event(client, [valid_event("deposit", n=1)]).status_code == 200  # a batch of one
     assert client.put("/users/casino_alpha/player/p1/vip", json={"is_vip": True}, headers=bearer()).status_code == 200
     after = scrape(client)
 
@@ -38,14 +39,15 @@ def test_the_counters_move_as_events_are_posted(app, client):
     assert moved("backup_api_events_stored_total", event_type="win") == 7
     assert moved("backup_api_events_duplicate_total", event_type="bet") == 1
     assert moved("backup_api_event_conflicts_total", event_type="bet") == 1
-    assert moved("backup_api_batch_events_count") == 1 and moved("backup_api_batch_events_sum") == 7
+    assert moved("backup_api_events_stored_total", event_type="deposit") == 1
+    assert moved("backup_api_batch_events_count") == 2 and moved("backup_api_batch_events_sum") == 8
     assert moved("backup_api_commit_requests_count") >= 3
     assert moved("backup_api_commit_duration_seconds_count") >= 3
-    assert moved("backup_api_requests_total", route="/player-events", method="POST", status="2xx") == 3
+    assert moved("backup_api_requests_total", route="/player-events", method="POST", status="2xx") == 4
     assert moved("backup_api_requests_total", route="/player-events", method="POST", status="4xx") == 1
     route = "/users/<partner_id>/player/<player_login>/vip"
     assert moved("backup_api_requests_total", route=route, method="PUT", status="2xx") == 1
-    assert moved("backup_api_request_duration_seconds_count", route="/player-events", method="POST") == 4
+    assert moved("backup_api_request_duration_seconds_count", route="/player-events", method="POST") == 5
     assert value(after, "backup_api_info", version=__import__("backup_api").__version__) == 1
     assert value(after, "process_start_time_seconds") > 0
 

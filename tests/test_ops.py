@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from backup_api import ConfigError, create_app
+from backup_api import ConfigError, create_app, logs
 from tests.conftest import SECRET, make_token, post_event, sqlite_only, valid_event
 
 
@@ -77,6 +77,19 @@ def test_log_level_from_configuration(tmp_path, caplog):
     assert _lines(caplog) == []
     with pytest.raises(ConfigError):
         create_app({"DATABASE": str(tmp_path / "d.db"), "JWT_SECRET": SECRET, "LOG_LEVEL": "loud"})
+
+
+@pytest.mark.parametrize("created", [0.0, 0.9995, 1764700000.001, 1764700000.999, 1764700001.0, time.time()])
+def test_the_log_writes_its_time_as_logging_does(created):
+    # The time is written once a second and reused: each line's must still be its own.
+    ours, logging_own = logs._Formatter(FORMAT), logging.Formatter(FORMAT)
+    for moment in (created, created + 0.25, created + 1, created):
+        record = logging.makeLogRecord({"msg": "a line", "levelname": "INFO"})
+        record.created, record.msecs = moment, (moment - int(moment)) * 1000 // 1
+        assert ours.format(record) == logging_own.format(record)
+
+
+FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 @sqlite_only

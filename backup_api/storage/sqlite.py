@@ -191,6 +191,13 @@ class SQLiteStore(SQLiteReads, Store):
         """Write every request of group in one transaction, each inside a savepoint of its own."""
         with self._transaction("the events could not be stored") as conn:
             for request in group:
+                if len(request.rows) == 1:
+                    # One row needs no savepoint: a conflict is found before it writes anything.
+                    try:
+                        request.new = self._insert(conn, request.rows)
+                    except EventConflict as exc:
+                        request.error = exc
+                    continue
                 conn.execute("SAVEPOINT request")
                 try:
                     request.new = self._insert(conn, request.rows)
