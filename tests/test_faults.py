@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from backup_api import create_app
+from backup_api.storage.sqlite import GROUP_ROWS
 from tests.conftest import SECRET, bearer, count_rows, post_event, valid_event
 
 
@@ -55,12 +56,16 @@ def test_write_faults_are_503_without_partial_rows(app, client, tmp_path, statem
     # As root, a chmod cannot make the file read-only, so the errors SQLite gives for a full
     # disk, a read-only file and a failing disk are raised where SQLite raises them.
     store = app.extensions["store"]
-    assert post_event(client, valid_event("bet", amount=1)).status_code == 200
+    held = valid_event("bet", amount=1)
+    assert post_event(client, held).status_code == 200
     faulty = FaultyConnection(store._conn, statement, error)
     store._conn = faulty
-    batch = [valid_event("bet", amount=n) for n in range(2, 6)]
-    assert_503(post_event(client, batch))
-    assert_503(post_event(client, valid_event("win")))
+    # More rows than one statement takes: BEGIN, INSERTs, COMMIT.
+    assert_503(post_event(client, [valid_event("bet", amount=n) for n in range(2, GROUP_ROWS + 3)]))
+    # A row held already: the transaction that inserts one request at a time.
+    assert_503(post_event(client, [valid_event("win"), held]))
+    if statement == "INSERT":  # a new event alone is one INSERT, its own transaction
+        assert_503(post_event(client, valid_event("win")))
     faulty.armed = False
     assert count_rows(tmp_path / "backup.db") == 1
     assert post_event(client, valid_event("win")).status_code == 200

@@ -9,6 +9,7 @@ import pytest
 
 from backup_api import storage
 from backup_api.jsontext import parse_json
+from backup_api.storage.base import WriteRequest
 
 
 @pytest.fixture
@@ -205,6 +206,25 @@ def test_group_commit_keeps_each_callers_outcome(store):
     assert {n: o for n, o in outcomes.items() if n % 3} == {n: [True] for n in range(12) if n % 3}
     players = {line.split('"player_login":"')[1].split('"')[0] for line in store.export_events()}
     assert players == {"l"} | {f"l{n}" for n in range(12) if n % 3}
+
+
+def test_a_group_commit_sorts_new_held_twice_sent_and_conflicting_rows(store):
+    # One group, as the lock gathers it: an event new, the same sent again in the group, a call
+    # holding a conflict, a call with a new and a held event, and more rows than one statement.
+    store.add_events([event(event_id="taken", amount=Decimal(1))], "s")
+    calls = [
+        [event(event_id="a")],
+        [event(event_id="a")],
+        [event(event_id="b"), event(event_id="taken", amount=Decimal(2))],
+        [event(event_id="c"), event(event_id="a")],
+        [event(event_id=f"many-{n}") for n in range(70)],
+    ]
+    group = [WriteRequest([store._row(e, 1, "s") for e in call]) for call in calls]
+    store._commit_group(group)
+    assert [request.new for request in group] == [[True], [False], [], [True, False], [True] * 70]
+    assert [type(request.error) for request in group] == [type(None)] * 2 + [storage.EventConflict] + [type(None)] * 2
+    held = {parse_json(line.encode())["event"]["event_id"] for line in store.export_events()}
+    assert held == {"taken", "a", "c"} | {f"many-{n}" for n in range(70)}
 
 
 def test_received_at_is_written_as_rfc3339():
