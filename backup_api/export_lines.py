@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from marshmallow import ValidationError
 
-from backup_api.jsontext import BodyError, Number, parse_json
+from backup_api.jsontext import BodyError, Number, parse_json, parse_json_text
 from backup_api.schemas import (
     _path_field,
     _require_object,
@@ -56,7 +56,9 @@ def _holder(value, name: str) -> str:
 
 # A line exactly as `events export` writes it: the event's text can be cut out, not parsed twice.
 _ESCAPE_OR_CONTROL = re.compile(rb"[\x00-\x1f\\]")
-_EXPORT_LINE = re.compile(rb'\{"id": ([0-9]{1,19}), "received_at": "([^"]*)", "sub": ("(?:[^"\\]|\\.)*"), "event": ')
+_EXPORT_LINE = re.compile(
+    rb'\{"id": ([0-9]{1,19}), "received_at": "([^"]*)", "sub": ("[^"\\]*(?:\\.[^"\\]*)*"), "event": '
+)
 
 
 def load_exported_event(raw: bytes) -> tuple[int, int, str, dict, str]:
@@ -70,7 +72,7 @@ def load_exported_event(raw: bytes) -> tuple[int, int, str, dict, str]:
             # refuse the control character); any other is read as JSON.
             sub = parse_json(sub) if _ESCAPE_OR_CONTROL.search(sub) else sub[1:-1].decode("utf-8")
             line = {"id": Number(match[1].decode()), "received_at": match[2].decode("utf-8"),
-                    "sub": sub, "event": parse_json(text.encode("utf-8"))}
+                    "sub": sub, "event": parse_json_text(text)}
         except (BodyError, UnicodeDecodeError):
             pass  # not the export's own form after all: the full parse below says what is wrong
         else:

@@ -50,27 +50,32 @@ def _check_text(text: str) -> None:
             raise BodyError("a string holds an unpaired UTF-16 surrogate") from None
 
 
-def _check_tree(value) -> None:
-    """Refuse nesting deeper than MAX_DEPTH and strings that are not valid Unicode."""
+def _check_depth(value) -> None:
+    """Refuse nesting deeper than MAX_DEPTH."""
     # Iterative, and only containers go on the stack: this runs on every event of a batch.
-    if isinstance(value, str):
-        _check_text(value)
     stack = [(value, 1)] if isinstance(value, (dict, list)) else []
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels")
-        if isinstance(item, dict):
-            for key in item:
-                _check_text(key)
-            children = item.values()
-        else:
-            children = item
-        for child in children:
-            if isinstance(child, str):
-                _check_text(child)
-            elif isinstance(child, (dict, list)):
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
+
+
+def _check_strings(value) -> None:
+    """Refuse strings (keys too) that are not valid Unicode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key)
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 # One decoder for every parse: json.loads with these arguments builds a new one per call.
@@ -89,6 +94,11 @@ def parse_json(raw: bytes):
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return parse_json_text(text)
+
+
+def parse_json_text(text: str):
+    """Parse JSON text already decoded from UTF-8, as strictly as parse_json."""
     try:
         if text.startswith("\ufeff"):  # what json.loads refuses before it decodes
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
@@ -97,5 +107,10 @@ def parse_json(raw: bytes):
         raise BodyError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
-    _check_tree(value)
+    # Each walk only where it can find something: a lone surrogate only where an escape wrote
+    # it (text decoded from UTF-8 holds none), nesting past MAX_DEPTH only with more brackets.
+    if "\\u" in text:
+        _check_strings(value)
+    if text.count("{") + text.count("[") > MAX_DEPTH:
+        _check_depth(value)
     return value
