@@ -10,7 +10,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from backup_api import config, export_lines, server, storage, tokens
+from backup_api import config, export_lines, loading, server, storage, tokens
 from backup_api.config import store
 
 
@@ -75,7 +75,7 @@ def init_app(app: Flask) -> None:
         Into an empty database everything comes back as it was, ids included; into one that holds
         events, those already held are skipped and the rest get new ids.
         """
-        imported, held = _import(file, export_lines.load_exported_event, store().import_events)
+        imported, held = _import(file, export_lines.load_exported_row, store().import_events)
         click.echo(f"imported {imported}, already held {held}")
 
     db = AppGroup("db", help="Look after the database.")
@@ -146,14 +146,8 @@ def init_app(app: Flask) -> None:
 def _import(file, load, store_all):
     """Check each line of file with load and hand them all to store_all; a bad line aborts it all, by number."""
     where = {"line": 0}
-
-    def records():
-        for number, raw in enumerate(file, 1):
-            where["line"] = number
-            yield load(raw.rstrip(b"\r\n"))
-
     try:
-        return store_all(records())
+        return store_all(loading.checked_lines(file, load, where))
     except (ValidationError, ValueError, storage.EventConflict, storage.StorageError) as exc:
         detail = json.dumps(exc.messages, ensure_ascii=False) if isinstance(exc, ValidationError) else str(exc)
         line = exc.index + 1 if isinstance(exc, storage.EventConflict) and exc.index is not None else where["line"]

@@ -19,6 +19,7 @@ from backup_api.schemas import (
     microseconds,
     validate_event,
 )
+from backup_api.storage.base import exported_row
 
 EXPORTED_EVENT_KEYS = ("id", "received_at", "sub", "event")
 EXPORTED_PLAYER_KEYS = ("partner_id", "player_login", "is_vip", "updated_at", "updated_by")
@@ -81,6 +82,11 @@ def load_exported_event(raw: bytes) -> tuple[int, int, str, dict, str]:
     _require_object(line)
     _keys_exactly(line, EXPORTED_EVENT_KEYS)
     return _exported_event(line, None)
+
+
+def load_exported_row(raw: bytes) -> tuple[int, tuple]:
+    """Check one line of `events export`; return it as an import stores it (storage.exported_row)."""
+    return exported_row(load_exported_event(raw))
 
 
 def _exported_event(line: dict, text: str | None) -> tuple[int, int, str, dict, str]:

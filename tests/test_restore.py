@@ -407,3 +407,50 @@ def test_an_import_past_one_chunk_names_the_conflicting_line_and_counts_the_held
     result = run(empty, "events", "import", "-", stdin=("\n".join(more) + "\n").encode())
     assert result.exit_code == 1 and result.output.startswith("Error: line 1200: "), result.output
     assert "'e7'" in result.output and "nothing was imported" in result.output
+
+
+def _export_lines(count: int) -> list[str]:
+    event = '{{"partner_id":"casino_alpha","player_login":"p","event_type":"bet","amount":{n}.5,"event_id":"e{n}"}}'
+    return [f'{{"id": {n}, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {event.format(n=n)}}}'
+            for n in range(1, count + 1)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_lines_checked_by_workers_come_back_in_order_as_checked_here(workers, monkeypatch):
+    from backup_api import export_lines, loading
+
+    monkeypatch.setattr(loading, "worker_count", lambda: workers)
+    lines = [(text + "\n").encode() for text in _export_lines(3 * loading.BLOCK_LINES + 7)]
+    where = {}
+    got = list(loading.checked_lines(lines, export_lines.load_exported_row, where))
+    assert got == [export_lines.load_exported_row(raw.rstrip(b"\n")) for raw in lines]
+    assert where["line"] == len(lines)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_bad_line_in_a_later_block_is_named_by_its_number(workers, monkeypatch):
+    from backup_api import export_lines, loading
+
+    monkeypatch.setattr(loading, "worker_count", lambda: workers)
+    lines = [(text + "\n").encode() for text in _export_lines(2 * loading.BLOCK_LINES + 500)]
+    bad = loading.BLOCK_LINES + 321
+    lines[bad - 1] = lines[bad - 1].replace(b'"amount":', b'"amount":-')
+    where, seen = {}, []
+    with pytest.raises(export_lines.ValidationError, match="amount"):
+        for record in loading.checked_lines(lines, export_lines.load_exported_row, where):
+            seen.append(record[0])
+    assert where["line"] == bad and seen == list(range(1, bad))
+
+
+def test_an_import_past_one_block_names_a_bad_line_and_ids_out_of_order(empty):
+    lines = _export_lines(5000)
+    lines[4320] = lines[4320].replace('"amount":4321.5', '"amount":"4321.5"')  # a string, not a number
+    result = run(empty, "events", "import", "-", stdin=("\n".join(lines) + "\n").encode())
+    assert result.exit_code == 1 and result.output.startswith("Error: line 4321: "), result.output
+    assert "amount" in result.output and "nothing was imported" in result.output
+    lines = _export_lines(5000)
+    lines[4499] = lines[4499].replace('"id": 4500,', '"id": 12,')  # checked by the store, not the line
+    result = run(empty, "events", "import", "-", stdin=("\n".join(lines) + "\n").encode())
+    assert result.exit_code == 1 and result.output.startswith("Error: line 4500: id 12 does not follow"), result.output
+    result = run(empty, "events", "export")
+    assert result.output == ""

@@ -139,6 +139,16 @@ def event_row(event: dict, received_at: int, sub: str, text: str | None = None) 
     )
 
 
+def exported_row(record: tuple[int, int, str, dict, str | None]) -> tuple[int, tuple]:
+    """An exported event (id, received_at, sub, event, its JSON text or None) as an import stores it.
+
+    (id, row): row is event_row's columns and the event's type. Small, plain values: what the
+    import's worker processes hand back (content key computed) to the one that writes.
+    """
+    id_, received_at, sub, event, text = record
+    return id_, (*event_row(event, received_at, sub, text), event["event_type"])
+
+
 def format_event(id_: int, received_at: int, event: str, sub: str | None = None) -> str:
     """Write a stored event as JSON, its exact text spliced in, never re-parsed (with sub: an export line)."""
     holder = "" if sub is None else f', "sub": {_encode_str(sub)}'
@@ -361,10 +371,10 @@ class Store:
         """Yield one JSON line per player with a VIP flag (format_player), by partner and player."""
         raise NotImplementedError
 
-    def import_events(self, records: Iterable[tuple[int, int, str, dict, str | None]]) -> tuple[int, int]:
+    def import_events(self, records: Iterable[tuple[int, tuple]]) -> tuple[int, int]:
         """Store exported events all or nothing; return (imported, already held).
 
-        Each record is (id, received_at, sub, event, the event's JSON text or None to write it).
+        Each record is exported_row's (id, event_row's columns and the event's type).
 
         Into an empty database every id is kept, so an export imported there exports again
         byte for byte. Into one that holds events, the new ones get new ids after the last (an

@@ -302,8 +302,8 @@ class PostgresStore(PostgresReads, Store):
                 chunk.clear()
                 ids.clear()
 
-            for id_, received_at, sub, event, text in increasing_ids(records):
-                chunk.append(self._row(event, received_at, sub, text))
+            for id_, row in increasing_ids(records):
+                chunk.append(row)  # exported_row's columns are _row's
                 ids.append(id_)
                 if len(chunk) == IMPORT_CHUNK:
                     flush()

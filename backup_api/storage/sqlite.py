@@ -15,7 +15,6 @@ from backup_api.storage.base import (
     StorageError,
     Store,
     WriteRequest,
-    event_row,
     increasing_ids,
     merge_players,
     now_us,
@@ -339,8 +338,8 @@ class SQLiteStore(SQLiteReads, Store):
                 start += len(chunk)
                 chunk.clear()
 
-            for id_, received_at, sub, event, text in increasing_ids(records):
-                chunk.append((id_ if empty else None, *event_row(event, received_at, sub, text)))
+            for id_, row in increasing_ids(records):
+                chunk.append((id_ if empty else None, *row[:7]))  # all but the event's type
                 if len(chunk) == IMPORT_CHUNK:
                     flush()
             if chunk:

@@ -1,0 +1,82 @@
+"""Reading an import file: its lines checked in worker processes while this one writes, in order.
+
+An import is bound by the checks of each line (the strict parse, the catalog, the times) far more
+than by SQLite: so the lines go in blocks to worker processes, and the records come back in the
+file's order, a bounded number of blocks ahead (memory stays flat whatever the file's size). The
+first bad line stops the import: it is checked again here, to raise its own error, by number.
+"""
+
+import collections
+import itertools
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+
+# Lines a worker checks at a time, and the blocks under way at once.
+BLOCK_LINES = 2000
+BLOCKS_AHEAD = 4
+
+
+def worker_count() -> int:
+    """Worker processes for the checks: the cores this process may use, the writer's own included."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _check_block(load: Callable[[bytes], object], block: list[bytes]) -> tuple[list, int | None]:
+    """Check lines with load; return the records, and the position of the first bad line (None if none)."""
+    records = []
+    for position, raw in enumerate(block):
+        try:
+            records.append(load(raw))
+        except Exception:  # noqa: BLE001 - any failure: the line is checked again by the writer
+            return records, position
+    return records, None
+
+
+def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object], where: dict) -> Iterator:
+    """Yield load(line) for each line (its end of line cut), in order; where["line"] says which, from 1.
+
+    With one core, or few lines, everything is checked here.
+    """
+    lines = (raw.rstrip(b"\r\n") for raw in lines)
+    first = list(itertools.islice(lines, BLOCK_LINES))
+    workers = worker_count()
+    if workers < 2 or len(first) < BLOCK_LINES:
+        yield from _checked_here(itertools.chain(first, lines), load, where, 1)
+        return
+    # fork: the workers start at once, with load and this process's modules; none touches the
+    # store (nor any of this process's files) and they end by os._exit, closing nothing of ours.
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pending: collections.deque = collections.deque()
+        number = 1
+
+        def submit(block):
+            nonlocal number
+            if block:
+                pending.append((number, block, pool.apply_async(_check_block, (load, block))))
+                number += len(block)
+
+        submit(first)
+        for _ in range(BLOCKS_AHEAD - 1):
+            submit(list(itertools.islice(lines, BLOCK_LINES)))
+        while pending:
+            start, block, result = pending.popleft()
+            records, bad = result.get()
+            submit(list(itertools.islice(lines, BLOCK_LINES)))
+            for offset, record in enumerate(records):
+                where["line"] = start + offset
+                yield record
+            if bad is not None:
+                where["line"] = start + bad
+                yield load(block[bad])  # raises, here, the line's own error
+                raise RuntimeError(f"line {start + bad} failed in a worker and passed here")
+
+
+def _checked_here(lines: Iterable[bytes], load, where: dict, first: int) -> Iterator:
+    """Yield load(line) for each line, checked in this process."""
+    for number, raw in enumerate(lines, first):
+        where["line"] = number
+        yield load(raw)
