@@ -205,6 +205,13 @@ def test_the_executable_runs_with_an_empty_environment(executable, tmp_path):
     exported = run("events", "export").stdout.splitlines()
     assert len(exported) == 20
     assert "events: 20" in run("db", "check").stdout
+    # An import past one block: its lines checked by the executable's own worker processes.
+    lines = [line.replace(f'"id": {n + 1},', f'"id": {n + 1 + 20 * copy},').replace('"n":', f'"copy":{copy},"n":')
+             for copy in range(200) for n, line in enumerate(exported)]
+    (tmp_path / "many.jsonl").write_text("\n".join(lines) + "\n")
+    imported = subprocess.run(["env", "-i", "BACKUP_API_DATABASE=other.db", str(executable), "events", "import",
+                               "many.jsonl"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert imported.stdout == "imported 4000, already held 0\n", imported.stderr
 
 
 def test_the_executable_serves_a_stand_in(executable, tmp_path):
