@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 # Lines a worker checks at a time, and the blocks under way at once.
 BLOCK_LINES = 2000
 BLOCKS_AHEAD = 4
+# A block checks in well under a second; a worker silent this long is gone (killed, out of memory),
+# and its block would otherwise be waited for for ever.
+BLOCK_TIMEOUT_S = 300
 
 
 def worker_count() -> int:
@@ -64,7 +67,11 @@ def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object], where
             submit(list(itertools.islice(lines, BLOCK_LINES)))
         while pending:
             start, block, result = pending.popleft()
-            records, bad = result.get()
+            try:
+                records, bad = result.get(timeout=BLOCK_TIMEOUT_S)
+            except multiprocessing.TimeoutError:
+                raise RuntimeError(f"the worker process checking lines {start} to {start + len(block) - 1}"
+                                   f" gave no answer in {BLOCK_TIMEOUT_S} s; nothing was imported") from None
             submit(list(itertools.islice(lines, BLOCK_LINES)))
             for offset, record in enumerate(records):
                 where["line"] = start + offset

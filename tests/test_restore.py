@@ -454,3 +454,23 @@ def test_an_import_past_one_block_names_a_bad_line_and_ids_out_of_order(empty):
     assert result.exit_code == 1 and result.output.startswith("Error: line 4500: id 12 does not follow"), result.output
     result = run(empty, "events", "export")
     assert result.output == ""
+
+
+_PARENT = os.getpid()
+
+
+def _load_that_hangs_in_a_worker(raw: bytes):
+    if os.getpid() != _PARENT:
+        time.sleep(30)
+    return raw
+
+
+def test_a_worker_that_never_answers_stops_the_import_in_bounded_time(monkeypatch):
+    from backup_api import loading
+
+    monkeypatch.setattr(loading, "worker_count", lambda: 2)
+    monkeypatch.setattr(loading, "BLOCK_TIMEOUT_S", 1)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="lines 1 to 2000 gave no answer"):
+        list(loading.checked_lines([b"x\n"] * 5000, _load_that_hangs_in_a_worker, {}))
+    assert time.monotonic() - started < 10
