@@ -139,14 +139,19 @@ def event_row(event: dict, received_at: int, sub: str, text: str | None = None) 
     )
 
 
+def typed_row(event: dict, received_at: int, sub: str, text: str | None = None) -> tuple:
+    """event_row's columns, and the event's type (which PostgreSQL keeps in a column of its own)."""
+    return (*event_row(event, received_at, sub, text), event["event_type"])
+
+
 def exported_row(record: tuple[int, int, str, dict, str | None]) -> tuple[int, tuple]:
     """An exported event (id, received_at, sub, event, its JSON text or None) as an import stores it.
 
-    (id, row): row is event_row's columns and the event's type. Small, plain values: what the
-    import's worker processes hand back (content key computed) to the one that writes.
+    (id, typed_row's columns). Small, plain values: what the import's worker processes hand back
+    (content key computed) to the one that writes.
     """
     id_, received_at, sub, event, text = record
-    return id_, (*event_row(event, received_at, sub, text), event["event_type"])
+    return id_, typed_row(event, received_at, sub, text)
 
 
 def format_event(id_: int, received_at: int, event: str, sub: str | None = None) -> str:
@@ -374,7 +379,7 @@ class Store:
     def import_events(self, records: Iterable[tuple[int, tuple]]) -> tuple[int, int]:
         """Store exported events all or nothing; return (imported, already held).
 
-        Each record is exported_row's (id, event_row's columns and the event's type).
+        Each record is exported_row's (id, typed_row's columns).
 
         Into an empty database every id is kept, so an export imported there exports again
         byte for byte. Into one that holds events, the new ones get new ids after the last (an

@@ -16,12 +16,12 @@ from backup_api.storage.base import (
     Store,
     WriteOutcomeUnknown,
     WriteRequest,
-    event_row,
     increasing_ids,
     merge_players,
     now_us,
     parsed_content_key,
     rfc3339_us,
+    typed_row,
 )
 from backup_api.storage.postgres_reads import PostgresReads
 from backup_api.storage.postgres_sql import (
@@ -180,10 +180,7 @@ class PostgresStore(PostgresReads, Store):
 
     # Writing ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _row(event: dict, received_at: int, sub: str, text: str | None = None) -> tuple:
-        """The columns of event_row, and the event's type."""
-        return (*event_row(event, received_at, sub, text), event["event_type"])
+    _row = staticmethod(typed_row)  # event_row's columns, and the event's type
 
     def _commit_group(self, group: list[WriteRequest]) -> None:
         """Write every request of group in one transaction: one statement for all their rows.
@@ -303,7 +300,7 @@ class PostgresStore(PostgresReads, Store):
                 ids.clear()
 
             for id_, row in increasing_ids(records):
-                chunk.append(row)  # exported_row's columns are _row's
+                chunk.append(row)
                 ids.append(id_)
                 if len(chunk) == IMPORT_CHUNK:
                     flush()

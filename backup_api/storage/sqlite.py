@@ -26,10 +26,8 @@ from backup_api.storage.sqlite_files import copy_database, restore
 from backup_api.storage.sqlite_reads import SQLiteReads, file_identity
 
 # Raw SQL: the UNIQUE indexes decide, and the count of changes says whether they did.
-_INSERT_EVENT = (
-    "INSERT INTO events (id, partner_id, event_id, content_key, player_login, received_at, sub, event)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-)
+_COLUMNS = "partner_id, event_id, content_key, player_login, received_at, sub, event"  # event_row's
+_INSERT_EVENT = f"INSERT INTO events (id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 # Rows an import sends in one executemany.
 IMPORT_CHUNK = 1000
 # Rows a group commit sends in one INSERT statement (seven values each).
@@ -43,11 +41,7 @@ class _Held(Exception):
 @functools.cache
 def _insert_rows(count: int) -> str:
     """The INSERT of count new rows (event_row's columns), their ids given by SQLite."""
-    marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count)
-    return (
-        "INSERT INTO events (partner_id, event_id, content_key, player_login, received_at, sub, event)"
-        f" VALUES {marks}"
-    )
+    return f"INSERT INTO events ({_COLUMNS}) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count)
 
 # A player's VIP flag, added or replaced. Plain SQL: sqlite-utils' upsert commits on its own,
 # inside our transaction.
@@ -218,13 +212,6 @@ class SQLiteStore(SQLiteReads, Store):
         # which request conflicts (a savepoint undoes that one alone).
         with self._transaction("the events could not be stored") as conn:
             for request in group:
-                if len(request.rows) == 1:
-                    # One row needs no savepoint: a conflict is found before it writes anything.
-                    try:
-                        request.new = self._insert(conn, request.rows)
-                    except EventConflict as exc:
-                        request.error = exc
-                    continue
                 conn.execute("SAVEPOINT request")
                 try:
                     request.new = self._insert(conn, request.rows)
@@ -339,7 +326,7 @@ class SQLiteStore(SQLiteReads, Store):
                 chunk.clear()
 
             for id_, row in increasing_ids(records):
-                chunk.append((id_ if empty else None, *row[:7]))  # all but the event's type
+                chunk.append((id_ if empty else None, *row[:7]))  # typed_row's, but the event's type
                 if len(chunk) == IMPORT_CHUNK:
                     flush()
             if chunk:
