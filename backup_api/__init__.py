@@ -4,8 +4,8 @@
 command (backup_api.cli) all start from create_app. The README's "Where things are" names each module.
 """
 
-__version__ = "0.2.0"
-
-from backup_api.app import ConfigError, create_app  # noqa: E402  (after __version__, which cli reads)
+from backup_api.app import create_app
+from backup_api.config import ConfigError
+from backup_api.version import __version__
 
 __all__ = ["ConfigError", "__version__", "create_app"]

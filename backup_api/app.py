@@ -1,9 +1,9 @@
-"""The app factory: settings, logging, tokens, errors, routes and commands, wired together."""
+"""The app factory: settings, logging, tokens, errors, routes, the store and commands, wired together."""
 
 import click
 from flask import Flask
 
-from backup_api import commands, config, errors, logs, metrics, openapi, routes, tokens
+from backup_api import commands, config, errors, logs, metrics, openapi, routes, standin, storage, tokens
 from backup_api.config import ConfigError
 
 __all__ = ["ConfigError", "create_app"]
@@ -12,7 +12,7 @@ __all__ = ["ConfigError", "create_app"]
 def create_app(test_config: dict | None = None) -> Flask:
     """Create and configure the service (from BACKUP_API_* variables, or from test_config when given).
 
-    The database and the secret are opened at once, so that a bad one fails here; under the command
+    The store and the secret are opened at once, so that a bad one fails here; under the command
     line, by each command when it needs them (`serve --stand-in` must create nothing durable).
     STAND_IN (BACKUP_API_STAND_IN=1) makes it the stand-in of backup_api.standin.
     """
@@ -25,7 +25,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     app.register_blueprint(routes.bp)
     metrics.init_app(app)
+    # The mode: the stand-in (an ephemeral store, its faults and routes), or the durable store.
+    (standin if app.config["STAND_IN"] else storage).init_app(app)
     commands.init_app(app)
     if click.get_current_context(silent=True) is None or app.config["STAND_IN"]:
-        config.open_data(app)
+        storage.get_store(app)
+        tokens.secret_key(app)
     return app

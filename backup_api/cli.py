@@ -3,8 +3,9 @@
 import click
 from flask.cli import FlaskGroup
 
-from backup_api import __version__, config
+from backup_api import config
 from backup_api.app import create_app
+from backup_api.version import __version__
 
 
 @click.group(

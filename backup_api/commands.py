@@ -1,5 +1,8 @@
 """The service's commands (on `flask --app backup_api`, the `game-backup-api` command and the executable):
 serve, token issue, events and players export/import, db snapshot/restore/check.
+
+Each is a click command at module level, run in the app's context (with_appcontext, or an AppGroup),
+so that a test can invoke it with app.test_cli_runner(); init_app adds them to the app.
 """
 
 import json
@@ -7,149 +10,172 @@ import os
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
-from backup_api import config, export_lines, loading, server, storage, tokens
-from backup_api.config import store
+from backup_api import export_lines, loading, server, standin, storage, tokens
+from backup_api.loading import LineError
+from backup_api.storage import get_store
 
 
-def init_app(app: Flask) -> None:
-    """Add the serve, token, events and players commands."""
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
+@click.option("--port", default=8000, show_default=True, type=int,
+              help="Port to listen on (0: a free one, printed at start).")
+@click.option("--threads", default=server.THREADS, show_default=True, type=int, help="Worker threads.")
+@click.option("--stand-in", "stand_in", is_flag=True,
+              help="Keep nothing: an ephemeral database, discarded at exit, and the /_stand-in/ routes"
+                   " (reset, faults, rejections), for integration tests. Tokens: BACKUP_API_JWT_SECRET.")
+@with_appcontext
+def serve_command(host, port, threads, stand_in):
+    """Serve the API with waitress, until SIGTERM or SIGINT (Ctrl-C) stops it cleanly.
 
-    @app.cli.command("serve")
-    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
-    @click.option("--port", default=8000, show_default=True, type=int,
-                  help="Port to listen on (0: a free one, printed at start).")
-    @click.option("--threads", default=server.THREADS, show_default=True, type=int, help="Worker threads.")
-    @click.option("--stand-in", "stand_in", is_flag=True,
-                  help="Keep nothing: an ephemeral database, discarded at exit, and the /_stand-in/ routes"
-                       " (reset, faults, rejections), for integration tests. Tokens: BACKUP_API_JWT_SECRET.")
-    def serve_command(host, port, threads, stand_in):
-        """Serve the API with waitress, until SIGTERM or SIGINT (Ctrl-C) stops it cleanly.
+    It prints "Serving on http://HOST:PORT" once it listens, and one log line per request on
+    stderr. The database is BACKUP_API_DATABASE (default: instance/backup.db under the working
+    directory), its secret jwt-secret beside it; both are made on first start. With --stand-in,
+    nothing is kept (see the README's "For test suites").
+    """
+    app = current_app._get_current_object()
+    if stand_in and not app.config["STAND_IN"]:
+        standin.init_app(app)
+    get_store(app)  # opened before the first request, so that a bad one fails here
+    tokens.secret_key(app)
+    channel = standin.StandInChannel if app.config["STAND_IN"] else server.JSONErrorChannel
+    server.serve(app, host=host, port=port, threads=threads, channel=channel)
 
-        It prints "Serving on http://HOST:PORT" once it listens, and one log line per request on
-        stderr. The database is BACKUP_API_DATABASE (default: instance/backup.db under the working
-        directory), its secret jwt-secret beside it; both are made on first start. With --stand-in,
-        nothing is kept (see the README's "For test suites").
-        """
-        app = current_app._get_current_object()
-        config.open_data(app, stand_in=True if stand_in else None)
-        server.serve(app, host=host, port=port, threads=threads)
 
-    token = AppGroup("token", help="Mint bearer tokens.")
-    app.cli.add_command(token)
+token = AppGroup("token", help="Mint bearer tokens.")
 
-    @token.command("issue")
-    @click.argument("partners", nargs=-1, required=True)
-    @click.option("--days", default=365, show_default=True, type=click.IntRange(min=1),
-                  help="How many days the token is valid.")
-    @click.option("--sub", help="The token holder, recorded with what it writes (default: the first partner).")
-    def issue(partners, days, sub):
-        """Print a bearer token that owns PARTNERS (partner_ids), signed with this database's secret."""
-        if not all(partners):
-            raise click.BadParameter("a partner_id cannot be empty", param_hint="PARTNERS")
-        app = current_app._get_current_object()
-        if app.config["STAND_IN"] and app.config["JWT_SECRET"] is None:
-            raise click.ClickException("a stand-in keeps no secret: set BACKUP_API_JWT_SECRET, here and for the"
-                                       " stand-in, to mint tokens it accepts")
-        config.open_secret(app)
-        click.echo(tokens.issue(partners, days, sub))
 
-    events = AppGroup("events", help="Export and import stored events.")
-    app.cli.add_command(events)
+@token.command("issue")
+@click.argument("partners", nargs=-1, required=True)
+@click.option("--days", default=365, show_default=True, type=click.IntRange(min=1),
+              help="How many days the token is valid.")
+@click.option("--sub", help="The token holder, recorded with what it writes (default: the first partner).")
+def issue(partners, days, sub):
+    """Print a bearer token that owns PARTNERS (partner_ids), signed with this database's secret."""
+    if not all(partners):
+        raise click.BadParameter("a partner_id cannot be empty", param_hint="PARTNERS")
+    if current_app.config["STAND_IN"] and current_app.config["JWT_SECRET"] is None:
+        raise click.ClickException("a stand-in keeps no secret: set BACKUP_API_JWT_SECRET, here and for the"
+                                   " stand-in, to mint tokens it accepts")
+    tokens.secret_key()  # a ConfigError, printed as one line, when it cannot be opened
+    click.echo(tokens.issue(partners, days, sub))
 
-    @events.command("export")
-    @click.option("--partner", help="Only this partner_id.")
-    @click.option("--player", help="Only this player_login.")
-    def export_events(partner, player):
-        """Write stored events as JSON Lines, oldest first."""
-        for line in store().export_events(partner, player):
-            click.echo(line)
 
-    @events.command("import")
-    @click.argument("file", type=click.File("rb"))
-    def import_events(file):
-        """Load events written by `events export` from FILE (- for stdin), all or nothing.
+events = AppGroup("events", help="Export and import stored events.")
 
-        Into an empty database everything comes back as it was, ids included; into one that holds
-        events, those already held are skipped and the rest get new ids.
-        """
-        imported, held = _import(file, export_lines.load_exported_row, store().import_events)
-        click.echo(f"imported {imported}, already held {held}")
 
-    db = AppGroup("db", help="Look after the database.")
-    app.cli.add_command(db)
+@events.command("export")
+@click.option("--partner", help="Only this partner_id.")
+@click.option("--player", help="Only this player_login.")
+def export_events(partner, player):
+    """Write stored events as JSON Lines, oldest first."""
+    for line in export_lines.event_lines(get_store().export_events(partner, player)):
+        click.echo(line)
 
-    @db.command("snapshot")
-    @click.argument("path", type=click.Path(dir_okay=False))
-    def snapshot(path):
-        """Write a consistent copy of the live database to PATH (safe while serving)."""
-        try:
-            storage.make_private_folder(os.path.dirname(os.path.abspath(path)))
-            store().snapshot(path)
-        except (OSError, storage.StorageError) as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(f"snapshot written to {path}")
 
-    @db.command("restore")
-    @click.argument("snapshot_path", metavar="SNAPSHOT", type=click.Path(exists=True, dir_okay=False))
-    def restore(snapshot_path):
-        """Replace the database with SNAPSHOT, keeping the file it replaces under a new name.
+@events.command("import")
+@click.argument("file", type=click.File("rb"))
+def import_events(file):
+    """Load events written by `events export` from FILE (- for stdin), all or nothing.
 
-        The snapshot must be a sound database of this version's layout; the database must not be
-        in use (stop the server first).
-        """
-        try:
-            kept, events, players = store().restore(snapshot_path)
-        except storage.StorageError as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(f"restored {snapshot_path} ({events} events, {players} players) to {store().name}")
-        if kept:
-            click.echo(f"the database it replaced is kept as {kept}")
+    Into an empty database everything comes back as it was, ids included; into one that holds
+    events, those already held are skipped and the rest get new ids.
+    """
+    imported, held = _import(file, export_lines.load_exported_row, get_store().import_events)
+    click.echo(f"imported {imported}, already held {held}")
 
-    @db.command("check")
-    def check():
-        """Check the database: its layout, SQLite's integrity_check, and what it holds; exit 1 if unsound."""
-        try:
-            layout, integrity, events, players = store().check()
-        except storage.StorageError as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(f"database: {store().name}")
-        click.echo(f"layout: {layout}")
-        click.echo("integrity_check: " + "; ".join(integrity))
-        click.echo(f"events: {events}")
-        click.echo(f"players: {players}")
-        if layout != storage.SCHEMA_VERSION or integrity != ["ok"]:
-            raise click.exceptions.Exit(1)
 
-    players = AppGroup("players", help="Export and import VIP flags.")
-    app.cli.add_command(players)
+players = AppGroup("players", help="Export and import VIP flags.")
 
-    @players.command("export")
-    def export_players():
-        """Write the VIP flags as JSON Lines."""
-        for line in store().export_players():
-            click.echo(line)
 
-    @players.command("import")
-    @click.argument("file", type=click.File("rb"))
-    def import_players(file):
-        """Load VIP flags written by `players export` from FILE (- for stdin), all or nothing.
+@players.command("export")
+def export_players():
+    """Write the VIP flags as JSON Lines."""
+    for line in export_lines.player_lines(get_store().export_players()):
+        click.echo(line)
 
-        A flag newer than the one held (by updated_at) replaces it; an older one is skipped.
-        """
-        imported, updated, held = _import(file, export_lines.load_exported_player, store().import_players)
-        click.echo(f"imported {imported}, updated {updated}, already held {held}")
+
+@players.command("import")
+@click.argument("file", type=click.File("rb"))
+def import_players(file):
+    """Load VIP flags written by `players export` from FILE (- for stdin), all or nothing.
+
+    A flag newer than the one held (by updated_at) replaces it; an older one is skipped.
+    """
+    imported, updated, held = _import(file, export_lines.load_exported_player, get_store().import_players)
+    click.echo(f"imported {imported}, updated {updated}, already held {held}")
 
 
 def _import(file, load, store_all):
     """Check each line of file with load and hand them all to store_all; a bad line aborts it all, by number."""
-    where = {"line": 0}
     try:
-        return store_all(loading.checked_lines(file, load, where))
-    except (ValidationError, ValueError, storage.EventConflict, storage.StorageError) as exc:
-        detail = json.dumps(exc.messages, ensure_ascii=False) if isinstance(exc, ValidationError) else str(exc)
-        line = exc.index + 1 if isinstance(exc, storage.EventConflict) and exc.index is not None else where["line"]
-        place = f"line {line}: " if not isinstance(exc, storage.StorageError) else ""
-        raise click.ClickException(f"{place}{detail}; nothing was imported") from None
+        return store_all(loading.checked_lines(file, load))
+    except LineError as exc:
+        raise click.ClickException(f"line {exc.line}: {_describe(exc.__cause__)}; nothing was imported") from None
+    except storage.RecordError as exc:  # a conflict, or ids out of order: the index-th record is its line
+        raise click.ClickException(f"line {exc.index + 1}: {exc}; nothing was imported") from None
+    except storage.StorageError as exc:
+        raise click.ClickException(f"{exc}; nothing was imported") from None
+
+
+def _describe(exc: Exception) -> str:
+    """What is wrong with a line, as the import says it."""
+    return json.dumps(exc.messages, ensure_ascii=False) if isinstance(exc, ValidationError) else str(exc)
+
+
+db = AppGroup("db", help="Look after the database.")
+
+
+@db.command("snapshot")
+@click.argument("path", type=click.Path(dir_okay=False))
+def snapshot(path):
+    """Write a consistent copy of the live database to PATH (safe while serving)."""
+    try:
+        storage.make_private_folder(os.path.dirname(os.path.abspath(path)))
+        get_store().snapshot(path)
+    except (OSError, storage.StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"snapshot written to {path}")
+
+
+@db.command("restore")
+@click.argument("snapshot_path", metavar="SNAPSHOT", type=click.Path(exists=True, dir_okay=False))
+def restore(snapshot_path):
+    """Replace the database with SNAPSHOT, keeping the file it replaces under a new name.
+
+    The snapshot must be a sound database of this version's layout; the database must not be
+    in use (stop the server first).
+    """
+    store = get_store()
+    try:
+        kept, events, players = store.restore(snapshot_path)
+    except storage.StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored {snapshot_path} ({events} events, {players} players) to {store.name}")
+    if kept:
+        click.echo(f"the database it replaced is kept as {kept}")
+
+
+@db.command("check")
+def check():
+    """Check the database: its layout, SQLite's integrity_check, and what it holds; exit 1 if unsound."""
+    store = get_store()
+    try:
+        layout, integrity, events, players = store.check()
+    except storage.StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"database: {store.name}")
+    click.echo(f"layout: {layout}")
+    click.echo("integrity_check: " + "; ".join(integrity))
+    click.echo(f"events: {events}")
+    click.echo(f"players: {players}")
+    if layout != storage.SCHEMA_VERSION or integrity != ["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+def init_app(app: Flask) -> None:
+    """Add the serve, token, events, players and db commands to app."""
+    for command in (serve_command, token, events, players, db):
+        app.cli.add_command(command)

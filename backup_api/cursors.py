@@ -4,6 +4,7 @@ A client can neither forge a cursor nor carry one over to another query: either 
 """
 
 import base64
+import hashlib
 import hmac
 import json
 import re
@@ -11,14 +12,24 @@ import re
 from flask import current_app
 from marshmallow import ValidationError
 
+from backup_api.tokens import secret_key
+
 _CURSOR = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def _cursor_key() -> bytes:
+    """The key of the app's cursors: derived from its token secret, so that a new secret voids old cursors."""
+    key = current_app.extensions.get("cursor_key")
+    if key is None:
+        key = current_app.extensions["cursor_key"] = hashlib.sha256(b"page cursors\0" + secret_key().encode()).digest()
+    return key
 
 
 def _cursor_mac(after: int, query: dict) -> bytes:
     """The MAC of a cursor: its id and the query's partner and filters, under the app's cursor key."""
     filters = json.dumps(sorted(query.items()), ensure_ascii=True).encode()
     message = after.to_bytes(8, "big") + filters
-    return hmac.digest(current_app.extensions["cursor_key"], message, "sha256")[:16]
+    return hmac.digest(_cursor_key(), message, "sha256")[:16]
 
 
 def make_cursor(after: int, query: dict) -> str:

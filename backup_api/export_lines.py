@@ -1,4 +1,4 @@
-"""The lines of `events export` and `players export`, checked as an import reads them back.
+"""The lines of `events export` and `players export`: written, and checked as an import reads them back.
 
 Each line is checked as strictly as a request: the event against the catalog, the times and the
 holder as the store writes them. A line exactly as the export writes it is cut apart rather than
@@ -6,20 +6,22 @@ parsed whole (the import's fast path); any other is parsed, and refused with wha
 """
 
 import re
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
 from marshmallow import ValidationError
 
 from backup_api.jsontext import BodyError, Number, parse_json, parse_json_text
 from backup_api.schemas import (
-    _path_field,
-    _require_object,
-    _vip_schema,
+    flag_errors,
+    identifier_errors,
     is_identifier,
     microseconds,
+    require_object,
     validate_event,
 )
-from backup_api.storage.base import exported_row
+from backup_api.storage import ExportedEvent, ImportedEvent, PlayerRecord, event_row
+from backup_api.wire import format_event, format_player
 
 EXPORTED_EVENT_KEYS = ("id", "received_at", "sub", "event")
 EXPORTED_PLAYER_KEYS = ("partner_id", "player_login", "is_vip", "updated_at", "updated_by")
@@ -79,14 +81,18 @@ def load_exported_event(raw: bytes) -> tuple[int, int, str, dict, str]:
         else:
             return _exported_event(line, text)
     line = parse_json(raw)
-    _require_object(line)
+    require_object(line)
     _keys_exactly(line, EXPORTED_EVENT_KEYS)
     return _exported_event(line, None)
 
 
-def load_exported_row(raw: bytes) -> tuple[int, tuple]:
-    """Check one line of `events export`; return it as an import stores it (storage.exported_row)."""
-    return exported_row(load_exported_event(raw))
+def load_exported_row(raw: bytes) -> ImportedEvent:
+    """Check one line of `events export`; return it as an import stores it: its id and its row (content key made).
+
+    Small, plain values: what the import's worker processes hand back to the one that writes.
+    """
+    id_, received_at, sub, event, text = load_exported_event(raw)
+    return ImportedEvent(id_, event_row(event, received_at, sub, text))
 
 
 def _exported_event(line: dict, text: str | None) -> tuple[int, int, str, dict, str]:
@@ -105,17 +111,17 @@ def _exported_event(line: dict, text: str | None) -> tuple[int, int, str, dict, 
     return int(id_), received_at, sub, event, text
 
 
-def load_exported_player(raw: bytes) -> tuple[str, str, bool, str, str]:
+def load_exported_player(raw: bytes) -> PlayerRecord:
     """Check one line of `players export`; return (partner_id, player_login, is_vip, updated_at, updated_by)."""
     line = parse_json(raw)
-    _require_object(line)
+    require_object(line)
     _keys_exactly(line, EXPORTED_PLAYER_KEYS)
     # The fields' checks written out, as for events; the schemas only to word what is wrong.
     if not (is_identifier(line["partner_id"]) and is_identifier(line["player_login"])
             and type(line["is_vip"]) is bool):
         _player_errors(line)
     _stored_time(line["updated_at"], "updated_at")
-    return (
+    return PlayerRecord(
         line["partner_id"],
         line["player_login"],
         line["is_vip"],
@@ -126,15 +132,19 @@ def load_exported_player(raw: bytes) -> tuple[str, str, bool, str, str]:
 
 def _player_errors(line: dict) -> None:
     """Raise what is wrong with an exported player's identifiers and flag, as the schemas word it."""
-    errors = {}
-    for name in ("partner_id", "player_login"):
-        try:
-            _path_field.deserialize(line[name])
-        except ValidationError as exc:
-            errors[name] = exc.messages
-    try:
-        _vip_schema.load({"is_vip": line["is_vip"]})
-    except ValidationError as exc:
-        errors.update(exc.messages)
+    errors = identifier_errors({name: line[name] for name in ("partner_id", "player_login")})
+    errors.update(flag_errors(line["is_vip"]))
     if errors:
         raise ValidationError(errors)
+
+
+def event_lines(events: Iterable[ExportedEvent]) -> Iterator[str]:
+    """Write exported events as the lines of `events export`."""
+    for event in events:
+        yield format_event(event.id, event.received_at, event.event, event.sub)
+
+
+def player_lines(players: Iterable[PlayerRecord]) -> Iterator[str]:
+    """Write VIP flags as the lines of `players export`."""
+    for player in players:
+        yield format_player(player)

@@ -3,7 +3,8 @@
 An import is bound by the checks of each line (the strict parse, the catalog, the times) far more
 than by SQLite: so the lines go in blocks to worker processes, and the records come back in the
 file's order, a bounded number of blocks ahead (memory stays flat whatever the file's size). The
-first bad line stops the import: it is checked again here, to raise its own error, by number.
+first bad line stops the import: it is checked again here, to raise its own error (LineError, its
+number with it).
 """
 
 import collections
@@ -12,12 +13,22 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 
+from marshmallow import ValidationError
+
 # Lines a worker checks at a time, and the blocks under way at once.
 BLOCK_LINES = 2000
 BLOCKS_AHEAD = 4
 # A block checks in well under a second; a worker silent this long is gone (killed, out of memory),
 # and its block would otherwise be waited for for ever.
 BLOCK_TIMEOUT_S = 300
+
+
+class LineError(ValueError):
+    """A line of an import file that cannot be loaded: line is its number (from 1), __cause__ what is wrong."""
+
+    def __init__(self, line: int, cause: Exception):
+        super().__init__(f"line {line}: {cause}")
+        self.line = line
 
 
 def worker_count() -> int:
@@ -39,8 +50,8 @@ def _check_block(load: Callable[[bytes], object], block: list[bytes]) -> tuple[l
     return records, None
 
 
-def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object], where: dict) -> Iterator:
-    """Yield load(line) for each line (its end of line cut), in order; where["line"] says which, from 1.
+def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object]) -> Iterator:
+    """Yield load(line) for each line (its end of line cut), in order; a line load refuses raises LineError.
 
     With one core, or few lines, everything is checked here.
     """
@@ -48,7 +59,7 @@ def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object], where
     first = list(itertools.islice(lines, BLOCK_LINES))
     workers = worker_count()
     if workers < 2 or len(first) < BLOCK_LINES:
-        yield from _checked_here(itertools.chain(first, lines), load, where, 1)
+        yield from _checked_here(itertools.chain(first, lines), load, 1)
         return
     # fork: the workers start at once, with load and this process's modules; none touches the
     # store (nor any of this process's files) and they end by os._exit, closing nothing of ours.
@@ -73,17 +84,21 @@ def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object], where
                 raise RuntimeError(f"the worker process checking lines {start} to {start + len(block) - 1}"
                                    f" gave no answer in {BLOCK_TIMEOUT_S} s; nothing was imported") from None
             submit(list(itertools.islice(lines, BLOCK_LINES)))
-            for offset, record in enumerate(records):
-                where["line"] = start + offset
-                yield record
+            yield from records
             if bad is not None:
-                where["line"] = start + bad
-                yield load(block[bad])  # raises, here, the line's own error
+                _load(load, block[bad], start + bad)  # raises, here, the line's own error
                 raise RuntimeError(f"line {start + bad} failed in a worker and passed here")
 
 
-def _checked_here(lines: Iterable[bytes], load, where: dict, first: int) -> Iterator:
+def _checked_here(lines: Iterable[bytes], load, first: int) -> Iterator:
     """Yield load(line) for each line, checked in this process."""
     for number, raw in enumerate(lines, first):
-        where["line"] = number
-        yield load(raw)
+        yield _load(load, raw, number)
+
+
+def _load(load, raw: bytes, number: int):
+    """Return load(raw); what it raises (a line refused) becomes a LineError of line number."""
+    try:
+        return load(raw)
+    except (ValidationError, ValueError) as exc:  # BodyError among them: this line's fault
+        raise LineError(number, exc) from exc

@@ -23,7 +23,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from backup_api import __version__
+from backup_api import storage
+from backup_api.version import __version__
 
 # Methods named as they are; any other (a client may send any token) is counted as "other".
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
@@ -119,6 +120,14 @@ def init_app(app: Flask) -> None:
     def count(response):
         metrics.observe_request(response)
         return response
+
+
+@storage.store_opened.connect
+def _observe_commits(app: Flask, store: storage.Store) -> None:
+    """Count the group commits of an app's store once it is open (the store knows only a callable)."""
+    metrics = app.extensions.get("metrics")
+    if metrics is not None:
+        store.observe_commit = metrics.observe_commit
 
 
 def _current() -> Metrics | None:

@@ -32,14 +32,8 @@ def _pattern(regexp: validate.Regexp) -> str:
 
 def field_schema(field: fields.Field) -> dict:
     """Describe one marshmallow field as JSON Schema."""
-    if isinstance(field, schemas.Amount):
-        out = {"type": "number", "minimum": 0, "maximum": float(schemas.MAX_AMOUNT)}
-    elif isinstance(field, schemas.Timestamp):
-        out = {"type": "string", "format": "date-time", "pattern": "^" + schemas.RFC3339.pattern + "$"}
-    elif isinstance(field, schemas.StrictBoolean):
-        out = {"type": "boolean"}
-    elif isinstance(field, schemas.PageSize):
-        out = {"type": "integer", "minimum": 1, "maximum": schemas.MAX_PAGE, "default": schemas.DEFAULT_PAGE}
+    if hasattr(field, "json_schema"):  # a field of our own says what it is
+        out = dict(field.json_schema)
     elif isinstance(field, fields.Dict):
         out = {"type": "object"}
     elif isinstance(field, fields.String):

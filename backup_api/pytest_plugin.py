@@ -82,7 +82,9 @@ class StandIn:
 
     def reset(self) -> None:
         """Forget everything: events, flags, faults and journal, of every partner."""
-        self.app.extensions["store"].forget(None)
+        from backup_api.storage import get_store
+
+        get_store(self.app).forget(None)
         self.app.extensions["stand_in"].clear_all()
 
     def _get(self, path: str, partner_id: str) -> dict:
@@ -98,9 +100,10 @@ def backup_api_server():
     """The stand-in, started once for the session (the `backup_api` fixture empties it for each test)."""
     from backup_api import create_app
     from backup_api.server import InThread
+    from backup_api.standin import StandInChannel
 
     app = create_app({"STAND_IN": True, "JWT_SECRET": secrets.token_urlsafe(48), "LOG_LEVEL": "WARNING"})
-    server = InThread(app)
+    server = InThread(app, channel=StandInChannel)
     try:
         yield StandIn(app, server.url)
     finally:

@@ -3,13 +3,13 @@
 from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, Response, current_app, g, request
-from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, NotFound
 
 from backup_api import logs, metrics, schemas, storage
-from backup_api.config import store
 from backup_api.cursors import make_cursor, read_cursor
-from backup_api.jsontext import parse_json
+from backup_api.storage import get_store
 from backup_api.tokens import authenticate, authorise, owned_partners
+from backup_api.wire import format_event, ok_response, read_json
 
 bp = Blueprint("api", __name__)
 
@@ -29,17 +29,6 @@ def refuse_urls_that_are_not_utf8():
         raise BadRequest(f"the URL is not valid UTF-8 once %-escapes are undone ({exc.reason})") from None
 
 
-def read_json():
-    """Return the request body parsed strictly as JSON."""
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType("the body must be JSON, sent as Content-Type: application/json")
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding != "identity":
-        # Not decoded: a small compressed body could expand far past the 1 MiB limit.
-        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the JSON uncompressed")
-    return parse_json(request.get_data(cache=False))
-
-
 @bp.post("/player-events")
 def post_player_events():
     """Store one player event, or a batch of them (a JSON array), all or nothing."""
@@ -52,7 +41,7 @@ def post_player_events():
         authorise(claims, partner_id)
     events = schemas.validate_batch(payload) if batch else [schemas.validate_event(payload)]
     try:
-        new = store().add_events(events, claims["sub"])
+        new = get_store().add_events(events, claims["sub"])
     except storage.EventConflict as exc:
         metrics.conflict(events, exc.partner_id, exc.event_id)
         raise
@@ -75,10 +64,10 @@ def list_player_events():
     query = schemas.validate_event_query(request.args.to_dict(flat=False))
     limit = query.pop("limit")
     after = read_cursor(query.pop("after", None), query)
-    events, next_after = store().read_events(after=after, limit=limit, **query)
+    events, next_after = get_store().read_events(after=after, limit=limit, **query)
     # The stored JSON text of each event is spliced in as it is: every digit as it was sent.
     cursor = "null" if next_after is None else f'"{make_cursor(next_after, query)}"'
-    body = '{"events": [' + ", ".join(storage.format_event(*e) for e in events) + f'], "next": {cursor}}}'
+    body = '{"events": [' + ", ".join(format_event(*e) for e in events) + f'], "next": {cursor}}}'
     return Response(body, mimetype="application/json")
 
 
@@ -86,12 +75,11 @@ def list_player_events():
 def get_player_event(event_row_id):
     """Return one stored event; 404 also when it belongs to a partner the token does not own."""
     claims = authenticate()
-    found = store().get_event(event_row_id)
-    if found is None or found[0] not in owned_partners(claims):
+    found = get_store().get_event(event_row_id)
+    if found is None or found.partner_id not in owned_partners(claims):
         raise NotFound(f"no stored event {event_row_id} among the partners this token owns")
-    partner_id, received_at, event = found
-    g.partners = {partner_id}
-    return Response(storage.format_event(event_row_id, received_at, event), mimetype="application/json")
+    g.partners = {found.partner_id}
+    return Response(format_event(event_row_id, found.received_at, found.event), mimetype="application/json")
 
 
 @bp.get("/openapi.json")
@@ -103,7 +91,7 @@ def openapi_document():
 @bp.get("/healthz")
 def healthz():
     """Answer 200 when the database answers a query (no token needed)."""
-    store().ping()
+    get_store().ping()
     return {"status": "ok"}
 
 
@@ -113,7 +101,7 @@ def put_vip(partner_id, player_login):
     claims = authenticate()
     authorise(claims, partner_id)
     is_vip = schemas.validate_vip(read_json(), partner_id, player_login)
-    store().set_vip(partner_id, player_login, is_vip, claims["sub"])
+    get_store().set_vip(partner_id, player_login, is_vip, claims["sub"])
     return ok_response()
 
 
@@ -123,13 +111,5 @@ def get_vip(partner_id, player_login):
     claims = authenticate()
     authorise(claims, partner_id)
     schemas.validate_player_path(partner_id, player_login)
-    is_vip, updated_at, updated_by = store().get_vip(partner_id, player_login) or (False, None, None)
+    is_vip, updated_at, updated_by = get_store().get_vip(partner_id, player_login) or (False, None, None)
     return {"is_vip": is_vip, "updated_at": updated_at, "updated_by": updated_by}
-
-
-def ok_response() -> Response:
-    """Answer {"status": "ok"}: a constant body, written once rather than serialised per request."""
-    return Response(_OK_BODY, mimetype="application/json")
-
-
-_OK_BODY = b'{"status":"ok"}\n'

@@ -11,12 +11,12 @@ import waitress.task
 from flask import Flask
 from waitress import wasyncore
 
-from backup_api import logs
+from backup_api import logs, storage
 from backup_api.config import MAX_BODY_BYTES, ConfigError
 from backup_api.errors import envelope_bytes
 
 
-class _JSONErrorTask(waitress.task.ErrorTask):
+class JSONErrorTask(waitress.task.ErrorTask):
     """Answer waitress's own errors (413, malformed HTTP) in the JSON envelope too."""
 
     def execute(self):
@@ -29,31 +29,10 @@ class _JSONErrorTask(waitress.task.ErrorTask):
         self.write(body)
 
 
-class _JSONErrorChannel(waitress.channel.HTTPChannel):
-    """An HTTP channel whose error responses are JSON."""
+class JSONErrorChannel(waitress.channel.HTTPChannel):
+    """An HTTP channel whose error responses are JSON (the channel every server uses, unless given another)."""
 
-    error_task_class = _JSONErrorTask
-
-
-# Where the stand-in's fault drop-after-commit asks for the connection to be closed unanswered.
-DROP_CONNECTION = "backup_api.drop_connection"
-
-
-class _StandInTask(waitress.task.WSGITask):
-    """A request's task that writes nothing, and closes the connection, when the app asked for a drop."""
-
-    def write(self, data):
-        if self.environ.get(DROP_CONNECTION):
-            self.wrote_header = True  # nothing is ever sent: no status line, no headers
-            self.close_on_finish = True
-            return
-        super().write(data)
-
-
-class _StandInChannel(_JSONErrorChannel):
-    """The stand-in's HTTP channel: its faults can drop a connection without an answer."""
-
-    task_class = _StandInTask
+    error_task_class = JSONErrorTask
 
 
 # The waitress settings `serve` uses (the README's configuration section explains them).
@@ -76,8 +55,12 @@ THREADS = 8
 STOP_GRACE_SECONDS = 10
 
 
-def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS):
-    """Make the waitress server for app, listening on host:port (0: a free port), with the service's settings."""
+def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS,
+           channel: type[waitress.channel.HTTPChannel] = JSONErrorChannel):
+    """Make the waitress server for app, listening on host:port (0: a free port), with the service's settings.
+
+    channel: the class of its HTTP connections (a JSONErrorChannel, or a subclass of it).
+    """
     try:
         server = waitress.create_server(
             app,
@@ -97,7 +80,7 @@ def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int =
         )
     except OSError as exc:  # the port taken, or an address not of this machine
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    server.channel_class = _StandInChannel if app.config.get("STAND_IN") else _JSONErrorChannel
+    server.channel_class = channel
     # Waitress warns "Task queue depth is N" on nearly every request under load, drowning the
     # access log, whose durations show load anyway; its errors still come through.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -114,14 +97,14 @@ def run(app: Flask, server, stop: list) -> None:
     finally:
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_SECONDS)
         wasyncore.close_all(server._map)
-        if "store" in app.extensions:
-            app.extensions["store"].close()
+        storage.close_store(app)
     app.logger.info("stopped cleanly")
 
 
-def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS) -> None:
+def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS,
+          channel: type[waitress.channel.HTTPChannel] = JSONErrorChannel) -> None:
     """Serve app with waitress until SIGTERM or SIGINT, then stop cleanly."""
-    server = create(app, host, port, threads)
+    server = create(app, host, port, threads, channel)
     logs.lighten_records()
     stop = []
 
@@ -139,9 +122,10 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = 
 class InThread:
     """The app served by waitress in a thread of this process, as the pytest plugin runs it."""
 
-    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0, threads: int = THREADS):
+    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0, threads: int = THREADS,
+                 channel: type[waitress.channel.HTTPChannel] = JSONErrorChannel):
         self.app = app
-        self._server = create(app, host, port, threads)
+        self._server = create(app, host, port, threads, channel)
         self.url = f"http://{self._server.effective_host}:{self._server.effective_port}"
         self._stop: list = []
         self._thread = threading.Thread(target=run, args=(app, self._server, self._stop), daemon=True,

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from backup_api import storage
+from backup_api.wire import format_player
 from bench.reads import export_file
-from tests.conftest import SECRET
+from tests.helpers import SECRET
 from tests.server import ROOT, Server
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -80,8 +81,8 @@ def remove(path: Path) -> None:
 def players_file(path: Path, count: int) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for i in range(count):
-            f.write(storage.base.format_player("casino_alpha", f"player{i}", bool(i % 2), "2026-11-24T05:12:03.120512Z",
-                                               "bench") + "\n")
+            f.write(format_player(storage.PlayerRecord("casino_alpha", f"player{i}", bool(i % 2),
+                                                       "2026-11-24T05:12:03.120512Z", "bench")) + "\n")
 
 
 def filled(folder: Path, count: int) -> Path:

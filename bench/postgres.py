@@ -13,7 +13,7 @@ from pathlib import Path
 from bench import reads
 from bench.run import CONNECTIONS, ROUNDS, wrk
 from tests import postgres
-from tests.conftest import SECRET
+from tests.helpers import SECRET
 from tests.server import Server
 
 

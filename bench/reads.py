@@ -13,7 +13,8 @@ from pathlib import Path
 
 from backup_api import create_app, storage
 from backup_api.cursors import make_cursor
-from tests.conftest import SECRET, make_token
+from backup_api.wire import format_event
+from tests.helpers import SECRET, make_token
 from tests.server import ROOT, Server
 
 PAGE = 1000
@@ -76,7 +77,7 @@ def export_file(path: Path, count: int) -> None:
             }
             if i % 2:
                 event["event_id"] = f"import-{i}"
-            f.write(storage.format_event(i, 1764000000000000 + i, storage.dumps(event), "bench") + "\n")
+            f.write(format_event(i, 1764000000000000 + i, storage.dumps(event), "bench") + "\n")
 
 
 def import_rates(folder: Path, database_for=None, floor: bool = True) -> dict:

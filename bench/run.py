@@ -19,7 +19,7 @@ from pathlib import Path
 
 from backup_api import storage
 from bench import reads
-from tests.conftest import SECRET, make_token
+from tests.helpers import SECRET, make_token
 from tests.server import Server
 
 HERE = Path(__file__).resolve().parent

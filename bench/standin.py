@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.reads import EXECUTABLE, start_up
-from tests.conftest import SECRET, make_token, valid_event
+from tests.helpers import SECRET, make_token, valid_event
 from tests.server import ROOT, Server
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))

@@ -14,7 +14,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from backup_api.storage import open_store
-from tests.conftest import SECRET, make_token
+from tests.helpers import SECRET, event_lines, make_token
 from tests.server import Server
 
 
@@ -107,7 +107,7 @@ def check(database: str, ledger: Ledger, kills: int) -> dict:
     store = open_store(database)
     try:
         integrity = "; ".join(store.check()[1])
-        stored = [json.loads(line)["event"]["event_id"] for line in store.export_events()]
+        stored = [json.loads(line)["event"]["event_id"] for line in event_lines(store)]
     finally:
         store.close()
     position = {event_id: i for i, event_id in enumerate(stored)}

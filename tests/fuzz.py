@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SECRET
+from tests.helpers import SECRET
 from tests.server import Server
 
 

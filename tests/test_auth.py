@@ -8,7 +8,7 @@ import jwt
 import pytest
 
 from backup_api import tokens
-from tests.conftest import SECRET, bearer, make_token, valid_event
+from tests.helpers import SECRET, bearer, event_lines, make_token, player_lines, valid_event
 
 ROUTES = [
     ("post", "/player-events", valid_event("bet")),
@@ -65,8 +65,8 @@ def test_authentication_failures_are_401(app, client, method, path, body, case):
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert response.get_json()["status"] == "error"
     assert response.get_json()["message"]
-    assert list(app.extensions["store"].export_events()) == []
-    assert list(app.extensions["store"].export_players()) == []
+    assert event_lines(app.extensions["store"]) == []
+    assert player_lines(app.extensions["store"]) == []
 
 
 @pytest.mark.parametrize("method,path,body", ROUTES, ids=["events", "vip"])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import make_token, post_event, stored_events, valid_event
+from tests.helpers import make_token, post_event, stored_events, valid_event
 
 
 def post_batch(client, events, token=None):

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from backup_api import ConfigError, create_app
-from tests.conftest import SECRET, post_event, valid_event
+from tests.helpers import SECRET, post_event, valid_event
 from tests.server import ROOT
 
 

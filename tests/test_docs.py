@@ -72,7 +72,7 @@ def readme_block(name: str) -> str:
 def test_the_readme_test_suite_example_runs_as_written(tmp_path):
     (tmp_path / "test_example.py").write_text(readme_block("test-suite-example"), encoding="utf-8")
     # This checkout is not installed, so its plugin is registered by hand; an installed wheel does it itself.
-    (tmp_path / "conftest.py").write_text("from tests.conftest import register_plugin as pytest_configure\n")
+    (tmp_path / "conftest.py").write_text("from tests.helpers import register_plugin as pytest_configure\n")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,

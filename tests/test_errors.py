@@ -6,7 +6,7 @@ import pytest
 from werkzeug.exceptions import default_exceptions
 
 from backup_api import create_app
-from tests.conftest import SECRET, post_event, stored_events, valid_event
+from tests.helpers import SECRET, post_event, stored_events, valid_event
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from backup_api.schemas import ALWAYS_REQUIRED, EVENT_RULES, MAX_AMOUNT
-from tests.conftest import make_token, post_event, stored_events, valid_event
+from tests.helpers import event_lines, make_token, post_event, stored_events, valid_event
 
 
 @pytest.mark.parametrize("event_type", EVENT_RULES)
@@ -133,14 +133,14 @@ def test_unknown_fields_are_kept_verbatim(app, client):
         ' "x_extra": {"deep": [1.50, "é", null]}, "note": null}'
     )
     assert post_event(client, None, raw=raw).status_code == 200
-    [row] = app.extensions["store"].export_events()
+    [row] = event_lines(app.extensions["store"])
     assert '"x_extra":{"deep":[1.50,"é",null]},"note":null' in row
 
 
 def test_amount_keeps_every_digit(app, client):
     raw = '{"partner_id":"casino_alpha","player_login":"p","event_type":"bet","amount":1234567.891234567891}'
     assert post_event(client, None, raw=raw).status_code == 200
-    [line] = app.extensions["store"].export_events()
+    [line] = event_lines(app.extensions["store"])
     assert '"amount":1234567.891234567891' in line
     assert stored_events(app)[0]["event"]["amount"] == Decimal("1234567.891234567891")
 
@@ -236,7 +236,7 @@ def test_same_event_id_for_two_partners_is_two_events(app, client):
 def test_a_leap_second_is_kept_as_sent(app, client, when):
     raw = json.dumps(valid_event("bet", occurred_at=when))
     assert post_event(client, None, raw=raw).status_code == 200
-    assert f'"occurred_at":"{when}"' in "".join(app.extensions["store"].export_events())
+    assert f'"occurred_at":"{when}"' in "".join(event_lines(app.extensions["store"]))
 
 
 @pytest.mark.parametrize("when", ["2016-12-31T22:59:60Z", "2016-12-31T23:58:60Z", "9999-12-31T23:59:60Z",

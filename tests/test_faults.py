@@ -8,7 +8,7 @@ import pytest
 
 from backup_api import create_app
 from backup_api.storage.sqlite import GROUP_ROWS
-from tests.conftest import SECRET, bearer, count_rows, post_event, valid_event
+from tests.helpers import SECRET, bearer, count_rows, post_event, valid_event
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from backup_api import create_app
-from tests.conftest import make_token, post_event, valid_event
+from tests.helpers import make_token, post_event, valid_event
 
 
 def mode(path) -> int:

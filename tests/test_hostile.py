@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.conftest import bearer, post_event, stored_events, valid_event
+from tests.helpers import bearer, event_lines, player_lines, post_event, stored_events, valid_event
 
 MIB = 1 << 20
 
@@ -59,7 +59,7 @@ def test_named_hostile_input(app, client, case):
 
 def test_long_integer_in_metadata_is_kept_exactly(app, client):
     post_event(client, None, raw=_with_raw("metadata", '{"n": ' + "9" * 5000 + "}"))
-    [line] = app.extensions["store"].export_events()
+    [line] = event_lines(app.extensions["store"])
     assert '"n":' + "9" * 5000 + "}" in line
 
 
@@ -67,7 +67,7 @@ def test_minus_zero_is_kept_and_deduplicated_with_zero(app, client):
     bet = _event_json().replace('"big_win"', '"bet"')[:-1]
     assert post_event(client, None, raw=bet + ', "amount": -0}').status_code == 200
     assert post_event(client, None, raw=bet + ', "amount": 0.0}').status_code == 200
-    [line] = app.extensions["store"].export_events()
+    [line] = event_lines(app.extensions["store"])
     assert '"amount":-0}' in line
 
 
@@ -104,7 +104,7 @@ def test_a_url_that_is_not_utf8_is_400_and_stores_nothing(app, client, url):
     response = client.put(url, json={"is_vip": True}, headers=bearer())
     assert response.status_code == 400 and "UTF-8" in response.get_json()["message"]
     assert client.get(url.replace("/vip", "/vip?x=1"), headers=bearer()).status_code == 400
-    assert list(app.extensions["store"].export_players()) == []
+    assert player_lines(app.extensions["store"]) == []
 
 
 def test_a_query_that_is_not_utf8_is_400(client):

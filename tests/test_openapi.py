@@ -11,7 +11,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from backup_api import create_app
 from backup_api.schemas import ALWAYS_REQUIRED, EVENT_RULES
-from tests.conftest import SECRET, make_token
+from tests.helpers import SECRET, make_token
 from tests.test_docs import REFERENCE_CATALOG, _reference_rows
 
 # Schemathesis collects its cases at import time, so this app has a module-level database.

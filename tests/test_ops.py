@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from backup_api import ConfigError, create_app, logs
-from tests.conftest import SECRET, make_token, post_event, sqlite_only, valid_event
+from tests.helpers import SECRET, event_lines, make_token, post_event, sqlite_only, valid_event
 
 
 def test_healthz_needs_no_token(client):
@@ -112,14 +112,14 @@ def test_snapshot_while_writing_is_a_consistent_prefix(app, tmp_path):
     for t in threads:
         t.start()
     try:
-        while len(list(store.export_events())) < 50:
+        while len(event_lines(store)) < 50:
             pass
         store.snapshot(str(tmp_path / "snap.db"))
         with closing(sqlite3.connect(tmp_path / "snap.db")) as conn:
             snapped = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         deadline = time.monotonic() + 10
         # Let the writers get past the snapshot, to show it was taken while they wrote.
-        while len(list(store.export_events())) <= snapped and time.monotonic() < deadline:
+        while len(event_lines(store)) <= snapped and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
         stop.set()

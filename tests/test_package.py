@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import backup_api
 from backup_api.cli import main
-from tests.conftest import SECRET, make_token, valid_event
+from tests.helpers import SECRET, make_token, valid_event
 from tests.server import ROOT, Server
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from backup_api import ConfigError, create_app
 from backup_api.storage import open_store
-from backup_api.storage.base import parsed_content_key
+from backup_api.storage.jsonform import parsed_content_key
 from tests import postgres
-from tests.conftest import SECRET, bearer, make_token, post_event, valid_event
+from tests.helpers import SECRET, bearer, make_token, post_event, valid_event
 from tests.server import Server
 
 # Settings ---------------------------------------------------------------------------------

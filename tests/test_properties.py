@@ -16,7 +16,7 @@ from marshmallow import ValidationError
 from backup_api import create_app
 from backup_api.jsontext import parse_json
 from backup_api.schemas import ALWAYS_REQUIRED, EVENT_RULES, MAX_AMOUNT, _event_schema, _plainly_valid
-from tests.conftest import SECRET, bearer
+from tests.helpers import SECRET, bearer, event_lines
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
@@ -96,7 +96,7 @@ def post_raw(client, raw: str):
 
 
 def exported(app) -> list[str]:
-    return list(app.extensions["store"].export_events())
+    return event_lines(app.extensions["store"])
 
 
 @SETTINGS

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from backup_api.schemas import MAX_PAGE
-from tests.conftest import bearer, make_token, post_event, sqlite_only, valid_event
+from tests.helpers import bearer, make_token, post_event, sqlite_only, valid_event
 
 ALPHA = bearer()
 
@@ -105,7 +105,7 @@ def test_received_after_and_before(client):
 
 
 def test_a_selective_filter_gives_short_pages_with_a_next_never_a_long_scan(app, client, monkeypatch):
-    monkeypatch.setattr("backup_api.storage.base.SCAN_WINDOW", 10)
+    monkeypatch.setattr("backup_api.storage.sqlstore.SCAN_WINDOW", 10)
     for n in range(35):
         post_event(client, valid_event("bet", n=n, player_login="rare" if n in (3, 31) else "common"))
     pages = []
@@ -120,7 +120,7 @@ def test_a_selective_filter_gives_short_pages_with_a_next_never_a_long_scan(app,
 
 
 def test_a_page_stops_at_its_byte_limit(app, client, monkeypatch):
-    monkeypatch.setattr("backup_api.storage.base.MAX_PAGE_BYTES", 300)
+    monkeypatch.setattr("backup_api.storage.sqlstore.MAX_PAGE_BYTES", 300)
     for n in range(6):
         post_event(client, valid_event("bet", n=n, pad="x" * 100))
     first = page(client).get_json()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from backup_api import create_app, storage
-from tests.conftest import SECRET, make_token, post_event, sqlite_only, valid_event
+from tests.helpers import SECRET, make_token, post_event, sqlite_only, valid_event
 from tests.server import ROOT, Server
 
 ODD_EVENTS = [
@@ -421,10 +421,8 @@ def test_lines_checked_by_workers_come_back_in_order_as_checked_here(workers, mo
 
     monkeypatch.setattr(loading, "worker_count", lambda: workers)
     lines = [(text + "\n").encode() for text in _export_lines(3 * loading.BLOCK_LINES + 7)]
-    where = {}
-    got = list(loading.checked_lines(lines, export_lines.load_exported_row, where))
+    got = list(loading.checked_lines(lines, export_lines.load_exported_row))
     assert got == [export_lines.load_exported_row(raw.rstrip(b"\n")) for raw in lines]
-    assert where["line"] == len(lines)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -435,11 +433,12 @@ def test_a_bad_line_in_a_later_block_is_named_by_its_number(workers, monkeypatch
     lines = [(text + "\n").encode() for text in _export_lines(2 * loading.BLOCK_LINES + 500)]
     bad = loading.BLOCK_LINES + 321
     lines[bad - 1] = lines[bad - 1].replace(b'"amount":', b'"amount":-')
-    where, seen = {}, []
-    with pytest.raises(export_lines.ValidationError, match="amount"):
-        for record in loading.checked_lines(lines, export_lines.load_exported_row, where):
-            seen.append(record[0])
-    assert where["line"] == bad and seen == list(range(1, bad))
+    seen = []
+    with pytest.raises(loading.LineError) as raised:
+        for record in loading.checked_lines(lines, export_lines.load_exported_row):
+            seen.append(record.id)
+    assert isinstance(raised.value.__cause__, export_lines.ValidationError) and "amount" in str(raised.value)
+    assert raised.value.line == bad and seen == list(range(1, bad))
 
 
 def test_an_import_past_one_block_names_a_bad_line_and_ids_out_of_order(empty):
@@ -472,5 +471,5 @@ def test_a_worker_that_never_answers_stops_the_import_in_bounded_time(monkeypatc
     monkeypatch.setattr(loading, "BLOCK_TIMEOUT_S", 1)
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="lines 1 to 2000 gave no answer"):
-        list(loading.checked_lines([b"x\n"] * 5000, _load_that_hangs_in_a_worker, {}))
+        list(loading.checked_lines([b"x\n"] * 5000, _load_that_hangs_in_a_worker))
     assert time.monotonic() - started < 10

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from backup_api import storage
-from tests.conftest import SECRET, count_rows, make_token, valid_event
+from tests.helpers import SECRET, count_rows, event_lines, make_token, valid_event
 from tests.server import ROOT, Server
 
 
@@ -182,7 +182,7 @@ def test_a_stop_signal_answers_the_requests_under_way_then_exits_0(database, sto
     assert len(sent_before) > 20
     assert all(status == 200 for _, _, status in sent_before), [o for o in sent_before if o[2] != 200]
     store = storage.open_store(database)
-    stored = {json.loads(line)["event"]["event_id"] for line in store.export_events()}
+    stored = {json.loads(line)["event"]["event_id"] for line in event_lines(store)}
     store.close()
     assert {event_id for event_id, _, status in outcomes if status == 200} <= stored
 

@@ -4,7 +4,7 @@ import socket
 import threading
 import time
 
-from tests.conftest import SECRET, make_token, valid_event
+from tests.helpers import SECRET, make_token, valid_event
 from tests.server import Server
 
 

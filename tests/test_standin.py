@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backup_api import create_app
-from tests.conftest import SECRET, bearer, make_token, valid_event
+from tests.helpers import SECRET, bearer, make_token, valid_event
 from tests.server import ROOT, Server
 
 
@@ -153,8 +153,9 @@ def test_the_journal_keeps_the_newest_hundred(backup_api):
 
 def test_the_journal_stays_bounded_whatever_is_sent(backup_api, monkeypatch):
     from backup_api import standin
+    from backup_api.standin import state
 
-    monkeypatch.setattr(standin, "KEPT_PARTNERS", 5)
+    monkeypatch.setattr(state, "KEPT_PARTNERS", 5)
     for n in range(8):  # refused events naming 8 partners the token does not own
         assert backup_api.request("POST", "/player-events", valid_event("bet", partner_id=f"p{n}"),
                                   partner_id="casino_alpha")[0] == 403

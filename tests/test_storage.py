@@ -10,6 +10,7 @@ import pytest
 from backup_api import storage
 from backup_api.jsontext import parse_json
 from backup_api.storage.base import WriteRequest
+from tests.helpers import event_lines
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_event_id_conflict_rolls_back(store):
     store.add_events([event(event_id="e1")], "s")
     with pytest.raises(storage.EventConflict):
         store.add_events([event(amount=Decimal(9)), event(event_id="e1", amount=Decimal(6))], "s")
-    assert len(list(store.export_events())) == 1
+    assert len(event_lines(store)) == 1
 
 
 @pytest.mark.parametrize(
@@ -162,7 +163,7 @@ def test_threads_writing_the_same_event_store_one_row(store):
             store.add_events([event(amount=Decimal(i))], "s")
 
     assert run_in_threads(worker, [()] * 8) == []
-    assert len(list(store.export_events())) == 50
+    assert len(event_lines(store)) == 50
 
 
 def test_two_stores_on_one_database_never_lock(database):
@@ -174,7 +175,7 @@ def test_two_stores_on_one_database_never_lock(database):
             s.add_events([event(amount=Decimal(offset + i))], "s")
 
     assert run_in_threads(worker, [(a, 0), (b, 1000)]) == []
-    assert len(list(a.export_events())) == 200
+    assert len(event_lines(a)) == 200
     a.close()
     b.close()
 
@@ -204,7 +205,7 @@ def test_group_commit_keeps_each_callers_outcome(store):
     assert run_in_threads(worker, [(n,) for n in range(12)]) == []
     assert {n: o for n, o in outcomes.items() if n % 3 == 0} == {n: "conflict" for n in range(0, 12, 3)}
     assert {n: o for n, o in outcomes.items() if n % 3} == {n: [True] for n in range(12) if n % 3}
-    players = {line.split('"player_login":"')[1].split('"')[0] for line in store.export_events()}
+    players = {line.split('"player_login":"')[1].split('"')[0] for line in event_lines(store)}
     assert players == {"l"} | {f"l{n}" for n in range(12) if n % 3}
 
 
@@ -219,11 +220,11 @@ def test_a_group_commit_sorts_new_held_twice_sent_and_conflicting_rows(store):
         [event(event_id="c"), event(event_id="a")],
         [event(event_id=f"many-{n}") for n in range(70)],
     ]
-    group = [WriteRequest([store._row(e, 1, "s") for e in call]) for call in calls]
+    group = [WriteRequest([storage.event_row(e, 1, "s") for e in call]) for call in calls]
     store._commit_group(group)
     assert [request.new for request in group] == [[True], [False], [], [True, False], [True] * 70]
     assert [type(request.error) for request in group] == [type(None)] * 2 + [storage.EventConflict] + [type(None)] * 2
-    held = {parse_json(line.encode())["event"]["event_id"] for line in store.export_events()}
+    held = {parse_json(line.encode())["event"]["event_id"] for line in event_lines(store)}
     assert held == {"taken", "a", "c"} | {f"many-{n}" for n in range(70)}
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import bearer, make_token, stored_players
+from tests.helpers import bearer, make_token, stored_players
 
 PATH = "/users/casino_alpha/player/player42/vip"
 

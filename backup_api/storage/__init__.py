@@ -1,37 +1,57 @@
-"""The stores: base.py says what every store keeps and promises; sqlite.py and postgres.py each hold one
-backend's SQL; sqlite_files.py checks, copies and restores a SQLite file whole; files.py keeps files private.
+"""The stores, and the app's store from its opening to its closing.
 
-open_store picks the backend from the database setting: a postgresql:// URL, else a file path.
+base.py says what every store promises; sqlstore.py holds what both backends do alike, and
+sqlite.py and postgres.py what each does its own way (layouts.py their tables, side by side);
+rows.py names the rows, jsonform.py the stored JSON and its content key; sqlite_files.py checks,
+copies and restores a SQLite file whole; files.py keeps files private.
+
+As flaskr's db.py does for its database: init_app(app) says how the app's store is opened,
+get_store() opens it on first use and hands it out, close_store(app) closes it.
 """
 
+import os
+import threading
+
+from blinker import Namespace
+from flask import Flask, current_app
+
+from backup_api.config import ConfigError, is_url
 from backup_api.storage.base import (
     MAX_PAGE_BYTES,
     SCAN_WINDOW,
     SCHEMA_VERSION,
     EventConflict,
+    RecordError,
     StorageError,
     Store,
     WriteOutcomeUnknown,
-    content_key,
-    dumps,
-    format_event,
+)
+from backup_api.storage.files import PRIVATE_FILE, PRIVATE_FOLDER, create_private_file, loose_modes, make_private_folder
+from backup_api.storage.jsonform import content_key, dumps
+from backup_api.storage.rows import (
+    EventRow,
+    ExportedEvent,
+    FoundEvent,
+    ImportedEvent,
+    PlayerRecord,
+    StoredEvent,
+    VipFlag,
+    event_row,
     now_us,
     rfc3339_us,
 )
-from backup_api.storage.files import PRIVATE_FILE, PRIVATE_FOLDER, create_private_file, loose_modes, make_private_folder
 
 __all__ = [
-    "MAX_PAGE_BYTES", "PRIVATE_FILE", "PRIVATE_FOLDER", "SCAN_WINDOW", "SCHEMA_VERSION", "EventConflict", "Store",
-    "StorageError", "WriteOutcomeUnknown", "content_key", "create_private_file", "dumps", "format_event", "is_url",
-    "loose_modes", "make_private_folder", "now_us", "open_store", "rfc3339_us",
+    "MAX_PAGE_BYTES", "PRIVATE_FILE", "PRIVATE_FOLDER", "SCAN_WINDOW", "SCHEMA_VERSION", "EventConflict", "EventRow",
+    "ExportedEvent", "FoundEvent", "ImportedEvent", "PlayerRecord", "RecordError", "StorageError", "Store",
+    "StoredEvent", "VipFlag", "WriteOutcomeUnknown", "close_store", "content_key", "create_private_file", "dumps",
+    "event_row", "get_store", "init_app", "is_url", "loose_modes", "make_private_folder", "now_us", "open_store",
+    "rfc3339_us", "store_opened",
 ]
 
-URL_SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_url(database: str) -> bool:
-    """Tell whether the database setting names a PostgreSQL server rather than a SQLite file."""
-    return database.startswith(URL_SCHEMES)
+# Sent with the app as sender and store=the store, once the app's store is open: what else
+# watches the store (the metrics' commit observer) hooks itself on here.
+store_opened = Namespace().signal("store-opened")
 
 
 def open_store(
@@ -51,3 +71,57 @@ def open_store(
 
     return SQLiteStore(database, synchronous=synchronous, busy_timeout_ms=timeout_ms,
                        wal_autocheckpoint=wal_autocheckpoint)
+
+
+def init_app(app: Flask, opener=None) -> None:
+    """Give app its store: opener(app) opens it (default: the durable store BACKUP_API_DATABASE names)."""
+    app.extensions["backup_api.open_store"] = opener or open_configured
+
+
+_opening = threading.Lock()
+
+
+def get_store(app: Flask | None = None) -> Store:
+    """Return the app's store (the current app's by default), opening it on first use."""
+    if app is None:
+        app = current_app._get_current_object()
+    store = app.extensions.get("store")
+    if store is None:
+        with _opening:
+            store = app.extensions.get("store")
+            if store is None:
+                store = app.extensions["backup_api.open_store"](app)
+                app.extensions["store"] = store
+                store_opened.send(app, store=store)
+    return store
+
+
+def close_store(app: Flask) -> None:
+    """Close the app's store, if it was opened."""
+    store = app.extensions.get("store")
+    if store is not None:
+        store.close()
+
+
+def open_configured(app: Flask) -> Store:
+    """Open the database BACKUP_API_DATABASE names, creating a SQLite file and its private folder."""
+    database = str(app.config["DATABASE"])
+    if is_url(database):
+        timeout_ms = int(app.config["PG_TIMEOUT_MS"])
+    else:
+        database = os.path.abspath(database)
+        try:
+            make_private_folder(os.path.dirname(database))
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder of the database {database}: {exc}") from None
+        timeout_ms = int(app.config["BUSY_TIMEOUT_MS"])
+    try:
+        store = open_store(database, synchronous=str(app.config["SYNCHRONOUS"]), timeout_ms=timeout_ms,
+                           wal_autocheckpoint=int(app.config["WAL_AUTOCHECKPOINT"]))
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from None
+    if not is_url(database):
+        for path, mode in loose_modes([database, database + "-wal", database + "-shm"]):
+            app.logger.warning("%s has mode %04o: users other than its owner can read or change it (chmod 600)",
+                               path, mode)
+    return store

@@ -13,35 +13,28 @@ from backup_api.storage.base import (
     SCHEMA_VERSION,
     EventConflict,
     StorageError,
-    Store,
     WriteOutcomeUnknown,
     WriteRequest,
-    increasing_ids,
-    merge_players,
-    now_us,
-    parsed_content_key,
-    rfc3339_us,
-    typed_row,
+    layout_refused,
 )
-from backup_api.storage.postgres_reads import PostgresReads
-from backup_api.storage.postgres_sql import (
-    INSERT,
-    INSERT_WITH_IDS,
-    LAYOUT_LOCK,
-    TABLES,
-    UPSERT_PLAYER,
-    dedupe_key,
-    partner_lock,
-    records,
-)
+from backup_api.storage.jsonform import parsed_content_key
+from backup_api.storage.layouts import POSTGRES_TABLES
+from backup_api.storage.postgres_sql import INSERT, INSERT_WITH_IDS, LAYOUT_LOCK, dedupe_key, partner_lock, records
+from backup_api.storage.rows import EventRow
+from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
 
 # Connections per process: one for each of the server's 8 worker threads.
 POOL_SIZE = 8
 # How long the pool keeps trying to replace a lost connection before it waits for the next request
 # to ask again: short, so that the service is back within seconds of the server.
 RECONNECT_SECONDS = 2.0
-# Rows an import sends in one statement.
-IMPORT_CHUNK = 2_000
+
+# json keeps the event's text as sent; event_type is a column of its own; ORDER BY compares text
+# by the collation's rules unless told to compare bytes, as SQLite does.
+DIALECT = Dialect(mark="%s", event_text="event::text", event_type="event_type", by_bytes=' COLLATE "C"',
+                  window="id, received_at, player_login, event_type, event")
+
+
 def _without_password(url: str) -> str:
     """The URL as it may be printed: without its password."""
     parts = urlsplit(url)
@@ -85,8 +78,11 @@ def _transaction(conn: psycopg.Connection) -> Iterator[None]:
         raise
 
 
-class PostgresStore(PostgresReads, Store):
+class PostgresStore(SQLStore):
     """One PostgreSQL database, shared by every process and thread that opens it."""
+
+    sql = Statements(DIALECT)
+    IMPORT_CHUNK = 2_000
 
     def __init__(self, url: str, timeout_ms: int = 5000):
         """Connect to the database at url (a libpq URL) and create the tables where they are missing."""
@@ -153,19 +149,11 @@ class PostgresStore(PostgresReads, Store):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LAYOUT_LOCK,))  # one process creates them
             if conn.execute("SELECT to_regclass('events') IS NULL").fetchone()[0]:
-                conn.execute(TABLES)
+                conn.execute(POSTGRES_TABLES)
                 conn.execute("INSERT INTO backup_api_layout VALUES (%s)", (SCHEMA_VERSION,))
             version = self._layout(conn)
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"the database {self.name} has layout {version}, written by a newer version of the service;"
-                f" this one reads layout {SCHEMA_VERSION}: upgrade the service to use it"
-            )
         if version != SCHEMA_VERSION:
-            raise StorageError(
-                f"the database {self.name} has layout {version}; this version of the service reads layout"
-                f" {SCHEMA_VERSION} only: use another database, or move its tables aside"
-            )
+            raise layout_refused(self.name, version, "use another database, or move its tables aside")
 
     @staticmethod
     def _layout(conn: psycopg.Connection) -> int:
@@ -178,9 +166,38 @@ class PostgresStore(PostgresReads, Store):
         row = conn.execute("SELECT max(version) FROM backup_api_layout").fetchone()
         return row[0] or 0
 
-    # Writing ----------------------------------------------------------------------------
+    # The hooks of SQLStore ------------------------------------------------------------
 
-    _row = staticmethod(typed_row)  # event_row's columns, and the event's type
+    def _reading(self):
+        """Lend a connection of the pool to read with."""
+        return self._connection("the database could not be read")
+
+    @contextmanager
+    def _snapshot(self, conn):
+        """One read-only transaction that sees one snapshot throughout."""
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+
+    @contextmanager
+    def _stream(self, conn, sql, params, batch):
+        """A cursor on the server: rows arrive batch at a time, and a page may stop early."""
+        with conn.cursor("stream") as cursor:
+            cursor.itersize = batch
+            cursor.execute(sql, params)
+            yield cursor
+
+    def _connected(self, failure):
+        """Lend a connection of the pool."""
+        return self._connection(failure)
+
+    @contextmanager
+    def _writing(self, failure):
+        """Lend a connection of the pool in a transaction whose unconfirmed commit is WriteOutcomeUnknown."""
+        with self._connection(failure) as conn, _transaction(conn):
+            yield conn
+
+    # Writing ----------------------------------------------------------------------------
 
     def _commit_group(self, group: list[WriteRequest]) -> None:
         """Write every request of group in one transaction: one statement for all their rows.
@@ -211,7 +228,7 @@ class PostgresStore(PostgresReads, Store):
             request.new, new = new[: len(request.rows)], new[len(request.rows) :]
 
     @staticmethod
-    def _lock_partners(conn: psycopg.Connection, rows: list[tuple]) -> None:
+    def _lock_partners(conn: psycopg.Connection, rows: list[EventRow]) -> None:
         """Take each partner's write lock, held until the commit.
 
         Ids come from a sequence, handed out before the commit: without the lock, a reader paging
@@ -219,20 +236,20 @@ class PostgresStore(PostgresReads, Store):
         Under the lock, a partner's ids are committed in the order they were handed out, across
         every process. Taken in one order everywhere, so that two groups never wait on each other.
         """
-        for lock in sorted({partner_lock(row[0]) for row in rows}):
+        for lock in sorted({partner_lock(row.partner_id) for row in rows}):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
 
     @staticmethod
-    def _insert(conn: psycopg.Connection, statement: str, rows: list[tuple], ids: list | None = None) -> list[bool]:
-        """Insert rows in one statement; say of each whether it was new. Raise EventConflict."""
+    def _insert(conn: psycopg.Connection, statement: str, rows: list[EventRow], ids: list | None = None) -> list[bool]:
+        """Insert rows in one statement; say of each whether it was new. Raise EventConflict (with its index)."""
         inserted = {dedupe_key(*row) for row in conn.execute(statement, (records(rows, ids),))}
         new = []
         for row in rows:
-            key = dedupe_key(row[0], row[1], row[2])
+            key = dedupe_key(row.partner_id, row.event_id, row.content_key)
             new.append(key in inserted)
             inserted.discard(key)  # a second row with the same key, in the same call, is a resend
         resent = [(n, row) for n, (row, is_new) in enumerate(zip(rows, new, strict=True))
-                  if not is_new and row[1] is not None]
+                  if not is_new and row.event_id is not None]
         if resent:
             # Only on a resend or a conflict, both rare: so no content key is kept for these events.
             held = dict(
@@ -240,20 +257,51 @@ class PostgresStore(PostgresReads, Store):
                 for partner_id, event_id, text in conn.execute(
                     "SELECT partner_id, event_id, event::text FROM events"
                     " WHERE (partner_id, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                    ([row[0] for _, row in resent], [row[1] for _, row in resent]),
+                    ([row.partner_id for _, row in resent], [row.event_id for _, row in resent]),
                 )
             )
             for position, row in resent:
-                if parsed_content_key(held[row[0], row[1]]) != parsed_content_key(row[6]):
-                    conflict = EventConflict(row[0], row[1])
+                if parsed_content_key(held[row.partner_id, row.event_id]) != parsed_content_key(row.event):
+                    conflict = EventConflict(row.partner_id, row.event_id)
                     conflict.index = position
                     raise conflict
         return new
 
-    def set_vip(self, partner_id, player_login, is_vip, sub):
-        """Record a player's VIP flag, when it was set and by whom."""
-        with self._connection("the VIP flag could not be stored") as conn, _transaction(conn):
-            conn.execute(UPSERT_PLAYER, (partner_id, player_login, is_vip, rfc3339_us(now_us()), sub))
+    def _start_import(self, conn):
+        """No other writer while the import runs, in any process: ids stay in commit order."""
+        conn.execute("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
+
+    def _import_chunk(self, conn, chunk, keep_ids):
+        """Insert a chunk in one statement."""
+        rows = [record.row for record in chunk]
+        if keep_ids:
+            return self._insert(conn, INSERT_WITH_IDS, rows, [record.id for record in chunk])
+        return self._insert(conn, INSERT, rows)
+
+    def _finish_import(self, conn, kept_ids):
+        """After ids were given, not drawn: make the next one drawn follow the last."""
+        if kept_ids:
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence('events', 'id'), greatest(max(id), 1), max(id) IS NOT NULL)"
+                " FROM events"
+            )
+
+    def _held_at(self, conn, keys):
+        """The updated_at of each player of keys held, locked until the commit."""
+        keys = list(keys)
+        return dict(
+            ((partner_id, player_login), updated_at)
+            for partner_id, player_login, updated_at in conn.execute(
+                "SELECT partner_id, player_login, updated_at FROM players"
+                " WHERE (partner_id, player_login) IN (SELECT * FROM unnest(%s::text[], %s::text[])) FOR UPDATE",
+                ([key[0] for key in keys], [key[1] for key in keys]),
+            )
+        )
+
+    def _write_players(self, conn, records):
+        """Write the flags of records, in order."""
+        with conn.cursor() as cursor:
+            cursor.executemany(self.sql.upsert_player, records)
 
     def gauges(self):
         """This process's pool of connections: its size, those lent out, and the requests waiting for one."""
@@ -267,74 +315,24 @@ class PostgresStore(PostgresReads, Store):
                                          stats.get("requests_waiting", 0)),
         }
 
-    def ping(self):
-        """Run a query on the events table; raise StorageError if the database does not answer."""
-        with self._connection("the database does not answer") as conn:
-            conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
-
-    # Importing ------------------------------------------------------------------------
-
-    def import_events(self, records):
-        """Store exported events all or nothing; return (imported, already held)."""
-        imported = held = 0
-        with self._lock, self._connection("the import failed") as conn, conn.transaction():
-            # No other writer while the import runs, in any process: ids stay in commit order.
-            conn.execute("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
-            empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM events)").fetchone()[0]
-            chunk: list[tuple] = []
-            ids: list[int] = []
-
-            start = 0  # the position in records of the chunk's first row
-
-            def flush():
-                nonlocal imported, held, start
-                try:
-                    new = self._insert(conn, INSERT_WITH_IDS if empty else INSERT, chunk, ids if empty else None)
-                except EventConflict as exc:
-                    exc.index += start
-                    raise
-                start += len(chunk)
-                imported += sum(new)
-                held += len(new) - sum(new)
-                chunk.clear()
-                ids.clear()
-
-            for id_, row in increasing_ids(records):
-                chunk.append(row)
-                ids.append(id_)
-                if len(chunk) == IMPORT_CHUNK:
-                    flush()
-            if chunk:
-                flush()
-            if empty:
-                # The ids were given, not drawn: the next one drawn must follow the last.
-                conn.execute(
-                    "SELECT setval(pg_get_serial_sequence('events', 'id'), greatest(max(id), 1), max(id) IS NOT NULL)"
-                    " FROM events"
+    def check(self):
+        """Return the layout, whether the tables and their UNIQUE indexes are whole, and the events and players."""
+        with self._reading() as conn:
+            layout = self._layout(conn)
+            if layout == 0:
+                return 0, ["the service's tables are missing"], 0, 0
+            invalid = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT indexrelid::regclass::text FROM pg_index"
+                    " WHERE indrelid IN ('events'::regclass, 'players'::regclass) AND NOT (indisvalid AND indisready)"
                 )
-        return imported, held
-
-    def import_players(self, records):
-        """Store exported VIP flags all or nothing; return (imported, updated, already held)."""
-        with self._connection("the import failed") as conn, conn.transaction():
-
-            def held_at(keys):
-                keys = list(keys)
-                return dict(
-                    ((partner_id, player_login), updated_at)
-                    for partner_id, player_login, updated_at in conn.execute(
-                        "SELECT partner_id, player_login, updated_at FROM players"
-                        " WHERE (partner_id, player_login) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-                        " FOR UPDATE",
-                        ([key[0] for key in keys], [key[1] for key in keys]),
-                    )
-                )
-
-            def write(records):
-                with conn.cursor() as cursor:
-                    cursor.executemany(UPSERT_PLAYER, records)
-
-            return merge_players(records, held_at, write)
+            ]
+            problems = [f"index {name} is not valid (REINDEX it)" for name in invalid] or ["ok"]
+            events, players = conn.execute(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM players)"
+            ).fetchone()
+        return layout, problems, events, players
 
     def snapshot(self, destination):
         """Refuse: a PostgreSQL database is copied by PostgreSQL's own tools."""

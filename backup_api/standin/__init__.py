@@ -1,0 +1,57 @@
+"""The stand-in: the service as the aggregator's stand-in in integration tests, keeping nothing.
+
+`serve --stand-in` (or BACKUP_API_STAND_IN=1) stores into a SQLite file in a private temporary
+folder, without fsync, deleted when the server stops; the routes are the real ones. Routes under
+/_stand-in/ exist in this mode only, each for the partners its token owns: reset, faults (503,
+drop-after-commit, delay) and the journal of refused requests.
+
+Everything of the mode is here: its state and faulty store (state.py), its routes and hooks
+(routes.py), its waitress channel (channel.py), which the server is handed as a parameter.
+"""
+
+import atexit
+import os
+import secrets
+import shutil
+import tempfile
+
+from flask import Flask
+
+from backup_api import storage
+from backup_api.standin.channel import DROP_CONNECTION, StandInChannel
+from backup_api.standin.routes import bp, drop, journal, keep_body
+from backup_api.standin.state import KEPT_BODY_BYTES, KEPT_PARTNERS, KEPT_REJECTIONS, DropConnection, FaultyStore, State
+from backup_api.storage.sqlite import SQLiteStore
+
+__all__ = ["DROP_CONNECTION", "KEPT_BODY_BYTES", "KEPT_PARTNERS", "KEPT_REJECTIONS", "StandInChannel", "init_app"]
+
+
+def init_app(app: Flask) -> None:
+    """Make app the stand-in: an ephemeral store, a secret of its own unless one is set, its routes and hooks."""
+    app.config["STAND_IN"] = True
+    configured = app.config["JWT_SECRET"]
+    app.config["JWT_SECRET_KEY"] = configured or secrets.token_urlsafe(48)
+    state = app.extensions["stand_in"] = State()
+    storage.init_app(app, lambda app: _open_store(app, state))
+    app.register_blueprint(bp)
+    app.before_request(keep_body)
+    app.after_request(journal)
+    app.register_error_handler(DropConnection, drop)
+    if app.config["LOG_LEVEL"] is None:  # not set: a test suite's output wants no line per request
+        app.logger.setLevel("WARNING")
+    app.logger.warning(
+        "STAND-IN: this server keeps nothing (a temporary database, deleted when it stops) and answers"
+        " /_stand-in/ routes; never point real partners at it"
+    )
+    if configured is None:
+        app.logger.warning("STAND-IN: no BACKUP_API_JWT_SECRET set, so tokens are signed with a random secret"
+                           " nobody else knows: set one to mint tokens for your tests")
+
+
+def _open_store(app: Flask, state: State) -> FaultyStore:
+    """Open an ephemeral store in a private temporary folder, deleted when it closes."""
+    folder = tempfile.mkdtemp(prefix="backup-api-stand-in-")  # mode 0700
+    atexit.register(shutil.rmtree, folder, True)  # should the server not stop cleanly
+    real = SQLiteStore(os.path.join(folder, "stand-in.db"), synchronous="OFF",
+                       busy_timeout_ms=int(app.config["BUSY_TIMEOUT_MS"]))
+    return FaultyStore(real, state, folder)

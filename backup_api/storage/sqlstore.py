@@ -1,0 +1,281 @@
+"""What both backends do alike, written once: pages, lookups, exports, imports and VIP flags.
+
+Each backend supplies its dialect (how it writes a parameter, the event's text, its type) and a
+few hooks: how it lends a connection to read and to write, opens a snapshot, streams rows, and
+stores a chunk of imported rows. The statements are built here from the dialect, so the two
+stores' queries are the same text but for those words.
+"""
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import NamedTuple
+
+from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, RecordError, Store
+from backup_api.storage.rows import (
+    ExportedEvent,
+    FoundEvent,
+    ImportedEvent,
+    PlayerRecord,
+    StoredEvent,
+    VipFlag,
+    now_us,
+    rfc3339_us,
+)
+
+
+class Dialect(NamedTuple):
+    """The words in which the two backends' SQL differs."""
+
+    mark: str  # a parameter: "?" or "%s"
+    event_text: str  # the event's JSON text as a string
+    event_type: str  # the event's type, to filter on
+    by_bytes: str  # what makes ORDER BY compare text by its bytes ("" where it already does)
+    window: str  # the columns a page's window passes on to its filters
+
+
+class Statements:
+    """The statements of the shared algorithms, in one backend's dialect."""
+
+    def __init__(self, d: Dialect):
+        m = d.mark
+        self.filters = (
+            ("player_login", f"player_login = {m}"),
+            ("event_type", f"{d.event_type} = {m}"),
+            ("received_after", f"received_at > {m}"),
+            ("received_before", f"received_at < {m}"),
+        )
+        # The window's size is a parameter: SCAN_WINDOW, read at each call.
+        window = f"SELECT {d.window} FROM events WHERE partner_id = {m} AND id > {m} ORDER BY id LIMIT {m}"
+        # {where}: the filters given, each " AND ..."; ORDER BY inside the window's LIMIT, and again outside.
+        self.page = f"SELECT id, received_at, {d.event_text} FROM ({window}) AS w WHERE true{{where}} ORDER BY id"
+        self.window_end = (f"SELECT count(*), max(id) FROM (SELECT id FROM events WHERE partner_id = {m}"
+                           f" AND id > {m} ORDER BY id LIMIT {m}) AS w")
+        self.by_event_id = (f"SELECT id, received_at, {d.event_text} FROM events"
+                            f" WHERE partner_id = {m} AND event_id = {m} AND id > {m}{{where}}")
+        self.get_event = f"SELECT partner_id, received_at, {d.event_text} FROM events WHERE id = {m}"
+        self.get_vip = ("SELECT is_vip, updated_at, updated_by FROM players"
+                        f" WHERE partner_id = {m} AND player_login = {m}")
+        self.export_events = f"SELECT id, received_at, sub, {d.event_text} FROM events{{where}} ORDER BY id"
+        self.export_players = ("SELECT partner_id, player_login, is_vip, updated_at, updated_by FROM players"
+                               f" ORDER BY partner_id{d.by_bytes}, player_login{d.by_bytes}")
+        self.any_event = "SELECT 1 FROM events LIMIT 1"
+        self.empty = "SELECT NOT EXISTS (SELECT 1 FROM events)"
+        # A player's VIP flag, added or replaced.
+        self.upsert_player = (
+            "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
+            f" VALUES ({m}, {m}, {m}, {m}, {m}) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
+            " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+        )
+        self.mark = m
+
+
+def fill_page(rows: Iterable[tuple], limit: int) -> tuple[list[StoredEvent], bool]:
+    """Take rows (id, received_at, text) into a page of at most limit events and MAX_PAGE_BYTES; say if any are left.
+
+    A page holds at least one event, however large.
+    """
+    page, size = [], 0
+    for row in rows:
+        if len(page) == limit or (page and size + len(row[2]) > MAX_PAGE_BYTES):
+            return page, True
+        page.append(StoredEvent._make(row))
+        size += len(row[2])
+    return page, False
+
+
+def increasing_ids(records: Iterable[ImportedEvent]) -> Iterator[ImportedEvent]:
+    """Pass exported event records on, refusing (RecordError) ids that do not increase."""
+    last_id = 0
+    for index, record in enumerate(records):
+        if record.id <= last_id:
+            error = RecordError(f"id {record.id} does not follow id {last_id}: an export lists ids in increasing order")
+            error.index = index
+            raise error
+        last_id = record.id
+        yield record
+
+
+def chunks(records: Iterable, size: int) -> Iterator[list]:
+    """Yield lists of up to size records, in order."""
+    chunk = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# Records an import of VIP flags looks up and writes at a time.
+PLAYERS_CHUNK = 1000
+
+
+def merge_players(records: Iterable[PlayerRecord], held_at, write) -> tuple[int, int, int]:
+    """Merge exported VIP flags by time; return (imported, updated, already held).
+
+    A chunk of records at a time: held_at(keys) gives the updated_at of each (partner_id,
+    player_login) of keys held, as a dict; write(records) stores those records' flags, in order. A
+    player not held is added; one held with an older updated_at takes the record's flag; one held
+    with the same or a newer updated_at keeps its own (a player twice in the file included).
+    """
+    imported = updated = held = 0
+    for chunk in chunks(records, PLAYERS_CHUNK):
+        known = held_at({(record.partner_id, record.player_login) for record in chunk})
+        writes = []
+        for record in chunk:
+            key = (record.partner_id, record.player_login)
+            existing = known.get(key)
+            if existing is not None and existing >= record.updated_at:
+                held += 1
+                continue
+            writes.append(record)
+            known[key] = record.updated_at
+            if existing is None:
+                imported += 1
+            else:
+                updated += 1
+        if writes:
+            write(writes)
+    return imported, updated, held
+
+
+class SQLStore(Store):
+    """The reads, exports and imports of a store, over the hooks its backend supplies."""
+
+    #: The backend's statements (Statements of its Dialect).
+    sql: Statements
+    #: Rows an import stores at a time.
+    IMPORT_CHUNK = 1000
+
+    # The backend's hooks ---------------------------------------------------------------
+
+    def _reading(self) -> AbstractContextManager:
+        """Lend a connection to read with; database failures become StorageError."""
+        raise NotImplementedError
+
+    def _snapshot(self, conn) -> AbstractContextManager:
+        """Run what follows in one read-only snapshot of the database."""
+        raise NotImplementedError
+
+    def _stream(self, conn, sql: str, params: list, batch: int) -> AbstractContextManager:
+        """Give the rows of a query as an iterable that fetches them batch at a time (inside a snapshot)."""
+        raise NotImplementedError
+
+    def _writing(self, failure: str) -> AbstractContextManager:
+        """Lend the connection that writes, inside a write transaction; failures become StorageError(failure)."""
+        raise NotImplementedError
+
+    def _connected(self, failure: str) -> AbstractContextManager:
+        """Lend the connection that writes, outside any transaction; failures become StorageError(failure)."""
+        raise NotImplementedError
+
+    def _start_import(self, conn) -> None:
+        """Keep every other writer out until the import's transaction ends."""
+
+    def _import_chunk(self, conn, chunk: list[ImportedEvent], keep_ids: bool) -> list[bool]:
+        """Store a chunk of an import (keeping its ids, when asked); say of each whether it was new.
+
+        Raise EventConflict with its index in the chunk.
+        """
+        raise NotImplementedError
+
+    def _finish_import(self, conn, kept_ids: bool) -> None:
+        """Finish an import's transaction (after ids were kept: make the next id follow the last)."""
+
+    def _held_at(self, conn, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Return the updated_at of each player of keys held (locked until the commit, where that matters)."""
+        raise NotImplementedError
+
+    def _write_players(self, conn, records: list[PlayerRecord]) -> None:
+        """Write the flags of records, in order."""
+        conn.executemany(self.sql.upsert_player, records)
+
+    # Reads ----------------------------------------------------------------------------
+
+    def read_events(self, partner_id, *, after=0, limit=100, event_id=None, **filters):
+        """Return a page of a partner's events with id > after, oldest first, and the id to go on after."""
+        chosen = [(clause, filters[name]) for name, clause in self.sql.filters if filters.get(name) is not None]
+        where = "".join(" AND " + clause for clause, _ in chosen)
+        values = [value for _, value in chosen]
+        with self._reading() as conn:
+            if event_id is not None:
+                # A key, not a filter: one lookup in the UNIQUE index, whatever the store's size.
+                rows = conn.execute(self.sql.by_event_id.format(where=where), [partner_id, event_id, after, *values])
+                return [StoredEvent._make(row) for row in rows.fetchall()], None
+            # One snapshot for the page and for where its window ended.
+            with self._snapshot(conn):
+                params = [partner_id, after, SCAN_WINDOW, *values]
+                with self._stream(conn, self.sql.page.format(where=where), params, min(limit + 1, 200)) as rows:
+                    page, more = fill_page(rows, limit)
+                if more:
+                    return page, page[-1].id
+                scanned, last = conn.execute(self.sql.window_end, [partner_id, after, SCAN_WINDOW]).fetchone()
+                return page, (last if scanned == SCAN_WINDOW else None)
+
+    def get_event(self, event_row_id):
+        """Return a stored event by its id, or None."""
+        with self._reading() as conn:
+            row = conn.execute(self.sql.get_event, (event_row_id,)).fetchone()
+        return None if row is None else FoundEvent._make(row)
+
+    def get_vip(self, partner_id, player_login):
+        """Return the VIP flag of a player ever flagged, or None."""
+        with self._reading() as conn:
+            row = conn.execute(self.sql.get_vip, (partner_id, player_login)).fetchone()
+        return None if row is None else VipFlag(bool(row[0]), row[1], row[2])
+
+    def export_events(self, partner_id=None, player_login=None):
+        """Yield every stored event (of a partner, of a player), oldest first: what an import takes."""
+        given = [(column, value) for column, value in (("partner_id", partner_id), ("player_login", player_login))
+                 if value is not None]
+        where = " AND ".join(f"{column} = {self.sql.mark}" for column, _ in given)
+        sql = self.sql.export_events.format(where=" WHERE " + where if where else "")
+        with self._reading() as conn, self._snapshot(conn):
+            with self._stream(conn, sql, [value for _, value in given], 1000) as rows:
+                for row in rows:
+                    yield ExportedEvent._make(row)
+
+    def export_players(self):
+        """Yield every player with a VIP flag, by partner and player (ordered by their bytes)."""
+        with self._reading() as conn, self._snapshot(conn):
+            with self._stream(conn, self.sql.export_players, [], 1000) as rows:
+                for partner_id, player_login, is_vip, updated_at, updated_by in rows:
+                    yield PlayerRecord(partner_id, player_login, bool(is_vip), updated_at, updated_by)
+
+    # Writes ---------------------------------------------------------------------------
+
+    def ping(self):
+        """Run a query on the events table; raise StorageError if the database does not answer."""
+        with self._connected("the database does not answer") as conn:
+            conn.execute(self.sql.any_event).fetchall()
+
+    def set_vip(self, partner_id, player_login, is_vip, sub):
+        """Record a player's VIP flag, when it was set and by whom."""
+        with self._writing("the VIP flag could not be stored") as conn:
+            conn.execute(self.sql.upsert_player, (partner_id, player_login, is_vip, rfc3339_us(now_us()), sub))
+
+    def import_events(self, records):
+        """Store exported events all or nothing, a chunk at a time; return (imported, already held)."""
+        imported = held = 0
+        position = 0  # of the chunk's first record among records
+        with self._writing("the import failed") as conn:
+            self._start_import(conn)
+            (empty,) = conn.execute(self.sql.empty).fetchone()
+            for chunk in chunks(increasing_ids(records), self.IMPORT_CHUNK):
+                try:
+                    new = self._import_chunk(conn, chunk, keep_ids=bool(empty))
+                except RecordError as exc:
+                    exc.index += position
+                    raise
+                imported += sum(new)
+                held += len(new) - sum(new)
+                position += len(chunk)
+            self._finish_import(conn, kept_ids=bool(empty))
+        return imported, held
+
+    def import_players(self, records):
+        """Store exported VIP flags all or nothing; return (imported, updated, already held)."""
+        with self._writing("the import failed") as conn:
+            return merge_players(records, lambda keys: self._held_at(conn, keys),
+                                 lambda chosen: self._write_players(conn, chosen))

@@ -1,0 +1,89 @@
+"""What the tests share beside their fixtures: tokens, events, posting them, and what a store holds."""
+
+import json
+import sqlite3
+import time
+from decimal import Decimal
+
+import jwt
+import psycopg
+import pytest
+
+from backup_api import export_lines, storage
+
+SECRET = "test-secret-that-is-long-enough-for-hs256-and-even-hs512-0123456789abcdef"
+
+# For a test of what only the SQLite file has (its file, snapshots, locks): run it on SQLite alone.
+sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+
+
+def register_plugin(config) -> None:
+    """Register backup_api.pytest_plugin under its entry point's name, once."""
+    if not config.pluginmanager.has_plugin("backup_api"):
+        from backup_api import pytest_plugin
+
+        config.pluginmanager.register(pytest_plugin, "backup_api")
+
+
+def event_lines(store, **filters) -> list[str]:
+    """The lines `events export` writes of what store holds."""
+    return list(export_lines.event_lines(store.export_events(**filters)))
+
+
+def player_lines(store) -> list[str]:
+    """The lines `players export` writes of what store holds."""
+    return list(export_lines.player_lines(store.export_players()))
+
+
+def make_token(sub="casino_alpha", secret=SECRET, algorithm="HS256", lifetime=3600, **claims):
+    """Mint a token with PyJWT, as a partner with any standard library would."""
+    payload = {"sub": sub}
+    if lifetime is not None:
+        payload["exp"] = int(time.time()) + lifetime
+    payload.update(claims)
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def bearer(token=None):
+    """Return the Authorization header for token (a fresh casino_alpha token by default)."""
+    return {"Authorization": f"Bearer {token or make_token()}"}
+
+
+def post_event(client, event, token=None, raw=None, content_type="application/json"):
+    """POST one event (or raw bytes) to /player-events."""
+    data = raw if raw is not None else json.dumps(event)
+    return client.post("/player-events", data=data, headers=bearer(token), content_type=content_type)
+
+
+def stored_events(app, **filters):
+    """Return the exported events, numbers parsed exactly."""
+    store = app.extensions["store"]
+    return [json.loads(line, parse_float=Decimal, parse_int=Decimal) for line in event_lines(store, **filters)]
+
+
+def count_rows(database) -> int:
+    """Count the events in a database (a file, or a PostgreSQL URL), read on a connection of its own."""
+    if storage.is_url(str(database)):
+        with psycopg.connect(str(database)) as conn:
+            return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    conn = sqlite3.connect(database)
+    try:
+        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def stored_players(app):
+    """Return the exported VIP flags."""
+    return [json.loads(line) for line in player_lines(app.extensions["store"])]
+
+
+def valid_event(kind="bet", **fields):
+    """Return a minimal valid event of type kind, with fields overriding its values."""
+    from backup_api.schemas import EVENT_RULES
+
+    event = {"partner_id": "casino_alpha", "player_login": "player42", "event_type": kind}
+    samples = {"amount": 5, "session_id": "sess_abc", "game_id": "game_7"}
+    event.update({name: samples[name] for name in EVENT_RULES[kind]})
+    event.update(fields)
+    return event
