@@ -14,7 +14,7 @@ from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_
 from werkzeug.exceptions import Forbidden
 
 from backup_api import schemas
-from backup_api.config import ConfigError, check_secret, is_url
+from backup_api.config import ConfigError, check_secret
 from backup_api.errors import error_response
 from backup_api.storage.files import PRIVATE_FILE, loose_modes, make_private_folder
 
@@ -44,9 +44,7 @@ _opening = threading.Lock()
 
 def _secret_file(app: Flask) -> str:
     """Return the secret kept beside the SQLite database, made on first start."""
-    database = str(app.config["DATABASE"])
-    if is_url(database):  # the settings' check asks for BACKUP_API_JWT_SECRET then
-        raise ConfigError("with a PostgreSQL database, set BACKUP_API_JWT_SECRET")
+    database = str(app.config["DATABASE"])  # a file: with a PostgreSQL URL, config requires JWT_SECRET
     folder = os.path.dirname(os.path.abspath(database))
     try:
         make_private_folder(folder)

@@ -8,6 +8,8 @@ change of the tables without a migration fails here.
 import hashlib
 import sqlite3
 
+import psycopg
+
 from backup_api import create_app
 from tests.helpers import SECRET, bearer, make_token, valid_event
 
@@ -86,3 +88,77 @@ def test_a_layout_2_database_opens_and_serves_as_it_was(tmp_path):
     assert client.post("/player-events", json=valid_event("bet", n=3), headers=bearer(make_token())).status_code == 200
     assert app.test_cli_runner().invoke(args=["db", "check"]).output.endswith("events: 3\nplayers: 1\n")
     app.extensions["store"].close()
+
+
+# How each SQLite column type is written on PostgreSQL (by column where a type is used two ways).
+_PG_TYPES = {"INTEGER": {"bigint"}, "TEXT": {"text"}, "BLOB": {"bytea"}}
+_PG_TYPES_BY_COLUMN = {("events", "event"): "json", ("players", "is_vip"): "boolean"}
+
+
+def _sqlite_layout(path) -> tuple[dict, set]:
+    """SQLite's columns by table ([(name, type, not null, in the primary key)]) and its indexes."""
+    conn = sqlite3.connect(path)
+    try:
+        columns = {
+            table: [(name, kind, bool(notnull) or bool(pk), bool(pk))
+                    for _, name, kind, notnull, _, pk in conn.execute(f"PRAGMA table_info({table})")]
+            for table in ("events", "players")
+        }
+        indexes = set()
+        for table in ("events", "players"):
+            for _, name, unique, origin, _ in conn.execute(f"PRAGMA index_list({table})"):
+                if origin == "pk":
+                    continue  # the primary key, compared with the columns
+                keys = tuple(row[2] for row in conn.execute(f"PRAGMA index_info({name})"))
+                # Every SQLite index ends with the rowid (id): spelled out, as PostgreSQL's says it.
+                keys += () if unique else ("id",)
+                (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+                where = sql.partition(" WHERE ")[2].strip() or None
+                indexes.add((table, keys, bool(unique), where))
+    finally:
+        conn.close()
+    return columns, indexes
+
+
+def _postgres_layout(url) -> tuple[dict, set]:
+    """PostgreSQL's columns and indexes, in the form of _sqlite_layout's."""
+    with psycopg.connect(url) as conn:
+        columns = {}
+        for table in ("events", "players"):
+            primary = {name for (name,) in conn.execute(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+                " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary", (table,))}
+            columns[table] = [
+                (name, kind, nullable == "NO", name in primary)
+                for name, kind, nullable in conn.execute(
+                    "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
+                    " WHERE table_name = %s ORDER BY ordinal_position", (table,))
+            ]
+        indexes = set()
+        for table, keys, unique, where in conn.execute(
+            "SELECT c.relname, ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n),"
+            " i.indisunique, pg_get_expr(i.indpred, i.indrelid)"
+            " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+            " WHERE c.relname IN ('events', 'players') AND NOT i.indisprimary"
+        ):
+            indexes.add((table, tuple(keys), unique, where and where.strip("()")))
+    return columns, indexes
+
+
+def test_sqlite_and_postgresql_keep_the_same_columns_and_indexes(tmp_path, postgres_url):
+    create_app({"DATABASE": str(tmp_path / "new.db"), "JWT_SECRET": SECRET}).extensions["store"].close()
+    create_app({"DATABASE": postgres_url, "JWT_SECRET": SECRET}).extensions["store"].close()
+    sqlite_columns, sqlite_indexes = _sqlite_layout(tmp_path / "new.db")
+    pg_columns, pg_indexes = _postgres_layout(postgres_url)
+    # PostgreSQL adds event_type, which SQLite reads from the event: the rest column for column.
+    assert pg_columns["events"][-1] == ("event_type", "text", True, False)
+    pg_columns["events"].pop()
+    for table, columns in sqlite_columns.items():
+        assert [c[0] for c in columns] == [c[0] for c in pg_columns[table]], table
+        for (name, kind, not_null, pk), (_, pg_kind, pg_not_null, pg_pk) in zip(columns, pg_columns[table],
+                                                                               strict=True):
+            expected = _PG_TYPES_BY_COLUMN.get((table, name))
+            assert pg_kind == expected if expected else pg_kind in _PG_TYPES[kind], (table, name, kind, pg_kind)
+            assert (not_null, pk) == (pg_not_null, pg_pk), (table, name)
+    assert sqlite_indexes == pg_indexes
