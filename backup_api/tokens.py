@@ -16,7 +16,7 @@ from werkzeug.exceptions import Forbidden
 from backup_api import schemas
 from backup_api.config import ConfigError, check_secret
 from backup_api.errors import error_response
-from backup_api.storage.files import PRIVATE_FILE, loose_modes, make_private_folder
+from backup_api.storage.files import PRIVATE_FILE, make_private_folder, warn_of_loose_modes
 
 # The generated secret's file, beside the SQLite database.
 SECRET_FILE = "jwt-secret"
@@ -57,9 +57,7 @@ def _secret_file(app: Flask) -> str:
     except FileExistsError:
         with open(where, encoding="utf-8") as f:
             secret = f.read().strip()
-        for path, mode in loose_modes([where]):
-            app.logger.warning("%s has mode %04o: users other than its owner can read or change it (chmod 600)",
-                               path, mode)
+        warn_of_loose_modes(app.logger, [where])
     else:
         secret = secrets.token_urlsafe(48)
         os.fchmod(fd, PRIVATE_FILE)  # the umask may have taken bits off

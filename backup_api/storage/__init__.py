@@ -26,7 +26,14 @@ from backup_api.storage.base import (
     Store,
     WriteOutcomeUnknown,
 )
-from backup_api.storage.files import PRIVATE_FILE, PRIVATE_FOLDER, create_private_file, loose_modes, make_private_folder
+from backup_api.storage.files import (
+    PRIVATE_FILE,
+    PRIVATE_FOLDER,
+    create_private_file,
+    loose_modes,
+    make_private_folder,
+    warn_of_loose_modes,
+)
 from backup_api.storage.jsonform import content_key, dumps
 from backup_api.storage.rows import (
     EventRow,
@@ -121,7 +128,5 @@ def open_configured(app: Flask) -> Store:
     except StorageError as exc:
         raise ConfigError(str(exc)) from None
     if not is_url(database):
-        for path, mode in loose_modes([database, database + "-wal", database + "-shm"]):
-            app.logger.warning("%s has mode %04o: users other than its owner can read or change it (chmod 600)",
-                               path, mode)
+        warn_of_loose_modes(app.logger, [database, database + "-wal", database + "-shm"])
     return store

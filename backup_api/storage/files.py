@@ -49,3 +49,9 @@ def loose_modes(paths: list[str]) -> list[tuple[str, int]]:
             if mode & 0o077:
                 loose.append((path, mode))
     return loose
+
+
+def warn_of_loose_modes(logger, paths: list[str]) -> None:
+    """Log a warning for each of paths that others may read or write; an operator's choice is not changed."""
+    for path, mode in loose_modes(paths):
+        logger.warning("%s has mode %04o: users other than its owner can read or change it (chmod 600)", path, mode)

@@ -76,10 +76,11 @@ def fill_page(rows: Iterable[tuple], limit: int) -> tuple[list[StoredEvent], boo
     """
     page, size = [], 0
     for row in rows:
-        if len(page) == limit or (page and size + len(row[2]) > MAX_PAGE_BYTES):
+        event = StoredEvent._make(row)
+        if len(page) == limit or (page and size + len(event.event) > MAX_PAGE_BYTES):
             return page, True
-        page.append(StoredEvent._make(row))
-        size += len(row[2])
+        page.append(event)
+        size += len(event.event)
     return page, False
 
 
@@ -223,7 +224,10 @@ class SQLStore(Store):
         """Return the VIP flag of a player ever flagged, or None."""
         with self._reading() as conn:
             row = conn.execute(self.sql.get_vip, (partner_id, player_login)).fetchone()
-        return None if row is None else VipFlag(bool(row[0]), row[1], row[2])
+        if row is None:
+            return None
+        is_vip, updated_at, updated_by = row
+        return VipFlag(bool(is_vip), updated_at, updated_by)
 
     def export_events(self, partner_id=None, player_login=None):
         """Yield every stored event (of a partner, of a player), oldest first: what an import takes."""
