@@ -436,7 +436,7 @@ def test_a_bad_line_in_a_later_block_is_named_by_its_number(workers, monkeypatch
     seen = []
     with pytest.raises(loading.LineError) as raised:
         for record in loading.checked_lines(lines, export_lines.load_exported_row):
-            seen.append(record.id)
+            seen.append(record[0])
     assert isinstance(raised.value.__cause__, export_lines.ValidationError) and "amount" in str(raised.value)
     assert raised.value.line == bad and seen == list(range(1, bad))
 

@@ -183,6 +183,9 @@ class Store:
     def import_events(self, records: Iterable[ImportedEvent]) -> tuple[int, int]:
         """Store exported events all or nothing; return (imported, already held).
 
+        Each record has ImportedEvent's fields, its row EventRow's: named, or plain tuples (what an
+        import's worker processes send, as a NamedTuple takes five times as long to pickle).
+
         Into an empty database every id is kept, so an export imported there exports again
         byte for byte. Into one that holds events, the new ones get new ids after the last (an
         id is never reused, and a reader paging through never misses one). An event already held
@@ -194,6 +197,8 @@ class Store:
 
     def import_players(self, records: Iterable[PlayerRecord]) -> tuple[int, int, int]:
         """Store exported VIP flags all or nothing; return (imported, updated, already held).
+
+        Each record has PlayerRecord's fields, named or a plain tuple (as for import_events).
 
         A player not held is added; one held with an older updated_at takes the file's flag; one
         held with the same or a newer updated_at keeps its own.

@@ -273,9 +273,9 @@ class PostgresStore(SQLStore):
 
     def _import_chunk(self, conn, chunk, keep_ids):
         """Insert a chunk in one statement."""
-        rows = [record.row for record in chunk]
+        rows = [EventRow._make(row) for _, row in chunk]
         if keep_ids:
-            return self._insert(conn, INSERT_WITH_IDS, rows, [record.id for record in chunk])
+            return self._insert(conn, INSERT_WITH_IDS, rows, [id_ for id_, _ in chunk])
         return self._insert(conn, INSERT, rows)
 
     def _finish_import(self, conn, kept_ids):

@@ -299,7 +299,7 @@ class SQLiteStore(SQLStore):
         new = []
         for position, (id_, row) in enumerate(chunk):
             try:
-                new.append(self._insert(conn, row, id_ if keep_ids else None))
+                new.append(self._insert(conn, EventRow._make(row), id_ if keep_ids else None))
             except EventConflict as exc:
                 exc.index = position
                 raise

@@ -84,15 +84,16 @@ def fill_page(rows: Iterable[tuple], limit: int) -> tuple[list[StoredEvent], boo
     return page, False
 
 
-def increasing_ids(records: Iterable[ImportedEvent]) -> Iterator[ImportedEvent]:
+def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
     """Pass exported event records on, refusing (RecordError) ids that do not increase."""
     last_id = 0
     for index, record in enumerate(records):
-        if record.id <= last_id:
-            error = RecordError(f"id {record.id} does not follow id {last_id}: an export lists ids in increasing order")
+        id_, _ = record
+        if id_ <= last_id:
+            error = RecordError(f"id {id_} does not follow id {last_id}: an export lists ids in increasing order")
             error.index = index
             raise error
-        last_id = record.id
+        last_id = id_
         yield record
 
 
@@ -112,7 +113,7 @@ def chunks(records: Iterable, size: int) -> Iterator[list]:
 PLAYERS_CHUNK = 1000
 
 
-def merge_players(records: Iterable[PlayerRecord], held_at, write) -> tuple[int, int, int]:
+def merge_players(records: Iterable[tuple], held_at, write) -> tuple[int, int, int]:
     """Merge exported VIP flags by time; return (imported, updated, already held).
 
     A chunk of records at a time: held_at(keys) gives the updated_at of each (partner_id,
@@ -122,16 +123,17 @@ def merge_players(records: Iterable[PlayerRecord], held_at, write) -> tuple[int,
     """
     imported = updated = held = 0
     for chunk in chunks(records, PLAYERS_CHUNK):
-        known = held_at({(record.partner_id, record.player_login) for record in chunk})
+        known = held_at({(partner_id, player_login) for partner_id, player_login, *_ in chunk})
         writes = []
         for record in chunk:
-            key = (record.partner_id, record.player_login)
+            partner_id, player_login, _, updated_at, _ = record
+            key = (partner_id, player_login)
             existing = known.get(key)
-            if existing is not None and existing >= record.updated_at:
+            if existing is not None and existing >= updated_at:
                 held += 1
                 continue
             writes.append(record)
-            known[key] = record.updated_at
+            known[key] = updated_at
             if existing is None:
                 imported += 1
             else:
