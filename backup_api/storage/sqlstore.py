@@ -8,6 +8,7 @@ stores' queries are the same text but for those words.
 
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
+from itertools import islice
 from typing import NamedTuple
 
 from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, RecordError, Store
@@ -99,13 +100,8 @@ def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
 
 def chunks(records: Iterable, size: int) -> Iterator[list]:
     """Yield lists of up to size records, in order."""
-    chunk = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
+    records = iter(records)
+    while chunk := list(islice(records, size)):  # islice: no Python step per record
         yield chunk
 
 
@@ -123,7 +119,7 @@ def merge_players(records: Iterable[tuple], held_at, write) -> tuple[int, int, i
     """
     imported = updated = held = 0
     for chunk in chunks(records, PLAYERS_CHUNK):
-        known = held_at({(partner_id, player_login) for partner_id, player_login, *_ in chunk})
+        known = held_at({(partner_id, player_login) for partner_id, player_login, _, _, _ in chunk})
         writes = []
         for record in chunk:
             partner_id, player_login, _, updated_at, _ = record
