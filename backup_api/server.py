@@ -1,6 +1,7 @@
 """Serving: waitress with the service's settings, its own errors in the JSON envelope, and a clean stop."""
 
 import logging
+import resource
 import signal
 import threading
 import time
@@ -30,14 +31,28 @@ class JSONErrorTask(waitress.task.ErrorTask):
 
 
 class JSONErrorChannel(waitress.channel.HTTPChannel):
-    """An HTTP channel whose error responses are JSON (the channel every server uses, unless given another)."""
+    """An HTTP channel whose error responses are JSON (the channel every server uses, unless given another).
+
+    It also notes when the request it is reading began (its first byte), for the deadline that
+    close_late_requests keeps: waitress's own timeout starts again at every byte.
+    """
 
     error_task_class = JSONErrorTask
+    request_began: float | None = None  # time.monotonic() of the partial request's first byte
+
+    def received(self, data):
+        partial = self.request
+        result = super().received(data)
+        if self.request is None:
+            self.request_began = None  # nothing half-read
+        elif self.request is not partial:
+            self.request_began = time.monotonic()  # a new request began with these bytes
+        return result
 
 
-# The waitress settings `serve` uses (the README's configuration section explains them).
+# The waitress settings `serve` uses (the README's configuration section explains them); the
+# connection limit is derived from the descriptors the process may open (connection_limit).
 WAITRESS = {
-    "connection_limit": 1000,
     "channel_timeout": 30,
     "cleanup_interval": 10,
     "max_request_header_size": 64 * 1024,
@@ -54,6 +69,44 @@ THREADS = 8
 # How long a stop (SIGTERM, SIGINT) waits for the requests under way to be answered.
 STOP_GRACE_SECONDS = 10
 
+# A request's headers and body must arrive within this long of its first byte, however slowly
+# they drip (waitress's channel_timeout starts again at every byte): then the connection is closed.
+REQUEST_DEADLINE_SECONDS = 20
+
+# Descriptors kept for everything but clients' connections: the store's files or its pool, the
+# listening socket and waitress's trigger, logs, an export, the metrics' reads of /proc.
+RESERVED_DESCRIPTORS = 256
+# Connections at most, whatever the descriptor limit: each costs a little memory even when idle.
+MAX_CONNECTIONS = 20_000
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open descriptors to its hard limit; return (soft before, soft now)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an infinite hard limit the kernel caps lower, say: keep the soft one
+            pass
+    return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def connection_limit() -> int:
+    """The connections waitress may hold: the descriptor limit, less what the rest of the process needs."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        soft = MAX_CONNECTIONS + RESERVED_DESCRIPTORS
+    return max(16, min(MAX_CONNECTIONS, soft - RESERVED_DESCRIPTORS))
+
+
+def close_late_requests(server) -> None:
+    """Close every connection whose request began more than REQUEST_DEADLINE_SECONDS ago and is still not whole."""
+    too_early = time.monotonic() - REQUEST_DEADLINE_SECONDS
+    for channel in list(server.active_channels.values()):
+        began = getattr(channel, "request_began", None)
+        if began is not None and began < too_early:
+            channel.will_close = True  # waitress closes it at its next turn, as it does an idle one
+
 
 def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS,
            channel: type[waitress.channel.HTTPChannel] = JSONErrorChannel):
@@ -68,9 +121,11 @@ def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int =
             port=port,
             threads=threads,
             # Idle and slow connections cost a socket, not a thread (waitress reads requests
-            # whole before a thread sees them): allow many, and close the silent ones sooner
-            # than waitress's default 120 s.
-            connection_limit=WAITRESS["connection_limit"],
+            # whole before a thread sees them): allow as many as there are descriptors for, wait
+            # on them with poll() (select() cannot take a descriptor past 1023, and the process
+            # died of it), and close the silent ones sooner than waitress's default 120 s.
+            connection_limit=connection_limit(),
+            asyncore_use_poll=True,
             channel_timeout=WAITRESS["channel_timeout"],
             cleanup_interval=WAITRESS["cleanup_interval"],
             max_request_header_size=WAITRESS["max_request_header_size"],
@@ -81,6 +136,14 @@ def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int =
     except OSError as exc:  # the port taken, or an address not of this machine
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server.channel_class = channel
+    maintenance = server.maintenance
+
+    def maintain(now):
+        """Waitress's own clean-up (silent connections), then the requests past their deadline."""
+        maintenance(now)
+        close_late_requests(server)
+
+    server.maintenance = maintain
     # Waitress warns "Task queue depth is N" on nearly every request under load, drowning the
     # access log, whose durations show load anyway; its errors still come through.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -104,8 +167,11 @@ def run(app: Flask, server, stop: list) -> None:
 def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS,
           channel: type[waitress.channel.HTTPChannel] = JSONErrorChannel) -> None:
     """Serve app with waitress until SIGTERM or SIGINT, then stop cleanly."""
+    before, soft = raise_descriptor_limit()
     server = create(app, host, port, threads, channel)
     logs.lighten_records()
+    app.logger.info("open descriptors: at most %d (raised from %d); connections: at most %d", soft, before,
+                    server.adj.connection_limit)
     stop = []
 
     def request_stop(signum, frame):
