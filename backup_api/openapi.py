@@ -200,7 +200,8 @@ def document() -> dict:
                     "security": [],
                     "responses": {
                         "200": {"description": "Healthy.", "content": {"application/json": {"schema": OK}}},
-                        "503": {"description": "The database does not answer.",
+                        "503": {"description": "The database does not answer, or cannot take writes; `message`"
+                                " says why.",
                                 "content": {"application/json": {"schema": ERROR}}},
                     },
                 }

@@ -7,6 +7,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from backup_api import logs, metrics, schemas, storage
 from backup_api.cursors import make_cursor, read_cursor
+from backup_api.errors import error_response
 from backup_api.storage import get_store
 from backup_api.tokens import authenticate, authorise, owned_partners
 from backup_api.wire import format_event, ok_response, read_json
@@ -90,8 +91,13 @@ def openapi_document():
 
 @bp.get("/healthz")
 def healthz():
-    """Answer 200 when the database answers a query (no token needed)."""
-    get_store().ping()
+    """Answer 200 when the database answers and can take writes, else 503 saying why (no token needed)."""
+    try:
+        get_store().ping()
+    except storage.StorageError as exc:
+        # Answered here, not by the storage error handler: a monitor polls this every second,
+        # and each failed poll would log an ERROR line.
+        return error_response(503, f"the backup store cannot take writes: {exc}")
     return {"status": "ok"}
 
 

@@ -4,6 +4,7 @@ import shutil
 import sqlite3
 import subprocess
 
+import psycopg
 import pytest
 
 from backup_api import create_app
@@ -141,8 +142,50 @@ def test_a_really_full_disk_is_503_and_recovers(small_disk):
                 break
         assert answers[-1] == 503, answers
         assert count_rows(small_disk / "backup.db") == answers.count(200)
+        # /healthz tells the truth: no write would go through until room is made.
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "the disk is full" in health.get_json()["message"]
         filler.unlink()
+        assert client.get("/healthz").status_code == 200
         assert post_event(client, valid_event("win")).status_code == 200
         assert count_rows(small_disk / "backup.db") == answers.count(200) + 1
     finally:
         app.extensions["store"].close()
+
+
+def test_healthz_is_503_while_another_process_holds_the_write_lock_then_200(tmp_path):
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "backup.db"), "JWT_SECRET": SECRET,
+                      "BUSY_TIMEOUT_MS": 200})
+    client = app.test_client()
+    try:
+        assert client.get("/healthz").status_code == 200
+        other = sqlite3.connect(tmp_path / "backup.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process writing, past the busy timeout
+        try:
+            health = client.get("/healthz")
+            assert health.status_code == 503 and "locked" in health.get_json()["message"]
+            assert post_event(client, valid_event("bet")).status_code == 503  # as /healthz said
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert client.get("/healthz").status_code == 200
+        assert post_event(client, valid_event("bet")).status_code == 200
+    finally:
+        app.extensions["store"].close()
+
+
+def test_healthz_is_503_on_a_read_only_postgresql(postgres_url):
+    app = create_app({"TESTING": True, "DATABASE": postgres_url, "JWT_SECRET": SECRET})
+    app.extensions["store"].close()  # the tables made
+    name = postgres_url.rsplit("/", 1)[1].split("?")[0]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    app = create_app({"TESTING": True, "DATABASE": postgres_url, "JWT_SECRET": SECRET})
+    try:
+        health = app.test_client().get("/healthz")
+        assert health.status_code == 503 and "read-only" in health.get_json()["message"]
+    finally:
+        app.extensions["store"].close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("SET default_transaction_read_only = off")
+            conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')

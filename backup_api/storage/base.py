@@ -134,7 +134,10 @@ class Store:
         raise NotImplementedError
 
     def ping(self) -> None:
-        """Run a query on the events table; raise StorageError if the database does not answer."""
+        """Check that the database answers and can take writes; raise StorageError saying why not.
+
+        Cheap enough to be polled every second: it writes nothing and waits for no fsync.
+        """
         raise NotImplementedError
 
     def gauges(self) -> dict[str, tuple[str, float]]:

@@ -267,6 +267,14 @@ class PostgresStore(SQLStore):
                     raise conflict
         return new
 
+    def _check_writable(self, conn):
+        """Refuse a server that takes no writes: a standby, or read-only by setting."""
+        standby, read_only = conn.execute(
+            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'"
+        ).fetchone()
+        if standby or read_only:
+            raise StorageError("the database is read-only" + (" (a standby in recovery)" if standby else ""))
+
     def _start_import(self, conn):
         """No other writer while the import runs, in any process: ids stay in commit order."""
         conn.execute("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")

@@ -41,6 +41,12 @@ def _insert_rows(count: int) -> str:
     return f"INSERT INTO events ({_COLUMNS}) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count)
 
 
+def free_bytes(path: str) -> int:
+    """The bytes free for this process on the filesystem that holds path."""
+    st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    return st.f_bavail * st.f_frsize
+
+
 def file_identity(path: str) -> tuple[int, int]:
     """Return the device and inode of the file at path."""
     st = os.stat(path)
@@ -69,6 +75,8 @@ class SQLiteStore(SQLStore):
         # read-only connections, which never wait for the write lock.
         self._readers_lock = threading.Lock()
         self._readers: list[tuple[sqlite3.Connection, tuple[int, int]]] = []
+        # The disk's free bytes when a write last failed for want of room, until one succeeds.
+        self._full_at: int | None = None
         try:
             create_private_file(path)
         except OSError as exc:
@@ -194,7 +202,7 @@ class SQLiteStore(SQLStore):
     @contextmanager
     def _connected(self, failure: str) -> Iterator[sqlite3.Connection]:
         """Lend the writing connection, under the write lock, on the file at self.path."""
-        with self._lock, self._guarded(failure, begin=False) as conn:
+        with self._lock, self._guarded(failure, begin=False, writes=False) as conn:
             yield conn
 
     @contextmanager
@@ -204,10 +212,11 @@ class SQLiteStore(SQLStore):
             yield conn
 
     @contextmanager
-    def _guarded(self, failure: str, begin: bool = True) -> Iterator[sqlite3.Connection]:
+    def _guarded(self, failure: str, begin: bool = True, writes: bool = True) -> Iterator[sqlite3.Connection]:
         """Run a write transaction (the caller holds the lock); SQLite failures become StorageError.
 
         begin False: the caller runs one statement, which SQLite makes a transaction of its own.
+        writes False: it writes nothing (a check), so its success says nothing of the disk.
         """
         try:
             self._check_file()
@@ -216,11 +225,29 @@ class SQLiteStore(SQLStore):
             yield self._conn
             if begin:
                 self._conn.execute("COMMIT")
+            if writes:
+                self._full_at = None  # a write went through: the disk took it
         except BaseException as exc:
             self._rollback()
             if isinstance(exc, sqlite3.Error):
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    self._full_at = free_bytes(self.path)  # until the disk has more room than this
                 raise StorageError(f"{failure}: {exc}") from exc
             raise
+
+    def _check_writable(self, conn: sqlite3.Connection) -> None:
+        """Refuse (StorageError) while writes would fail: the disk full since a write failed, or the lock held.
+
+        Cheap enough for a poll every second: a look at the disk's free space, and the write lock
+        taken and let go (BEGIN IMMEDIATE, ROLLBACK: nothing written, no fsync). Another process
+        holding that lock past the busy timeout makes it fail as a write would.
+        """
+        if self._full_at is not None:
+            if free_bytes(self.path) <= self._full_at:
+                raise StorageError("the disk is full: writes fail until room is made")
+            self._full_at = None  # room was made: the next write will tell
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
 
     def _rollback(self) -> None:
         """Roll back the open transaction, if the connection still can."""

@@ -169,6 +169,9 @@ class SQLStore(Store):
         """Lend the connection that writes, outside any transaction; failures become StorageError(failure)."""
         raise NotImplementedError
 
+    def _check_writable(self, conn) -> None:
+        """Raise StorageError, saying why, while the database cannot take writes (without writing)."""
+
     def _start_import(self, conn) -> None:
         """Keep every other writer out until the import's transaction ends."""
 
@@ -248,9 +251,10 @@ class SQLStore(Store):
     # Writes ---------------------------------------------------------------------------
 
     def ping(self):
-        """Run a query on the events table; raise StorageError if the database does not answer."""
+        """Query the events table and check that writes can be taken; raise StorageError, saying why, if not."""
         with self._connected("the database does not answer") as conn:
             conn.execute(self.sql.any_event).fetchall()
+            self._check_writable(conn)
 
     def set_vip(self, partner_id, player_login, is_vip, sub):
         """Record a player's VIP flag, when it was set and by whom."""
