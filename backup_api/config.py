@@ -4,6 +4,7 @@ A setting the service cannot run with is a ConfigError, which the command line p
 Nothing is opened or created here: the store opens in storage, the secret in tokens.
 """
 
+import ipaddress
 import logging
 import os
 
@@ -28,6 +29,9 @@ DEFAULTS = {
     "LOG_LEVEL": None,  # INFO; for a stand-in, WARNING (no access line per request)
     "STAND_IN": False,
     "METRICS": True,
+    # The reverse proxy's address (127.0.0.1, say): its X-Forwarded-For and -Proto are believed,
+    # anyone else's dropped. Unset: no client can choose the address the access line shows.
+    "TRUSTED_PROXY": None,
     "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
 }
 
@@ -81,6 +85,13 @@ def configure(app: Flask, test_config: dict | None) -> None:
     if str(app.config["SYNCHRONOUS"]).upper() not in SYNCHRONOUS:
         raise ConfigError(f"BACKUP_API_SYNCHRONOUS: synchronous must be FULL, NORMAL or EXTRA, not"
                           f" {app.config['SYNCHRONOUS']!r}")
+    proxy = app.config["TRUSTED_PROXY"]
+    if proxy is not None and proxy != "*":
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            raise ConfigError(f"BACKUP_API_TRUSTED_PROXY must be the proxy's IP address (or *), not {proxy!r}"
+                              ) from None
     level = str(app.config["LOG_LEVEL"] or "INFO").upper()
     if level not in logging.getLevelNamesMapping():
         raise ConfigError(f"BACKUP_API_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")

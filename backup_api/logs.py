@@ -1,5 +1,6 @@
 """Logging: one access line per request on stderr, and a warning for the events an operator wants to notice."""
 
+import json
 import logging
 import sys
 import time
@@ -28,15 +29,25 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def access_log(response):
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        # Never the token, never the body: only who and what.
+        # Never the token, never the body: only who and what. The client is the peer's address,
+        # or the one a trusted proxy forwarded (BACKUP_API_TRUSTED_PROXY); sub and jti only from a
+        # token whose signature verified; for a refusal, why.
+        refusal = ""
+        if response.status_code in (401, 403):
+            answer = response.get_json(silent=True)
+            reason = answer.get("message", "") if isinstance(answer, dict) else ""
+            refusal = " reason=" + printable(json.dumps(reason, ensure_ascii=False))
         app.logger.info(
-            "%s %s %d %.1fms partner=%s sub=%s",
+            "%s %s %d %.1fms client=%s partner=%s sub=%s jti=%s%s",
             request.method,
             printable(request.path),
             response.status_code,
             elapsed_ms,
+            printable(request.remote_addr or "-"),
             printable(",".join(sorted(g.get("partners", ()))) or "-"),
             printable(g.get("sub", "-")),
+            printable(str(g.get("jti") or "-")),
+            refusal,
         )
         return response
 

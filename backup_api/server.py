@@ -99,6 +99,14 @@ def connection_limit() -> int:
     return max(16, min(MAX_CONNECTIONS, soft - RESERVED_DESCRIPTORS))
 
 
+def _proxy_settings(proxy: str | None) -> dict:
+    """Waitress's settings for a trusted reverse proxy: its X-Forwarded-For and -Proto believed, others' cleared."""
+    if not proxy:
+        return {}  # waitress clears every client's forwarding headers by default
+    return {"trusted_proxy": proxy, "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"},
+            "clear_untrusted_proxy_headers": True}
+
+
 def close_late_requests(server) -> None:
     """Close every connection whose request began more than REQUEST_DEADLINE_SECONDS ago and is still not whole."""
     too_early = time.monotonic() - REQUEST_DEADLINE_SECONDS
@@ -132,6 +140,7 @@ def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int =
             # Above Flask's own 1 MiB limit, so that Flask answers 413 for most bodies; waitress
             # refuses anything larger still, by Content-Length, before buffering it.
             max_request_body_size=WAITRESS["max_request_body_size"],
+            **_proxy_settings(app.config.get("TRUSTED_PROXY")),
         )
     except OSError as exc:  # the port taken, or an address not of this machine
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

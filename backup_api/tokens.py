@@ -105,8 +105,10 @@ def owned_partners(claims: dict) -> set[str]:
     return {claims["sub"]}
 
 
-def _unauthorized(message: str):
-    """Answer 401 with a Bearer challenge."""
+def _unauthorized(message: str, claims: dict | None = None):
+    """Answer 401 with a Bearer challenge; claims, of a token whose signature verified, name it in the log."""
+    if claims is not None:
+        _note_holder(claims)
     response = error_response(401, message)
     response.headers["WWW-Authenticate"] = 'Bearer realm="backup-api"'
     return response
@@ -160,13 +162,13 @@ def init_app(app: Flask) -> None:
     jwt.decode_key_loader(lambda header, claims: secret_key())
     app.extensions["verified_tokens"] = _VerifiedTokens()
     jwt.token_verification_loader(lambda header, claims: _claims_problem(claims) is None)
-    jwt.token_verification_failed_loader(lambda header, claims: _unauthorized(_claims_problem(claims)))
+    jwt.token_verification_failed_loader(lambda header, claims: _unauthorized(_claims_problem(claims), claims))
     jwt.unauthorized_loader(lambda reason: _unauthorized(f"missing or malformed bearer token: {reason}"))
     jwt.invalid_token_loader(lambda reason: _unauthorized(f"invalid token: {reason}"))
-    jwt.expired_token_loader(lambda header, claims: _unauthorized("the token has expired"))
-    jwt.revoked_token_loader(lambda header, claims: _unauthorized("the token has been revoked"))
-    jwt.needs_fresh_token_loader(lambda header, claims: _unauthorized("a fresh token is required"))
-    jwt.user_lookup_error_loader(lambda header, claims: _unauthorized("unknown token holder"))
+    jwt.expired_token_loader(lambda header, claims: _unauthorized("the token has expired", claims))
+    jwt.revoked_token_loader(lambda header, claims: _unauthorized("the token has been revoked", claims))
+    jwt.needs_fresh_token_loader(lambda header, claims: _unauthorized("a fresh token is required", claims))
+    jwt.user_lookup_error_loader(lambda header, claims: _unauthorized("unknown token holder", claims))
 
 
 # "bearer" as the scheme of one of the header's comma-separated fields, in any case.
@@ -187,7 +189,15 @@ def authenticate() -> dict:
         claims = get_jwt()
         verified.remember(authorization, claims)
     g.sub = claims["sub"]
+    g.jti = claims.get("jti")
     return claims
+
+
+def _note_holder(claims: dict) -> None:
+    """Keep a refused token's sub and jti for the access line, where they are strings."""
+    for name in ("sub", "jti"):
+        if isinstance(claims.get(name), str):
+            setattr(g, name, claims[name])
 
 
 def authorise(claims: dict, partner_id: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from backup_api import ConfigError, create_app, logs
 from tests.helpers import SECRET, event_lines, make_token, post_event, sqlite_only, valid_event
+from tests.server import Server
 
 
 def test_healthz_needs_no_token(client):
@@ -42,11 +43,27 @@ def test_access_log_line_per_request(client, caplog):
     lines = _lines(caplog)
     assert len(lines) == 2
     assert lines[0].startswith("POST /player-events 200 ")
-    assert "ms partner=casino_alpha sub=ops-bot" in lines[0]
-    assert lines[1].startswith("GET /nowhere 404 ") and lines[1].endswith("partner=- sub=-")
+    assert "ms client=127.0.0.1 partner=casino_alpha sub=ops-bot jti=" in lines[0]
+    assert lines[1].startswith("GET /nowhere 404 ") and lines[1].endswith("client=127.0.0.1 partner=- sub=- jti=-")
     text = "\n".join(lines)
     assert token not in text and token.split(".")[1] not in text
     assert "secret-player-name" not in text  # the body is never logged
+
+
+def test_a_refusal_is_logged_with_its_reason_and_the_token_holder_when_the_signature_verified(client, caplog):
+    caplog.set_level(logging.INFO, logger="backup_api")
+    expired = make_token(sub="leaky-bot", jti="jti-42", lifetime=-10)
+    post_event(client, valid_event("bet"), token=expired)
+    forged = make_token(sub="forger", jti="jti-forged", secret="another-secret-that-is-long-enough-for-hs256!")
+    post_event(client, valid_event("bet"), token=forged)
+    post_event(client, valid_event("bet", partner_id="casino_beta"), token=make_token(sub="ops-bot", jti="jti-7"))
+    lines = _lines(caplog)
+    assert lines[0].startswith("POST /player-events 401 ")
+    assert lines[0].endswith('sub=leaky-bot jti=jti-42 reason="the token has expired"')
+    assert lines[1].startswith("POST /player-events 401 ") and "sub=- jti=-" in lines[1]  # its claims unverified
+    assert 'reason="invalid token: Signature verification failed"' in lines[1]
+    assert lines[2].startswith("POST /player-events 403 ")
+    assert lines[2].endswith("sub=ops-bot jti=jti-7 reason=\"this token does not own partner 'casino_beta'\"")
 
 
 def test_access_log_escapes_control_characters(client, caplog):
@@ -149,3 +166,22 @@ def test_snapshot_command(app, client, runner, tmp_path):
     copy.close()
     again = runner.invoke(args=["db", "snapshot", str(target)])
     assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_the_client_address_is_the_forwarded_one_only_from_the_trusted_proxy(tmp_path):
+    for trusted, expected in ((None, "127.0.0.1"), ("127.0.0.1", "203.0.113.7")):
+        server = Server(tmp_path / "b.db", SECRET)
+        if trusted:
+            server.env["BACKUP_API_TRUSTED_PROXY"] = trusted
+        log_path = tmp_path / f"log-{expected}"
+        with open(log_path, "w") as log:
+            server.stderr = log
+            with server:
+                assert server.request("GET", "/healthz", headers={"X-Forwarded-For": "203.0.113.7"})[0] == 200
+        assert "GET /healthz 200 " in log_path.read_text()
+        assert f"client={expected} " in log_path.read_text(), log_path.read_text()
+
+
+def test_a_trusted_proxy_must_be_an_address():
+    with pytest.raises(ConfigError, match="BACKUP_API_TRUSTED_PROXY"):
+        create_app({"TESTING": True, "TRUSTED_PROXY": "proxy.example", "JWT_SECRET": SECRET})
