@@ -12,6 +12,7 @@ import click
 from flask import Flask
 
 MIN_SECRET_BYTES = 32
+MIN_METRICS_TOKEN = 24
 DEFAULT_DATABASE = os.path.join("instance", "backup.db")
 MAX_BODY_BYTES = 1 << 20
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -32,6 +33,8 @@ DEFAULTS = {
     # The reverse proxy's address (127.0.0.1, say): its X-Forwarded-For and -Proto are believed,
     # anyone else's dropped. Unset: no client can choose the address the access line shows.
     "TRUSTED_PROXY": None,
+    # A bearer credential /metrics asks for (Prometheus's `authorization` block sends it); unset, none.
+    "METRICS_TOKEN": None,
     "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
 }
 
@@ -85,6 +88,11 @@ def configure(app: Flask, test_config: dict | None) -> None:
     if str(app.config["SYNCHRONOUS"]).upper() not in SYNCHRONOUS:
         raise ConfigError(f"BACKUP_API_SYNCHRONOUS: synchronous must be FULL, NORMAL or EXTRA, not"
                           f" {app.config['SYNCHRONOUS']!r}")
+    token = app.config["METRICS_TOKEN"]
+    if token is not None and (len(token) < MIN_METRICS_TOKEN or not token.isprintable() or " " in token):
+        raise ConfigError(f"BACKUP_API_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN} printable characters"
+                          " without spaces, e.g. the output of: python3 -c 'import secrets;"
+                          " print(secrets.token_urlsafe(32))'")
     proxy = app.config["TRUSTED_PROXY"]
     if proxy is not None and proxy != "*":
         try:

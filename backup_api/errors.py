@@ -26,8 +26,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         response = error_response(exc.code or 500, exc.description or exc.name)
-        if exc.code == 405 and exc.valid_methods:
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        # The exception's own headers (a 405's Allow, a 401's WWW-Authenticate), but its HTML's type.
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
         return response
 
     @app.errorhandler(BodyError)

@@ -8,6 +8,7 @@ partners' data. BACKUP_API_METRICS=0 turns it all off (and /metrics is then a 40
 """
 
 import collections
+import hmac
 import time
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -22,14 +23,22 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import Unauthorized
 
 from backup_api import storage
+from backup_api.schemas import EVENT_RULES
 from backup_api.version import __version__
 
 # Methods named as they are; any other (a client may send any token) is counted as "other".
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+# The statuses each route's request counter starts with, at 0, so that rate() sees the first of
+# each after a start; any other status is counted too, from its first request.
+USUAL_STATUSES = (200, 400, 401, 403, 404, 409, 413, 415, 429, 503)
+# The causes of a 503 (errors.py counts them).
+UNAVAILABLE_CAUSES = ("database", "commit_unconfirmed")
 
 bp = Blueprint("metrics", __name__)
 
@@ -42,7 +51,7 @@ class Metrics:
         ProcessCollector(registry=registry)  # process_start_time_seconds, memory, CPU, open files
         PlatformCollector(registry=registry)
         Gauge("backup_api_info", "The service's version.", ["version"], registry=registry).labels(__version__).set(1)
-        self.requests = Counter("backup_api_requests", "Requests answered, by route template, method and status class.",
+        self.requests = Counter("backup_api_requests", "Requests answered, by route template, method and status.",
                                 ["route", "method", "status"], registry=registry)
         self.latency = Histogram("backup_api_request_duration_seconds", "Time to answer a request, by route template.",
                                  ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
@@ -62,17 +71,35 @@ class Metrics:
                                    registry=registry)
         registry.register(_StoreCollector(app))
         # Label children by their labels, as labels() checks and locks each time. Bounded: routes x
-        # methods x status classes, and event types x new or not.
+        # methods x the statuses the app answers, and event types x new or not.
         self._children: dict[tuple, object] = {}
+        # Every counter present from the start at 0 for the labels it is known to take.
+        for event_type in EVENT_RULES:
+            for counter in (self.stored, self.duplicates, self.conflicts):
+                counter.labels(event_type)
+        for cause in UNAVAILABLE_CAUSES:
+            self.unavailable.labels(cause)
+        self._routes_started = False  # at the first scrape, when every route is registered
+
+    def start_routes(self, app: Flask) -> None:
+        """Start each route's request counter at 0 for its methods and the usual statuses (once)."""
+        if self._routes_started:
+            return
+        self._routes_started = True
+        for rule in app.url_map.iter_rules():
+            for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+                self.latency.labels(rule.rule, method)
+                for status in USUAL_STATUSES:
+                    self.requests.labels(rule.rule, method, str(status))
 
     def observe_request(self, response: Response) -> None:
         """Count a request and its time; the route is its template (/users/<partner_id>/...), never its values."""
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         method = request.method if request.method in METHODS else "other"
-        key = (route, method, response.status_code // 100)
+        key = (route, method, response.status_code)
         children = self._children.get(key)
         if children is None:
-            children = self._children[key] = (self.requests.labels(route, method, f"{key[2]}xx"),
+            children = self._children[key] = (self.requests.labels(route, method, str(key[2])),
                                               self.latency.labels(route, method))
         children[0].inc()
         started = g.get("started")
@@ -166,5 +193,13 @@ def unavailable(cause: str) -> None:
 
 @bp.get("/metrics")
 def metrics_page():
-    """The metrics of this process, in the Prometheus text format (no token needed)."""
-    return Response(generate_latest(_current().registry), content_type=CONTENT_TYPE_LATEST)
+    """The metrics of this process, in the Prometheus text format (the metrics token, when one is set)."""
+    token = current_app.config["METRICS_TOKEN"]
+    if token is not None:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise Unauthorized("the metrics need their token: Authorization: Bearer <BACKUP_API_METRICS_TOKEN>",
+                               www_authenticate=WWWAuthenticate("bearer", {"realm": "backup-api-metrics"}))
+    metrics = _current()
+    metrics.start_routes(current_app)
+    return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)

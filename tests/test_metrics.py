@@ -3,7 +3,8 @@
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backup_api import create_app
+from backup_api import ConfigError, create_app
+from backup_api.schemas import EVENT_RULES
 from tests.helpers import SECRET, bearer, post_event, valid_event
 
 
@@ -43,10 +44,10 @@ def test_the_counters_move_as_events_are_posted(app, client):
     assert moved("backup_api_batch_events_count") == 2 and moved("backup_api_batch_events_sum") == 8
     assert moved("backup_api_commit_requests_count") >= 3
     assert moved("backup_api_commit_duration_seconds_count") >= 3
-    assert moved("backup_api_requests_total", route="/player-events", method="POST", status="2xx") == 4
-    assert moved("backup_api_requests_total", route="/player-events", method="POST", status="4xx") == 1
+    assert moved("backup_api_requests_total", route="/player-events", method="POST", status="200") == 4
+    assert moved("backup_api_requests_total", route="/player-events", method="POST", status="409") == 1
     route = "/users/<partner_id>/player/<player_login>/vip"
-    assert moved("backup_api_requests_total", route=route, method="PUT", status="2xx") == 1
+    assert moved("backup_api_requests_total", route=route, method="PUT", status="200") == 1
     assert moved("backup_api_request_duration_seconds_count", route="/player-events", method="POST") == 5
     assert value(after, "backup_api_info", version=__import__("backup_api").__version__) == 1
     assert value(after, "process_start_time_seconds") > 0
@@ -94,3 +95,50 @@ def test_metrics_can_be_turned_off(tmp_path, setting):
         assert "metrics" not in app.extensions
     finally:
         app.extensions["store"].close()
+
+
+def _present(samples: dict, name: str, **labels) -> bool:
+    return (name, frozenset(labels.items())) in samples
+
+
+def test_every_counter_is_there_at_zero_before_its_first_count(app, client):
+    samples = scrape(client)  # the first thing the app answers
+    for event_type in EVENT_RULES:
+        for name in ("backup_api_events_stored_total", "backup_api_events_duplicate_total",
+                     "backup_api_event_conflicts_total"):
+            assert _present(samples, name, event_type=event_type), (name, event_type)
+            assert value(samples, name, event_type=event_type) == 0
+    for cause in ("database", "commit_unconfirmed"):
+        assert _present(samples, "backup_api_unavailable_total", cause=cause)
+    for status in ("200", "400", "401", "403", "409", "503"):
+        assert _present(samples, "backup_api_requests_total", route="/player-events", method="POST", status=status)
+        assert value(samples, "backup_api_requests_total", route="/player-events", method="POST", status=status) == 0
+    # Each status its own: a wave of 401s is told from one of 400s.
+    client.post("/player-events", json=valid_event("bet"))
+    samples = scrape(client)
+    assert value(samples, "backup_api_requests_total", route="/player-events", method="POST", status="401") == 1
+    assert value(samples, "backup_api_requests_total", route="/player-events", method="POST", status="400") == 0
+
+
+def test_a_metrics_token_keeps_the_metrics_private(tmp_path):
+    token = "m" * 30
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "m.db"), "JWT_SECRET": SECRET,
+                      "METRICS_TOKEN": token})
+    try:
+        client = app.test_client()
+        for headers in ({}, {"Authorization": "Bearer " + "x" * 30}, {"Authorization": f"Basic {token}"},
+                        bearer()):
+            refused = client.get("/metrics", headers=headers)
+            assert refused.status_code == 401 and refused.get_json()["status"] == "error"
+            assert refused.headers["WWW-Authenticate"].replace('"', "") == "Bearer realm=backup-api-metrics"
+        scraped = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status_code == 200 and "backup_api_requests_total" in scraped.get_data(as_text=True)
+    finally:
+        app.extensions["store"].close()
+
+
+@pytest.mark.parametrize("token", ["short", "a token with spaces in it, long enough"])
+def test_a_weak_metrics_token_stops_the_service(tmp_path, token):
+    with pytest.raises(ConfigError, match="BACKUP_API_METRICS_TOKEN"):
+        create_app({"TESTING": True, "DATABASE": str(tmp_path / "m.db"), "JWT_SECRET": SECRET,
+                    "METRICS_TOKEN": token})

@@ -15,7 +15,7 @@ from backup_api.storage.files import create_private_file
 from backup_api.storage.jsonform import parsed_content_key
 from backup_api.storage.layouts import create_sqlite_tables
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow, ImportedEvent
-from backup_api.storage.sqlite_files import copy_database, counts, inspect_database, restore
+from backup_api.storage.sqlite_files import counts, file_identity, free_bytes, inspect_database, restore, snapshot
 from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
 
 # Raw SQL: the UNIQUE indexes decide, and the count of changes says whether they did. The columns
@@ -39,18 +39,6 @@ class _Held(Exception):
 def _insert_rows(count: int) -> str:
     """The INSERT of count new rows, their ids given by SQLite."""
     return f"INSERT INTO events ({_COLUMNS}) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count)
-
-
-def free_bytes(path: str) -> int:
-    """The bytes free for this process on the filesystem that holds path."""
-    st = os.statvfs(os.path.dirname(os.path.abspath(path)))
-    return st.f_bavail * st.f_frsize
-
-
-def file_identity(path: str) -> tuple[int, int]:
-    """Return the device and inode of the file at path."""
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
 
 
 class SQLiteStore(SQLStore):
@@ -386,17 +374,7 @@ class SQLiteStore(SQLStore):
 
     def snapshot(self, destination: str) -> None:
         """Write a consistent copy of the database to destination with SQLite's online backup API."""
-        if os.path.exists(destination):
-            raise FileExistsError(f"{destination} already exists; choose a new name")
-        partial = destination + ".partial"
-        source = sqlite3.connect(self.path)
-        try:
-            copy_database(source, partial)
-        except sqlite3.Error as exc:
-            raise StorageError(f"the snapshot failed: {exc}") from exc
-        finally:
-            source.close()
-        os.replace(partial, destination)
+        snapshot(self.path, destination)
 
     def restore(self, snapshot: str) -> tuple[str | None, int, int]:
         """Close the store (its own connections must not count as users) and restore snapshot over its file."""

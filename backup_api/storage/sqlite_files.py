@@ -41,6 +41,33 @@ def counts(conn: sqlite3.Connection) -> tuple[int, int]:
     return conn.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM players)").fetchone()
 
 
+def file_identity(path: str) -> tuple[int, int]:
+    """Return the device and inode of the file at path."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def free_bytes(path: str) -> int:
+    """The bytes free for this process on the filesystem that holds path."""
+    st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    return st.f_bavail * st.f_frsize
+
+
+def snapshot(database: str, destination: str) -> None:
+    """Write a consistent copy of the database to destination (a new file) with SQLite's online backup API."""
+    if os.path.exists(destination):
+        raise FileExistsError(f"{destination} already exists; choose a new name")
+    partial = destination + ".partial"
+    source = sqlite3.connect(database)
+    try:
+        copy_database(source, partial)
+    except sqlite3.Error as exc:
+        raise StorageError(f"the snapshot failed: {exc}") from exc
+    finally:
+        source.close()
+    os.replace(partial, destination)
+
+
 def copy_database(source: sqlite3.Connection, path: str) -> None:
     """Copy an open database into a new private file at path (replacing one an interrupted copy left), on disk.
 
