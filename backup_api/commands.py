@@ -66,13 +66,18 @@ def issue(partners, days, sub):
 events = AppGroup("events", help="Export and import stored events.")
 
 
+# Where an export goes: stdout, or a new file of its owner's alone (mode 0600, as snapshots are).
+_OUTPUT = click.option("--output", "-o", type=click.Path(dir_okay=False),
+                       help="Write to this new file (mode 0600, its folder made 0700) rather than stdout.")
+
+
 @events.command("export")
 @click.option("--partner", help="Only this partner_id.")
 @click.option("--player", help="Only this player_login.")
-def export_events(partner, player):
+@_OUTPUT
+def export_events(partner, player, output):
     """Write stored events as JSON Lines, oldest first."""
-    for line in export_lines.event_lines(get_store().export_events(partner, player)):
-        click.echo(line)
+    _write_lines(export_lines.event_lines(get_store().export_events(partner, player)), output)
 
 
 @events.command("import")
@@ -91,10 +96,23 @@ players = AppGroup("players", help="Export and import VIP flags.")
 
 
 @players.command("export")
-def export_players():
+@_OUTPUT
+def export_players(output):
     """Write the VIP flags as JSON Lines."""
-    for line in export_lines.player_lines(get_store().export_players()):
-        click.echo(line)
+    _write_lines(export_lines.player_lines(get_store().export_players()), output)
+
+
+def _write_lines(lines, output: str | None) -> None:
+    """Write lines to stdout, or to the new private file output (whole, or not at all)."""
+    if output is None:
+        for line in lines:
+            click.echo(line)
+        return
+    try:
+        storage.write_private_file(output, (line + "\n" for line in lines))
+    except (OSError, storage.StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"written to {output}", err=True)
 
 
 @players.command("import")

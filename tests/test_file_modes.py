@@ -78,3 +78,22 @@ def test_private_files_say_nothing_at_start_up(tmp_path, caplog):
     for _ in range(2):
         create_app({"TESTING": True, "DATABASE": str(tmp_path / "backup.db")}).extensions["store"].close()
     assert [r for r in caplog.records if r.name == "backup_api"] == []
+
+
+def test_exports_written_to_a_file_are_private_and_never_overwrite(tmp_path, umask):
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "backup.db")})
+    try:
+        client = app.test_client()
+        assert post_event(client, valid_event("bet"), token=_token(app)).status_code == 200
+        runner = app.test_cli_runner()
+        for group in ("events", "players"):
+            target = tmp_path / "exports" / f"{group}.jsonl"
+            result = runner.invoke(args=[group, "export", "--output", str(target)])
+            assert result.exit_code == 0, result.output
+            assert mode(target) == 0o600 and mode(target.parent) == 0o700
+            assert target.read_text() == runner.invoke(args=[group, "export"]).output  # what stdout gets
+            again = runner.invoke(args=[group, "export", "--output", str(target)])
+            assert again.exit_code == 1 and "already exists" in again.output
+        assert (tmp_path / "exports" / "events.jsonl").read_text().count("\n") == 1
+    finally:
+        app.extensions["store"].close()

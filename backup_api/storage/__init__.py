@@ -33,6 +33,7 @@ from backup_api.storage.files import (
     loose_modes,
     make_private_folder,
     warn_of_loose_modes,
+    write_private_file,
 )
 from backup_api.storage.jsonform import content_key, dumps
 from backup_api.storage.rows import (
@@ -53,7 +54,7 @@ __all__ = [
     "ExportedEvent", "FoundEvent", "ImportedEvent", "PlayerRecord", "RecordError", "StorageError", "Store",
     "StoredEvent", "VipFlag", "WriteOutcomeUnknown", "close_store", "content_key", "create_private_file", "dumps",
     "event_row", "get_store", "init_app", "is_url", "loose_modes", "make_private_folder", "now_us", "open_store",
-    "rfc3339_us", "store_opened",
+    "rfc3339_us", "store_opened", "write_private_file",
 ]
 
 # Sent with the app as sender and store=the store, once the app's store is open: what else

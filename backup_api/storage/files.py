@@ -40,6 +40,31 @@ def create_private_file(path: str) -> None:
         os.close(fd)
 
 
+def write_private_file(path: str, chunks) -> None:
+    """Write the text chunks to a new file at path, mode 0600 (its folder made 0700), all or nothing.
+
+    Written to path.partial first, flushed to disk, then renamed: an existing file is never
+    overwritten (FileExistsError), and a failure midway leaves no file at path.
+    """
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} already exists; choose a new name")
+    make_private_folder(os.path.dirname(os.path.abspath(path)))
+    partial = path + ".partial"
+    with suppress(FileNotFoundError):
+        os.remove(partial)
+    create_private_file(partial)
+    try:
+        with open(partial, "w", encoding="utf-8") as f:
+            f.writelines(chunks)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.remove(partial)
+        raise
+
+
 def loose_modes(paths: list[str]) -> list[tuple[str, int]]:
     """Return those of paths that exist and that users other than the owner may read or write, with their modes."""
     loose = []
