@@ -28,6 +28,7 @@ DEFAULTS = {
     "WAL_AUTOCHECKPOINT": 1000,
     "PG_TIMEOUT_MS": 5000,
     "LOG_LEVEL": None,  # INFO; for a stand-in, WARNING (no access line per request)
+    "LOG_FORMAT": "text",  # or json: one object per line, for log shippers
     "STAND_IN": False,
     "METRICS": True,
     # The reverse proxy's address (127.0.0.1, say): its X-Forwarded-For and -Proto are believed,
@@ -103,6 +104,9 @@ def configure(app: Flask, test_config: dict | None) -> None:
     level = str(app.config["LOG_LEVEL"] or "INFO").upper()
     if level not in logging.getLevelNamesMapping():
         raise ConfigError(f"BACKUP_API_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
+    app.config["LOG_FORMAT"] = str(app.config["LOG_FORMAT"]).lower()
+    if app.config["LOG_FORMAT"] not in ("text", "json"):
+        raise ConfigError(f"BACKUP_API_LOG_FORMAT must be text or json, not {app.config['LOG_FORMAT']!r}")
     app.config.update(JWT_ALGORITHM="HS256", JWT_DECODE_ALGORITHMS=["HS256"], JWT_TOKEN_LOCATION=["headers"])
 
 

@@ -4,6 +4,7 @@ import json
 import logging
 import sys
 import time
+from datetime import UTC, datetime
 
 from flask import Flask, current_app, g, request
 from flask.logging import default_handler
@@ -18,9 +19,11 @@ def printable(text: str) -> str:
 
 
 def init_app(app: Flask) -> None:
-    """Log one line per request on stderr, at the level BACKUP_API_LOG_LEVEL names."""
+    """Log one line per request on stderr, at the level BACKUP_API_LOG_LEVEL names, as BACKUP_API_LOG_FORMAT says."""
     app.logger.setLevel(str(app.config["LOG_LEVEL"] or "INFO").upper())  # checked by config
-    default_handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s"))
+    json_lines = app.config["LOG_FORMAT"] == "json"
+    text = _Formatter("%(asctime)s %(levelname)s %(message)s")
+    default_handler.setFormatter(_JSONFormatter() if json_lines else text)
 
     @app.before_request
     def start_clock():
@@ -32,11 +35,21 @@ def init_app(app: Flask) -> None:
         # Never the token, never the body: only who and what. The client is the peer's address,
         # or the one a trusted proxy forwarded (BACKUP_API_TRUSTED_PROXY); sub and jti only from a
         # token whose signature verified; for a refusal, why.
-        refusal = ""
+        refusal = reason = ""
         if response.status_code in (401, 403):
             answer = response.get_json(silent=True)
             reason = answer.get("message", "") if isinstance(answer, dict) else ""
             refusal = " reason=" + printable(json.dumps(reason, ensure_ascii=False))
+        if json_lines:  # the same fields, each its own (json.dumps escapes what printable would)
+            fields = {"method": request.method, "path": request.path, "status": response.status_code,
+                      "duration_ms": round(elapsed_ms, 1), "client": request.remote_addr,
+                      "partner": ",".join(sorted(g.get("partners", ()))) or None, "sub": g.get("sub"),
+                      "jti": g.get("jti")}
+            if reason:
+                fields["reason"] = reason
+            app.logger.info("%s %s %d", request.method, printable(request.path), response.status_code,
+                            extra={"access": fields})
+            return response
         app.logger.info(
             "%s %s %d %.1fms client=%s partner=%s sub=%s jti=%s%s",
             request.method,
@@ -50,6 +63,21 @@ def init_app(app: Flask) -> None:
             refusal,
         )
         return response
+
+
+class _JSONFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers: time, level, message, and an access line's fields."""
+
+    def format(self, record):
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "message": record.getMessage(),
+            **getattr(record, "access", {}),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
 
 
 class _Formatter(logging.Formatter):

@@ -1,5 +1,6 @@
 """Operations: health check, access log, snapshots while writing."""
 
+import json
 import logging
 import sqlite3
 import threading
@@ -185,3 +186,31 @@ def test_the_client_address_is_the_forwarded_one_only_from_the_trusted_proxy(tmp
 def test_a_trusted_proxy_must_be_an_address():
     with pytest.raises(ConfigError, match="BACKUP_API_TRUSTED_PROXY"):
         create_app({"TESTING": True, "TRUSTED_PROXY": "proxy.example", "JWT_SECRET": SECRET})
+
+
+def test_json_log_lines_carry_the_same_fields(tmp_path):
+    server = Server(tmp_path / "b.db", SECRET)
+    server.env["BACKUP_API_LOG_FORMAT"] = "json"
+    log_path = tmp_path / "log"
+    with open(log_path, "w") as log:
+        server.stderr = log
+        with server:
+            token = make_token(sub="ops-bot", jti="jti-9", partners=["casino_alpha"])
+            assert server.request("POST", "/player-events", valid_event("big_win"), token)[0] == 200
+            assert server.request("GET", "/player-events?partner_id=casino_beta", token=token)[0] == 403
+            assert server.request("GET", "/x%0Afake")[0] == 404
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]  # every line is one object
+    assert {"time", "level", "message"} <= set(lines[0])
+    posted, refused, unknown = (line for line in lines if "status" in line)
+    assert posted["level"] == "INFO" and posted["method"] == "POST" and posted["path"] == "/player-events"
+    assert (posted["status"], posted["client"], posted["partner"], posted["sub"], posted["jti"]) == (
+        200, "127.0.0.1", "casino_alpha", "ops-bot", "jti-9")
+    assert isinstance(posted["duration_ms"], float) and "reason" not in posted
+    assert refused["status"] == 403 and refused["reason"] == "this token does not own partner 'casino_beta'"
+    assert unknown["path"] == "/x\nfake" and unknown["sub"] is None
+    assert any(line["level"] == "WARNING" and line["message"].startswith("big_win event") for line in lines)
+
+
+def test_an_unknown_log_format_stops_the_service():
+    with pytest.raises(ConfigError, match="BACKUP_API_LOG_FORMAT"):
+        create_app({"TESTING": True, "LOG_FORMAT": "xml", "JWT_SECRET": SECRET})
