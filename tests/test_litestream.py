@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -111,6 +112,9 @@ def test_a_lost_database_comes_back_from_the_replica_with_every_synced_event(tmp
         replicated.kill()
     replicated.lose_the_disk()
     restore(replicated.config, replicated.database, replicated.database)
+    # Litestream writes what it restores at the umask (0644 here): the drill's chmod makes it private again.
+    subprocess.run(["sh", "-c", f"chmod 600 {replicated.database}*"], check=True)
+    assert stat.S_IMODE(os.stat(replicated.database).st_mode) == 0o600
     restored = events_in(replicated.database)
     assert restored[: len(synced)] == synced  # every acknowledged, synced event, exactly as sent
     assert restored == replicated.sent[: len(restored)]  # nothing else

@@ -248,3 +248,88 @@ def test_the_executable_serves_on_postgresql(executable, postgres_url, tmp_path)
     check = subprocess.run([*env, str(executable), "db", "check"], cwd=tmp_path, capture_output=True, text=True,
                            timeout=120)
     assert check.returncode == 0 and "events: 1" in check.stdout, check.stdout + check.stderr
+
+
+def _unpack_folders(tmp: Path) -> set[Path]:
+    return set(tmp.glob("_MEI*"))
+
+
+def _serve_in_a_session(executable: Path, cwd: Path, env: dict) -> subprocess.Popen:
+    """The executable serving, in a session of its own (so that a signal reaches both its processes); .port set."""
+    proc = subprocess.Popen([str(executable), "serve", "--port", "0"], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    line = proc.stdout.readline()  # "Serving on http://127.0.0.1:PORT", once it listens
+    assert "Serving on" in line, line
+    proc.port = int(line.strip().rsplit(":", 1)[1])
+    return proc
+
+
+def test_a_start_removes_the_unpack_folders_that_killed_runs_left_and_only_those(executable, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    killed = _serve_in_a_session(executable, tmp_path, env)
+    os.killpg(killed.pid, signal.SIGKILL)  # as systemd does past its stop timeout, or the OOM killer
+    killed.wait(timeout=10)
+    killed.stdout.close()
+    stale = _unpack_folders(tmp)
+    assert len(stale) == 1  # left behind: nothing ran to remove it
+    (tmp_path / "second").mkdir()
+    running = _serve_in_a_session(executable, tmp_path / "second", env)
+    try:
+        in_use = _unpack_folders(tmp) - stale
+        assert len(in_use) == 1
+        for folder in stale | in_use:  # both as old as a crash loop's first folders
+            os.utime(folder, (time.time() - 3600, time.time() - 3600))
+        version = subprocess.run([str(executable), "--version"], cwd=tmp_path, env=env, capture_output=True,
+                                 text=True, timeout=60)
+        assert version.returncode == 0
+        assert _unpack_folders(tmp) == in_use  # the dead run's folder gone; the live server's kept
+        assert running.poll() is None
+    finally:
+        _stop(running)
+    assert _unpack_folders(tmp) == set()  # a clean stop removes its own
+
+
+def test_the_readmes_in_place_upgrade_replaces_the_running_executable(executable, tmp_path):
+    installed = tmp_path / "opt" / "game-backup-api"
+    installed.parent.mkdir()
+    subprocess.run(["install", "-m", "755", str(executable), str(installed)], check=True)
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {"TMPDIR": str(tmp_path)}
+    token = subprocess.run([str(installed), "token", "issue", "casino_alpha"], cwd=data, env=env, capture_output=True,
+                           text=True, timeout=60).stdout.strip()
+    server = _serve_in_a_session(installed, data, env)
+    try:
+        assert _post(server.port, valid_event("bet", event_id="before-upgrade"), token) == 200
+        # Copying over a running executable fails; install writes a new file and renames it into place.
+        copied = subprocess.run(["cp", str(executable), str(installed)], capture_output=True, text=True)
+        assert copied.returncode != 0 and "Text file busy" in copied.stderr
+        subprocess.run(["install", "-m", "755", str(executable), str(installed)], check=True)
+    finally:
+        _stop(server)  # then the restart: systemctl restart game-backup-api
+    assert server.returncode == 0
+    server = _serve_in_a_session(installed, data, env)
+    try:
+        assert _post(server.port, valid_event("bet", event_id="before-upgrade"), token) == 200  # held: a resend
+        assert _post(server.port, valid_event("bet", event_id="after-upgrade"), token) == 200
+    finally:
+        _stop(server)
+    listed = subprocess.run([str(installed), "events", "export"], cwd=data, env=env, capture_output=True, text=True,
+                            timeout=60).stdout
+    assert listed.count("\n") == 2 and "before-upgrade" in listed and "after-upgrade" in listed
+
+
+def _post(port: int, event: dict, token: str) -> int:
+    """POST one event to a server on port; its status."""
+    server = Server(Path("unused.db"))
+    server.port = port
+    return server.request("POST", "/player-events", event, token=token)[0]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a server started by _serve_in_a_session, as systemctl stop does (SIGTERM to its processes)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=20)
+    proc.stdout.close()
