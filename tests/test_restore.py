@@ -473,3 +473,15 @@ def test_a_worker_that_never_answers_stops_the_import_in_bounded_time(monkeypatc
     with pytest.raises(RuntimeError, match="lines 1 to 2000 gave no answer"):
         list(loading.checked_lines([b"x\n"] * 5000, _load_that_hangs_in_a_worker))
     assert time.monotonic() - started < 10
+
+
+def test_an_import_into_a_new_database_leaves_no_secret_beside_it(source, tmp_path):
+    """Commands that need no token open no secret: a stray jwt-secret would sign tokens nobody meant."""
+    exported = run(source, "events", "export").output.encode()
+    target = tmp_path / "elsewhere" / "new.db"
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "backup_api", "events", "import", "-"],
+                            input=exported, cwd=ROOT, capture_output=True, timeout=60,
+                            env={**{k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")},
+                                 "BACKUP_API_DATABASE": str(target)})
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in target.parent.iterdir()) == ["new.db"]
