@@ -238,6 +238,10 @@ def main() -> int:
     from bench import standin
 
     stand_in = standin.run()
+    print("idle and dripping connections ...", flush=True)
+    from bench import connections
+
+    crowded = connections.run()
     print("PostgreSQL ...", flush=True)
     from bench import postgres  # it imports this module's wrk
 
@@ -301,6 +305,7 @@ def main() -> int:
         *one_at_a_time,
         *against_floor,
         *stand_in,
+        *crowded,
         *on_postgres,
     ]
     table = "\n".join(lines)
