@@ -1,9 +1,10 @@
 """make bench, connections: a new client's latency with thousands of idle and dripping connections open.
 
-The real server (waitress, its own process, SQLite) answers a new client's GET /healthz and single
-posts, one at a time over a fresh connection each, first with nothing else open, then with IDLE
-connections that send nothing and DRIPPING ones sending a request a byte a second. Medians and
-maxima; the descriptor limits beside them. python -m bench.connections prints its rows alone.
+The real server (waitress, its own process; on SQLite, in stand-in mode, on PostgreSQL) answers a
+new client's GET /healthz and single posts, one at a time over a fresh connection each, first
+with nothing else open, then with IDLE connections that send nothing and DRIPPING ones sending a
+request a byte a second. Medians and maxima; the descriptor limits beside them.
+python -m bench.connections prints its rows alone.
 """
 
 import http.client
@@ -11,11 +12,13 @@ import json
 import resource
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from tests import postgres
 from tests.helpers import SECRET, make_token
 from tests.server import Server
 
@@ -51,50 +54,69 @@ def _latencies(port: int, prefix: str) -> dict:
     return {"healthz": (statistics.median(health), max(health)), "post": (statistics.median(posts), max(posts))}
 
 
+def crowded(server: Server) -> tuple[dict, dict, bool]:
+    """A new client's latencies with nothing else open, then with IDLE and DRIPPING connections; alive after?"""
+    _latencies(server.port, f"warm{time.time_ns()}")
+    quiet = _latencies(server.port, f"quiet{time.time_ns()}")
+    sockets, stop = [], threading.Event()
+    try:
+        for _ in range(IDLE):
+            sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        dripping = []
+        for _ in range(DRIPPING):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            dripping.append(s)
+        sockets.extend(dripping)
+
+        def drip():
+            while not stop.wait(1):
+                for s in dripping:
+                    try:
+                        s.send(b"X")
+                    except OSError:
+                        pass  # closed by the server's deadline: as it should
+
+        threading.Thread(target=drip, daemon=True).start()
+        time.sleep(2)
+        loaded = _latencies(server.port, f"loaded{time.time_ns()}")
+    finally:
+        stop.set()
+        for s in sockets:
+            s.close()
+    return quiet, loaded, server.proc.poll() is None
+
+
 def run() -> list[str]:
-    """Measure; return the benchmark table's rows."""
+    """Measure on SQLite, in stand-in mode and on a throwaway PostgreSQL; return the benchmark table's rows."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process opens IDLE + DRIPPING
-    with tempfile.TemporaryDirectory(prefix="backup-api-bench-connections-") as tmp, \
-            Server(Path(tmp) / "b.db", SECRET) as server:
-        _latencies(server.port, "warm")
-        quiet = _latencies(server.port, "quiet")
-        sockets, stop = [], threading.Event()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="backup-api-bench-connections-") as tmp:
+        with Server(Path(tmp) / "b.db", SECRET) as server:
+            results["SQLite"] = crowded(server)
+        stand_in = Server(Path(tmp) / "unused.db", SECRET)
+        stand_in.start(command=[sys.executable, "-m", "flask", "--app", "backup_api", "serve", "--stand-in",
+                                "--port", "0"])
         try:
-            for _ in range(IDLE):
-                sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
-            dripping = []
-            for _ in range(DRIPPING):
-                s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-                dripping.append(s)
-            sockets.extend(dripping)
-
-            def drip():
-                while not stop.wait(1):
-                    for s in dripping:
-                        try:
-                            s.send(b"X")
-                        except OSError:
-                            pass  # closed by the server's deadline: as it should
-
-            dripper = threading.Thread(target=drip, daemon=True)
-            dripper.start()
-            time.sleep(2)
-            loaded = _latencies(server.port, "loaded")
-            alive = server.proc.poll() is None
+            results["stand-in"] = crowded(stand_in)
         finally:
-            stop.set()
-            for s in sockets:
-                s.close()
-    limits = f"descriptors here: soft {soft}, hard {hard}"
-    return [
-        f"| a new client, nothing else open: /healthz / single post, median (max) | {quiet['healthz'][0]:.1f}"
-        f" ({quiet['healthz'][1]:.1f}) / {quiet['post'][0]:.1f} ({quiet['post'][1]:.1f}) ms | |",
-        f"| the same with {IDLE:,} idle and {DRIPPING:,} dripping connections open ({limits}) |"
-        f" {loaded['healthz'][0]:.1f} ({loaded['healthz'][1]:.1f}) / {loaded['post'][0]:.1f}"
-        f" ({loaded['post'][1]:.1f}) ms; the server {'alive' if alive else 'DEAD'} | max within 1 s |",
-    ]
+            stand_in.stop()
+        throwaway = postgres.Throwaway()
+        try:
+            with Server(postgres.Databases(throwaway.url).create(), SECRET) as server:
+                results["PostgreSQL"] = crowded(server)
+        finally:
+            throwaway.stop()
+    rows = []
+    for mode, (quiet, loaded, alive) in results.items():
+        rows.append(
+            f"| {mode}: a new client's /healthz / single post, median (max), nothing else open; with {IDLE:,} idle"
+            f" and {DRIPPING:,} dripping connections | {quiet['healthz'][0]:.1f} ({quiet['healthz'][1]:.1f}) /"
+            f" {quiet['post'][0]:.1f} ({quiet['post'][1]:.1f}) ms; {loaded['healthz'][0]:.1f}"
+            f" ({loaded['healthz'][1]:.1f}) / {loaded['post'][0]:.1f} ({loaded['post'][1]:.1f}) ms; the server"
+            f" {'alive' if alive else 'DEAD'} (descriptors: soft {soft}, hard {hard}) | max within 1 s |")
+    return rows
 
 
 if __name__ == "__main__":
