@@ -49,18 +49,28 @@ token = AppGroup("token", help="Mint bearer tokens.")
 
 @token.command("issue")
 @click.argument("partners", nargs=-1, required=True)
-@click.option("--days", default=365, show_default=True, type=click.IntRange(min=1),
-              help="How many days the token is valid.")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(min=1),
+              help="How many days the token is valid (at most BACKUP_API_MAX_TOKEN_DAYS).")
 @click.option("--sub", help="The token holder, recorded with what it writes (default: the first partner).")
-def issue(partners, days, sub):
+@click.option("--scope", "scopes", multiple=True, metavar="SCOPE",
+              help=f"What it may do, repeatable: {', '.join(tokens.SCOPES)} (default: all four).")
+def issue(partners, days, sub, scopes):
     """Print a bearer token that owns PARTNERS (partner_ids), signed with this database's secret."""
     if not all(partners):
         raise click.BadParameter("a partner_id cannot be empty", param_hint="PARTNERS")
+    chosen = [name for given in scopes for name in given.replace(",", " ").split()] if scopes else None
+    unknown = sorted(set(chosen or ()) - set(tokens.SCOPES))
+    if unknown or chosen == []:
+        raise click.ClickException(f"--scope takes {', '.join(tokens.SCOPES)}, not {', '.join(unknown) or 'nothing'}")
+    most = int(current_app.config["MAX_TOKEN_DAYS"])
+    if days > most:
+        raise click.ClickException(f"--days {days} is past BACKUP_API_MAX_TOKEN_DAYS ({most}): the service would"
+                                   " refuse the token")
     if current_app.config["STAND_IN"] and current_app.config["JWT_SECRET"] is None:
         raise click.ClickException("a stand-in keeps no secret: set BACKUP_API_JWT_SECRET, here and for the"
                                    " stand-in, to mint tokens it accepts")
     tokens.secret_key()  # a ConfigError, printed as one line, when it cannot be opened
-    click.echo(tokens.issue(partners, days, sub))
+    click.echo(tokens.issue(partners, days, sub, chosen))
 
 
 events = AppGroup("events", help="Export and import stored events.")

@@ -36,6 +36,8 @@ DEFAULTS = {
     "TRUSTED_PROXY": None,
     # A bearer credential /metrics asks for (Prometheus's `authorization` block sends it); unset, none.
     "METRICS_TOKEN": None,
+    # The longest a token may still have to live: one whose exp lies further is refused (401).
+    "MAX_TOKEN_DAYS": 400,
     "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
 }
 
@@ -89,6 +91,9 @@ def configure(app: Flask, test_config: dict | None) -> None:
     if str(app.config["SYNCHRONOUS"]).upper() not in SYNCHRONOUS:
         raise ConfigError(f"BACKUP_API_SYNCHRONOUS: synchronous must be FULL, NORMAL or EXTRA, not"
                           f" {app.config['SYNCHRONOUS']!r}")
+    if not str(app.config["MAX_TOKEN_DAYS"]).isdigit() or int(app.config["MAX_TOKEN_DAYS"]) == 0:
+        raise ConfigError("BACKUP_API_MAX_TOKEN_DAYS must be a positive whole number of days, not"
+                          f" {app.config['MAX_TOKEN_DAYS']!r}")
     token = app.config["METRICS_TOKEN"]
     if token is not None and (len(token) < MIN_METRICS_TOKEN or not token.isprintable() or " " in token):
         raise ConfigError(f"BACKUP_API_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN} printable characters"

@@ -11,7 +11,7 @@ _RESPONSES = {
     200: "Stored (or already held: resending is safe); a batch says how many of each.",
     400: "Malformed JSON, or a field is missing or invalid; `errors` names every offending field.",
     401: "No valid bearer token.",
-    403: "The token does not own this partner.",
+    403: "The token does not own this partner, or lacks the scope the operation needs.",
     404: "No such event among the partners the token owns.",
     409: "This event_id is already stored with other content.",
     413: "The body is over 1 MiB.",
@@ -76,12 +76,17 @@ def _responses(*codes: int, descriptions: dict | None = None, ok: dict = OK) -> 
     }
 
 
-def _read(operation_id: str, summary: str, ok: str, ok_description: str, *codes: int, **more) -> dict:
-    """A GET operation that needs a token and answers the component named ok."""
+def _needs(scope: str) -> list[dict]:
+    """The security of an operation: a bearer token whose scope includes scope (OpenAPI 3.1 names it a role)."""
+    return [{"bearerAuth": [scope]}]
+
+
+def _read(operation_id: str, summary: str, ok: str, ok_description: str, scope: str, *codes: int, **more) -> dict:
+    """A GET operation that needs a token holding scope and answers the component named ok."""
     return {
         "operationId": operation_id,
         "summary": summary,
-        "security": [{"bearerAuth": []}],
+        "security": _needs(scope),
         **more,
         "responses": _responses(
             200, *codes, ok={"$ref": f"#/components/schemas/{ok}"},
@@ -128,7 +133,7 @@ def document() -> dict:
                 "post": {
                     "operationId": "postPlayerEvent",
                     "summary": "Ingest a player event",
-                    "security": [{"bearerAuth": []}],
+                    "security": _needs("events:write"),
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -156,7 +161,7 @@ def document() -> dict:
                 },
                 "get": _read(
                     "listPlayerEvents", "List a partner's stored events, oldest first, a page at a time",
-                    "EventPage", "A page of events.", 400, 401, 403, 503,
+                    "EventPage", "A page of events.", "events:read", 400, 401, 403, 503,
                     description="Follow `next` until it is null: each matching event comes exactly once. A page"
                     " may hold fewer than `limit` events, even none, and still have a `next`.",
                     parameters=_query_parameters(),
@@ -164,7 +169,8 @@ def document() -> dict:
             },
             "/player-events/{id}": {
                 "get": _read(
-                    "getPlayerEvent", "One stored event", "StoredEvent", "The stored event.", 401, 404, 503,
+                    "getPlayerEvent", "One stored event", "StoredEvent", "The stored event.", "events:read",
+                    401, 403, 404, 503,
                     parameters=[
                         _path_parameter(
                             "id", "The event's id, as a page or an export gives it.",
@@ -181,7 +187,7 @@ def document() -> dict:
                 "put": {
                     "operationId": "setPlayerVip",
                     "summary": "Set VIP status for a player",
-                    "security": [{"bearerAuth": []}],
+                    "security": _needs("vip:write"),
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VipUpdate"}}},
@@ -190,7 +196,7 @@ def document() -> dict:
                 },
                 "get": _read(
                     "getPlayerVip", "A player's VIP flag, when it was set and by whom", "VipStatus",
-                    "The flag; a player never flagged is false, with nulls.", 400, 401, 403, 503,
+                    "The flag; a player never flagged is false, with nulls.", "vip:read", 400, 401, 403, 503,
                 ),
             },
             "/healthz": {
@@ -213,7 +219,11 @@ def document() -> dict:
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "HS256 JWT with sub, exp and optionally partners (see the README).",
+                    "description": "HS256 JWT with sub, exp and optionally partners and scope (see the README)."
+                    " Scopes: events:write (POST /player-events), events:read (GET /player-events,"
+                    " /player-events/{id}), vip:write (PUT .../vip), vip:read (GET .../vip); a token without the"
+                    " scope claim holds all four. Lacking the one an operation needs: 403, WWW-Authenticate:"
+                    " Bearer error=\"insufficient_scope\".",
                 }
             },
             "schemas": {

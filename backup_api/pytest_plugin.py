@@ -23,14 +23,17 @@ class StandIn:
         #: The base URL, e.g. http://127.0.0.1:40123 (no trailing slash).
         self.url = url
 
-    def token(self, *partner_ids: str, sub: str | None = None, days: int = 1) -> str:
-        """A bearer token owning partner_ids (held by sub, default the first of them), minted in-process."""
+    def token(self, *partner_ids: str, sub: str | None = None, days: int = 1, scopes: list[str] | None = None) -> str:
+        """A bearer token owning partner_ids (held by sub, default the first of them), minted in-process.
+
+        scopes: what it may do, of events:write, events:read, vip:write, vip:read (default: all).
+        """
         if not partner_ids or not all(partner_ids):
             raise ValueError("a token owns at least one partner_id, none of them empty")
         from backup_api import tokens
 
         with self.app.app_context():
-            return tokens.issue(list(partner_ids), days, sub)
+            return tokens.issue(list(partner_ids), days, sub, scopes)
 
     def request(self, method: str, path: str, body=None, token: str | None = None, partner_id: str | None = None):
         """Send one request (body as JSON); return (status, parsed JSON answer). partner_id: a token owning it."""

@@ -33,7 +33,7 @@ def refuse_urls_that_are_not_utf8():
 @bp.post("/player-events")
 def post_player_events():
     """Store one player event, or a batch of them (a JSON array), all or nothing."""
-    claims = authenticate()
+    claims = authenticate("events:write")
     payload = read_json()
     batch = isinstance(payload, list)
     # Ownership first: a partner_id the token does not own is 403 whatever else is wrong.
@@ -57,7 +57,7 @@ def post_player_events():
 @bp.get("/player-events")
 def list_player_events():
     """List a partner's stored events, oldest first, a page at a time."""
-    claims = authenticate()
+    claims = authenticate("events:read")
     # Ownership first: a partner_id the token does not own is 403 whatever else is wrong.
     for partner_id in sorted(set(request.args.getlist("partner_id"))):
         if partner_id:
@@ -75,7 +75,7 @@ def list_player_events():
 @bp.get(f"/player-events/<int(max={schemas.MAX_ROW_ID}):event_row_id>")
 def get_player_event(event_row_id):
     """Return one stored event; 404 also when it belongs to a partner the token does not own."""
-    claims = authenticate()
+    claims = authenticate("events:read")
     found = get_store().get_event(event_row_id)
     if found is None or found.partner_id not in owned_partners(claims):
         raise NotFound(f"no stored event {event_row_id} among the partners this token owns")
@@ -104,7 +104,7 @@ def healthz():
 @bp.put("/users/<partner_id>/player/<player_login>/vip")
 def put_vip(partner_id, player_login):
     """Set or clear a player's VIP flag."""
-    claims = authenticate()
+    claims = authenticate("vip:write")
     authorise(claims, partner_id)
     is_vip = schemas.validate_vip(read_json(), partner_id, player_login)
     get_store().set_vip(partner_id, player_login, is_vip, claims["sub"])
@@ -114,7 +114,7 @@ def put_vip(partner_id, player_login):
 @bp.get("/users/<partner_id>/player/<player_login>/vip")
 def get_vip(partner_id, player_login):
     """Return a player's VIP flag, when it was set and by whom (false and nulls if never set)."""
-    claims = authenticate()
+    claims = authenticate("vip:read")
     authorise(claims, partner_id)
     schemas.validate_player_path(partner_id, player_login)
     is_vip, updated_at, updated_by = get_store().get_vip(partner_id, player_login) or (False, None, None)

@@ -2,6 +2,8 @@
 and the partners they own.
 """
 
+import base64
+import json
 import os
 import re
 import secrets
@@ -67,34 +69,103 @@ def _secret_file(app: Flask) -> str:
     return secret
 
 
-def issue(partners: list[str], days: int = 365, sub: str | None = None) -> str:
-    """Mint a token owning partners, held by sub (default: the first partner), valid for days; needs an app context."""
-    return create_access_token(
-        identity=sub or partners[0],
-        expires_delta=timedelta(days=days),
-        additional_claims={"partners": list(partners)},
-    )
+# What a token may do, claim `scope` (space-separated, as OAuth 2.0 writes it). A token without
+# the claim may do all four, as every token could before scopes.
+SCOPES = ("events:write", "events:read", "vip:write", "vip:read")
+
+
+def issue(partners: list[str], days: int = 90, sub: str | None = None, scopes: list[str] | None = None) -> str:
+    """Mint a token owning partners, held by sub (default: the first partner), valid for days; needs an app context.
+
+    scopes: what it may do (a subset of SCOPES); None, everything (no `scope` claim).
+    """
+    claims = {"partners": list(partners)}
+    if scopes is not None:
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown or not scopes:
+            raise ValueError(f"a scope is one of {', '.join(SCOPES)}, not {', '.join(unknown) or 'nothing'}")
+        claims["scope"] = " ".join(scope for scope in SCOPES if scope in scopes)
+    return create_access_token(identity=sub or partners[0], expires_delta=timedelta(days=days),
+                               additional_claims=claims)
+
+
+class InsufficientScope(Forbidden):
+    """403: the token may not do what this route does (RFC 6750's insufficient_scope)."""
+
+    def __init__(self, scope: str):
+        super().__init__(f"this token's scope does not include {scope!r}, which this route needs")
+        self.scope = scope
+
+    def get_headers(self, environ=None, scope=None):
+        return [*super().get_headers(environ, scope),
+                ("WWW-Authenticate", f'Bearer error="insufficient_scope", scope="{self.scope}"')]
+
+
+def granted_scopes(claims: dict) -> set[str]:
+    """The scopes a token holds: those its `scope` claim names (unknown names ignored), or all without one."""
+    if "scope" not in claims:
+        return set(SCOPES)
+    return set(claims["scope"].split()) & set(SCOPES)
 
 
 
 def _claims_problem(claims: dict) -> str | None:
     """Say what is wrong with a token's claims, or None when they are acceptable."""
+    repeated = _repeated_key()
+    if repeated:
+        return repeated
     for name in ("exp", "nbf", "iat"):
         value = claims.get(name)
         if (value is None and name == "exp") or (
             name in claims and (isinstance(value, bool) or not isinstance(value, (int, float)))
         ):
             return f"the token needs a numeric '{name}' claim"
+    most = int(current_app.config["MAX_TOKEN_DAYS"])
+    if claims["exp"] - time.time() > most * 86400:
+        return (f"the token's exp lies more than {most} days ahead (BACKUP_API_MAX_TOKEN_DAYS): mint one that"
+                " expires sooner")
     sub = claims.get("sub")
     # Recorded with what the holder writes: no control characters, as for every identifier (and
     # PostgreSQL's text holds no NUL).
     if not isinstance(sub, str) or not sub or not schemas.NO_CONTROL_CHARACTERS.regex.match(sub):
         return "the token needs a non-empty string 'sub' claim, without control characters"
+    if "scope" in claims and not isinstance(claims["scope"], str):
+        return "the 'scope' claim must be a string of space-separated scopes"
     partners = claims.get("partners")
     if "partners" in claims and not (
         isinstance(partners, list) and all(isinstance(p, str) and p for p in partners)
     ):
         return "the 'partners' claim must be an array of partner_id strings"
+    return None
+
+
+class _Repeated(Exception):
+    """A JSON object names a key twice."""
+
+
+def _no_repeats(pairs: list) -> dict:
+    """Build an object, refusing a key named twice (PyJWT would keep the last, and we would guess)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _Repeated(next(key for n, (key, _) in enumerate(pairs) if key in dict(pairs[:n])))
+    return obj
+
+
+_TOKEN = re.compile(r"(?:^|,)\s*Bearer\s+([A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*)")
+
+
+def _repeated_key() -> str | None:
+    """Say which key the token's header or payload names twice, if one does (the token already verified)."""
+    found = _TOKEN.search(request.environ.get("HTTP_AUTHORIZATION", ""))
+    if found is None:
+        return None
+    for part, name in zip(found.group(1).split(".")[:2], ("header", "payload"), strict=True):
+        try:
+            json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)), object_pairs_hook=_no_repeats)
+        except _Repeated as exc:
+            return f"the token's {name} names the key {str(exc.args[0])!r} twice"
+        except ValueError:  # not base64 or not JSON: PyJWT has said so already
+            continue
     return None
 
 
@@ -175,8 +246,8 @@ def init_app(app: Flask) -> None:
 _BEARER_SCHEME = re.compile(r"((?:^|,)\s*)bearer(?=\s|,|$)", re.IGNORECASE)
 
 
-def authenticate() -> dict:
-    """Verify the bearer token and return its claims."""
+def authenticate(scope: str | None = None) -> dict:
+    """Verify the bearer token and return its claims; with scope, refuse (403) a token whose scopes lack it."""
     authorization = request.headers.get("Authorization")
     verified = current_app.extensions["verified_tokens"]
     claims = verified.find(authorization)
@@ -190,6 +261,8 @@ def authenticate() -> dict:
         verified.remember(authorization, claims)
     g.sub = claims["sub"]
     g.jti = claims.get("jti")
+    if scope is not None and scope not in granted_scopes(claims):
+        raise InsufficientScope(scope)
     return claims
 
 

@@ -146,3 +146,63 @@ def test_a_token_is_decoded_once(app, client, monkeypatch):
     for n in range(3):
         assert client.post("/player-events", json=valid_event("bet", n=n), headers=bearer(token)).status_code == 200
     assert len(decodes) == 1
+
+
+# Each route with the scope it needs, and what it answers a token holding that scope.
+SCOPED = [
+    ("events:write", "post", "/player-events", valid_event("bet")),
+    ("events:read", "get", "/player-events?partner_id=casino_alpha", None),
+    ("events:read", "get", "/player-events/1", None),
+    ("vip:write", "put", "/users/casino_alpha/player/p1/vip", {"is_vip": True}),
+    ("vip:read", "get", "/users/casino_alpha/player/p1/vip", None),
+]
+
+
+@pytest.mark.parametrize("needed,method,path,body", SCOPED, ids=[f"{m} {p}" for _, m, p, _ in SCOPED])
+def test_each_route_needs_its_scope_and_a_token_without_the_claim_has_all(client, needed, method, path, body):
+    assert client.post("/player-events", json=valid_event("bet"), headers=bearer()).status_code == 200  # event 1
+    others = " ".join(scope for scope in tokens.SCOPES if scope != needed)
+    refused = getattr(client, method)(path, json=body, headers=bearer(make_token(scope=others)))
+    assert refused.status_code == 403 and refused.get_json()["status"] == "error"
+    assert needed in refused.get_json()["message"]
+    assert refused.headers["WWW-Authenticate"] == f'Bearer error="insufficient_scope", scope="{needed}"'
+    for token in (make_token(scope=needed), make_token(scope=f"unknown:thing {needed}"), make_token()):
+        assert getattr(client, method)(path, json=body, headers=bearer(token)).status_code == 200
+
+
+def test_a_scope_claim_that_is_not_a_string_makes_the_token_invalid(client):
+    response = client.post("/player-events", json=valid_event("bet"),
+                           headers=bearer(make_token(scope=["events:write"])))
+    assert response.status_code == 401 and "scope" in response.get_json()["message"]
+
+
+def test_a_token_living_past_the_longest_allowed_is_refused_saying_why(client):
+    for lifetime in (10**30 - int(time.time()), 401 * 86400):
+        response = client.post("/player-events", json=valid_event("bet"), headers=bearer(make_token(lifetime=lifetime)))
+        assert response.status_code == 401
+        assert "BACKUP_API_MAX_TOKEN_DAYS" in response.get_json()["message"]
+    assert client.post("/player-events", json=valid_event("bet"),
+                       headers=bearer(make_token(lifetime=399 * 86400))).status_code == 200
+
+
+def _signed_with_repeated_keys(header: str, payload: str) -> str:
+    """An HS256 token, correctly signed, whose header and payload are the JSON texts given."""
+    def part(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    signing_input = f"{part(header)}.{part(payload)}"
+    signature = jwt.api_jws.get_algorithm_by_name("HS256").sign(signing_input.encode(), SECRET.encode())
+    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize("header,payload,named", [
+    ('{"alg":"HS256","typ":"JWT"}', '{{"sub":"casino_beta","sub":"casino_alpha","exp":{exp}}}', "payload"),
+    ('{"alg":"HS256","alg":"HS256"}', '{{"sub":"casino_alpha","exp":{exp}}}', "header"),
+])
+def test_a_token_naming_a_key_twice_is_refused(client, header, payload, named):
+    token = _signed_with_repeated_keys(header, payload.format(exp=int(time.time()) + 3600))
+    response = client.post("/player-events", json=valid_event("bet"), headers=bearer(token))
+    assert response.status_code == 401
+    assert f"the token's {named} names the key" in response.get_json()["message"]
+    sound = _signed_with_repeated_keys('{"alg":"HS256"}', f'{{"sub":"casino_alpha","exp":{int(time.time()) + 60}}}')
+    assert client.post("/player-events", json=valid_event("bet"), headers=bearer(sound)).status_code == 200

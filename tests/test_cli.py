@@ -33,11 +33,29 @@ def test_token_issue_claims_and_days(runner):
     assert abs(claims["exp"] - (time.time() + 3 * 86400)) < 60
 
 
-def test_token_issue_defaults_to_a_year(runner):
+def test_token_issue_defaults_to_ninety_days_and_every_scope(runner):
     result = runner.invoke(args=["token", "issue", "casino_alpha"])
     claims = jwt.decode(result.output.strip(), SECRET, algorithms=["HS256"])
-    assert abs(claims["exp"] - (time.time() + 365 * 86400)) < 60
-    assert claims["sub"] == "casino_alpha"
+    assert abs(claims["exp"] - (time.time() + 90 * 86400)) < 60
+    assert claims["sub"] == "casino_alpha" and "scope" not in claims
+
+
+def test_token_issue_scopes(runner):
+    result = runner.invoke(args=["token", "issue", "casino_alpha", "--scope", "vip:read", "--scope",
+                                 "events:read,events:write"])
+    claims = jwt.decode(result.output.strip(), SECRET, algorithms=["HS256"])
+    assert claims["scope"] == "events:write events:read vip:read"
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--scope", "events:delete"], "events:delete"),
+    (["--scope", ""], "nothing"),
+    (["--days", "401"], "BACKUP_API_MAX_TOKEN_DAYS"),
+])
+def test_token_issue_refuses_an_unknown_scope_and_too_long_a_life_in_one_line(runner, args, says):
+    result = runner.invoke(args=["token", "issue", "casino_alpha", *args])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and says in result.output
+    assert result.output.count("\n") == 1
 
 
 @pytest.mark.parametrize("args", [["token", "issue"], ["token", "issue", ""], ["token", "issue", "a", "--days", "0"]])

@@ -84,3 +84,17 @@ def test_fuzz_api(case):
 def _close_fuzz_app():
     yield
     fuzz_app.extensions["store"].close()
+
+
+def test_each_operation_names_the_scope_it_needs(client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+    needed = {(path, method): operation["security"] for path, item in paths.items()
+              for method, operation in item.items() if method != "parameters"}
+    assert needed == {
+        ("/player-events", "post"): [{"bearerAuth": ["events:write"]}],
+        ("/player-events", "get"): [{"bearerAuth": ["events:read"]}],
+        ("/player-events/{id}", "get"): [{"bearerAuth": ["events:read"]}],
+        ("/users/{id}/player/{player_id}/vip", "put"): [{"bearerAuth": ["vip:write"]}],
+        ("/users/{id}/player/{player_id}/vip", "get"): [{"bearerAuth": ["vip:read"]}],
+        ("/healthz", "get"): [],
+    }

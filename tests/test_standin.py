@@ -263,3 +263,13 @@ def test_token_issue_for_a_stand_in_needs_the_secret(tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "set BACKUP_API_JWT_SECRET" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_stand_in_routes_take_any_scope_and_the_api_routes_keep_theirs(backup_api):
+    reader = backup_api.token("casino_alpha", scopes=["vip:read"])
+    assert backup_api.request("POST", "/_stand-in/faults", {"fault": "503"}, token=reader)[0] == 200
+    assert backup_api.request("POST", "/_stand-in/reset", token=reader)[0] == 200
+    status, answer = backup_api.request("POST", "/player-events", valid_event("bet"), token=reader)
+    assert status == 403 and "events:write" in answer["message"]
+    with pytest.raises(ValueError, match="events:delete"):
+        backup_api.token("casino_alpha", scopes=["events:delete"])
