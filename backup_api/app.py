@@ -3,7 +3,7 @@
 import click
 from flask import Flask
 
-from backup_api import commands, config, errors, logs, metrics, openapi, routes, standin, storage, tokens
+from backup_api import commands, config, errors, keys, logs, metrics, openapi, routes, standin, storage, tokens
 from backup_api.config import ConfigError
 
 __all__ = ["ConfigError", "create_app"]
@@ -30,5 +30,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     commands.init_app(app)
     if click.get_current_context(silent=True) is None or app.config["STAND_IN"]:
         storage.get_store(app)
-        tokens.secret_key(app)
+        keys.secret_key(app)
     return app

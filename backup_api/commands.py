@@ -13,7 +13,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
-from backup_api import export_lines, loading, server, standin, storage, tokens
+from backup_api import export_lines, keys, loading, server, standin, storage, tokens
 from backup_api.loading import LineError
 from backup_api.storage import get_store
 
@@ -39,7 +39,7 @@ def serve_command(host, port, threads, stand_in):
     if stand_in and not app.config["STAND_IN"]:
         standin.init_app(app)
     get_store(app)  # opened before the first request, so that a bad one fails here
-    tokens.secret_key(app)
+    keys.secret_key(app)
     channel = standin.StandInChannel if app.config["STAND_IN"] else server.JSONErrorChannel
     server.serve(app, host=host, port=port, threads=threads, channel=channel)
 
@@ -69,8 +69,27 @@ def issue(partners, days, sub, scopes):
     if current_app.config["STAND_IN"] and current_app.config["JWT_SECRET"] is None:
         raise click.ClickException("a stand-in keeps no secret: set BACKUP_API_JWT_SECRET, here and for the"
                                    " stand-in, to mint tokens it accepts")
-    tokens.secret_key()  # a ConfigError, printed as one line, when it cannot be opened
+    keys.secret_key()  # a ConfigError, printed as one line, when it cannot be opened
     click.echo(tokens.issue(partners, days, sub, chosen))
+
+
+@token.command("rotate-secret")
+def rotate_secret():
+    """Make a new secret in jwt-secret; the old one keeps verifying (jwt-secret.previous) until retire-secrets.
+
+    Running servers read the secrets at start: restart them to sign with the new one.
+    """
+    kid = keys.rotate_secret_file(current_app._get_current_object())
+    click.echo(f"a new secret (kid {kid}) signs from the next start; the old one still verifies until"
+               " `token retire-secrets`")
+
+
+@token.command("retire-secrets")
+def retire_secrets():
+    """Remove jwt-secret.previous: from the next start, tokens signed with those secrets are refused."""
+    held = keys.retire_previous_file(current_app._get_current_object())
+    click.echo(f"{held} previous secret{'' if held == 1 else 's'} retired: tokens they signed are refused"
+               " from the next start")
 
 
 events = AppGroup("events", help="Export and import stored events.")

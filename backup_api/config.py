@@ -23,6 +23,7 @@ DEFAULTS = {
     # installed (and lies in a temporary folder for a frozen executable).
     "DATABASE": DEFAULT_DATABASE,
     "JWT_SECRET": None,
+    "JWT_PREVIOUS_SECRETS": None,  # comma-separated: they verify tokens, never sign one
     "SYNCHRONOUS": "FULL",
     "BUSY_TIMEOUT_MS": 5000,
     "WAL_AUTOCHECKPOINT": 1000,
@@ -79,6 +80,9 @@ def configure(app: Flask, test_config: dict | None) -> None:
         )
     if app.config["JWT_SECRET"] is not None:
         check_secret(app.config["JWT_SECRET"], "BACKUP_API_JWT_SECRET")
+    for previous in str(app.config["JWT_PREVIOUS_SECRETS"] or "").split(","):
+        if previous.strip():
+            check_secret(previous.strip(), "BACKUP_API_JWT_PREVIOUS_SECRETS")
     timeout_setting = "PG_TIMEOUT_MS" if is_url(database) else "BUSY_TIMEOUT_MS"
     timeout_ms = str(app.config[timeout_setting])
     if not timeout_ms.isdigit() or int(timeout_ms) == 0:

@@ -12,7 +12,7 @@ import re
 from flask import current_app
 from marshmallow import ValidationError
 
-from backup_api.tokens import secret_key
+from backup_api.keys import secret_key
 
 _CURSOR = re.compile(r"[A-Za-z0-9_-]{32}")
 

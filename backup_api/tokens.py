@@ -1,12 +1,10 @@
-"""Bearer tokens: the secret that signs them, minting them, verifying them (and remembering the verified),
-and the partners they own.
+"""Bearer tokens: minting them, verifying them (and remembering the verified), what they may do, and the
+partners they own. The keys that sign and verify them are in keys.py.
 """
 
 import base64
 import json
-import os
 import re
-import secrets
 import threading
 import time
 from datetime import timedelta
@@ -16,58 +14,8 @@ from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_
 from werkzeug.exceptions import Forbidden
 
 from backup_api import schemas
-from backup_api.config import ConfigError, check_secret
 from backup_api.errors import error_response
-from backup_api.storage.files import PRIVATE_FILE, make_private_folder, warn_of_loose_modes
-
-# The generated secret's file, beside the SQLite database.
-SECRET_FILE = "jwt-secret"
-
-
-def secret_key(app: Flask | None = None) -> str:
-    """Return the secret that signs and verifies tokens, opening it on first use.
-
-    BACKUP_API_JWT_SECRET when set (a stand-in sets a random one otherwise); else the one kept in
-    jwt-secret beside the SQLite database, made on first start.
-    """
-    if app is None:
-        app = current_app._get_current_object()
-    key = app.config.get("JWT_SECRET_KEY")
-    if key is None:
-        with _opening:
-            key = app.config.get("JWT_SECRET_KEY")
-            if key is None:
-                key = app.config["JWT_SECRET_KEY"] = app.config["JWT_SECRET"] or _secret_file(app)
-    return key
-
-
-_opening = threading.Lock()
-
-
-def _secret_file(app: Flask) -> str:
-    """Return the secret kept beside the SQLite database, made on first start."""
-    database = str(app.config["DATABASE"])  # a file: with a PostgreSQL URL, config requires JWT_SECRET
-    folder = os.path.dirname(os.path.abspath(database))
-    try:
-        make_private_folder(folder)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the folder of the database {database}: {exc}") from None
-    where = os.path.join(folder, SECRET_FILE)
-    try:
-        # O_EXCL: of two processes starting at once, exactly one writes the secret.
-        fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
-    except FileExistsError:
-        with open(where, encoding="utf-8") as f:
-            secret = f.read().strip()
-        warn_of_loose_modes(app.logger, [where])
-    else:
-        secret = secrets.token_urlsafe(48)
-        os.fchmod(fd, PRIVATE_FILE)  # the umask may have taken bits off
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(secret + "\n")
-    check_secret(secret, where)
-    return secret
-
+from backup_api.keys import key_id, secret_key, verifying_key
 
 # What a token may do, claim `scope` (space-separated, as OAuth 2.0 writes it). A token without
 # the claim may do all four, as every token could before scopes.
@@ -86,7 +34,7 @@ def issue(partners: list[str], days: int = 90, sub: str | None = None, scopes: l
             raise ValueError(f"a scope is one of {', '.join(SCOPES)}, not {', '.join(unknown) or 'nothing'}")
         claims["scope"] = " ".join(scope for scope in SCOPES if scope in scopes)
     return create_access_token(identity=sub or partners[0], expires_delta=timedelta(days=days),
-                               additional_claims=claims)
+                               additional_claims=claims, additional_headers={"kid": key_id(secret_key())})
 
 
 class InsufficientScope(Forbidden):
@@ -230,7 +178,7 @@ def init_app(app: Flask) -> None:
     jwt = JWTManager(app)
     # The secret is read when first needed (from the settings or its file), not when the app is made.
     jwt.encode_key_loader(lambda identity: secret_key())
-    jwt.decode_key_loader(lambda header, claims: secret_key())
+    jwt.decode_key_loader(verifying_key)
     app.extensions["verified_tokens"] = _VerifiedTokens()
     jwt.token_verification_loader(lambda header, claims: _claims_problem(claims) is None)
     jwt.token_verification_failed_loader(lambda header, claims: _unauthorized(_claims_problem(claims), claims))

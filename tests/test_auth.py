@@ -8,6 +8,7 @@ import jwt
 import pytest
 
 from backup_api import tokens
+from backup_api.keys import key_id
 from tests.helpers import SECRET, bearer, event_lines, make_token, player_lines, valid_event
 
 ROUTES = [
@@ -206,3 +207,72 @@ def test_a_token_naming_a_key_twice_is_refused(client, header, payload, named):
     assert f"the token's {named} names the key" in response.get_json()["message"]
     sound = _signed_with_repeated_keys('{"alg":"HS256"}', f'{{"sub":"casino_alpha","exp":{int(time.time()) + 60}}}')
     assert client.post("/player-events", json=valid_event("bet"), headers=bearer(sound)).status_code == 200
+
+
+OLD_SECRET = "the-old-secret-that-signed-every-token-until-today-0123"
+
+
+def _app(tmp_path, **settings):
+    from backup_api import create_app
+
+    return create_app({"TESTING": True, "DATABASE": str(tmp_path / "k.db"), **settings})
+
+
+def _posts(app, token) -> int:
+    return app.test_client().post("/player-events", json=valid_event("bet", n=time.time_ns()),
+                                  headers=bearer(token)).status_code
+
+
+def test_minted_tokens_name_their_key_and_previous_secrets_verify_but_never_sign(tmp_path):
+    old_app = _app(tmp_path, JWT_SECRET=OLD_SECRET)
+    with old_app.app_context():
+        old_minted = tokens.issue(["casino_alpha"], 1)
+    assert jwt.get_unverified_header(old_minted)["kid"] == key_id(OLD_SECRET)
+    assert OLD_SECRET not in json.dumps(jwt.get_unverified_header(old_minted))
+    old_elsewhere = make_token(secret=OLD_SECRET)  # no kid: tried against each key
+    new_app = _app(tmp_path, JWT_SECRET=SECRET, JWT_PREVIOUS_SECRETS=f" {OLD_SECRET} ,")
+    with new_app.app_context():
+        new_minted = tokens.issue(["casino_alpha"], 1)
+    assert jwt.get_unverified_header(new_minted)["kid"] == key_id(SECRET)  # the new one signs
+    for token in (old_minted, old_elsewhere, new_minted, make_token()):
+        assert _posts(new_app, token) == 200
+    assert _posts(new_app, make_token(secret="a-third-secret-nobody-here-knows-0123456789")) == 401
+    retired = _app(tmp_path, JWT_SECRET=SECRET)
+    assert [_posts(retired, token) for token in (old_minted, old_elsewhere, new_minted)] == [401, 401, 200]
+    for app in (old_app, new_app, retired):
+        app.extensions["store"].close()
+
+
+def test_a_short_previous_secret_stops_the_service(tmp_path):
+    from backup_api import ConfigError
+
+    with pytest.raises(ConfigError, match="BACKUP_API_JWT_PREVIOUS_SECRETS"):
+        _app(tmp_path, JWT_SECRET=SECRET, JWT_PREVIOUS_SECRETS=f"{OLD_SECRET},short")
+
+
+def test_the_secret_files_rotation_keeps_old_tokens_until_retired(tmp_path):
+    before = _app(tmp_path)  # the secret generated into jwt-secret
+    runner = before.test_cli_runner()
+    old = runner.invoke(args=["token", "issue", "casino_alpha"]).output.strip()
+    rotated = runner.invoke(args=["token", "rotate-secret"])
+    assert rotated.exit_code == 0 and "still verifies" in rotated.output
+    assert stat_mode(tmp_path / "jwt-secret.previous") == 0o600 and stat_mode(tmp_path / "jwt-secret") == 0o600
+    after = _app(tmp_path)  # a restart
+    new = after.test_cli_runner().invoke(args=["token", "issue", "casino_alpha"]).output.strip()
+    assert jwt.get_unverified_header(new)["kid"] != jwt.get_unverified_header(old)["kid"]
+    assert (_posts(after, old), _posts(after, new)) == (200, 200)
+    retired = after.test_cli_runner().invoke(args=["token", "retire-secrets"])
+    assert retired.exit_code == 0 and "1 previous secret retired" in retired.output
+    restarted = _app(tmp_path)
+    assert (_posts(restarted, old), _posts(restarted, new)) == (401, 200)
+    with_setting = _app(tmp_path, JWT_SECRET=SECRET).test_cli_runner().invoke(args=["token", "rotate-secret"])
+    assert with_setting.exit_code == 1 and "BACKUP_API_JWT_PREVIOUS_SECRETS" in with_setting.output
+    for app in (before, after, restarted):
+        app.extensions["store"].close()
+
+
+def stat_mode(path) -> int:
+    import os
+    import stat
+
+    return stat.S_IMODE(os.stat(path).st_mode)
