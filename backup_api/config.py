@@ -80,7 +80,7 @@ def configure(app: Flask, test_config: dict | None) -> None:
         )
     if app.config["JWT_SECRET"] is not None:
         check_secret(app.config["JWT_SECRET"], "BACKUP_API_JWT_SECRET")
-    for previous in str(app.config["JWT_PREVIOUS_SECRETS"] or "").split(","):
+    for previous in str(app.config["JWT_PREVIOUS_SECRETS"] or "").split(","):  # as keys.previous_secrets reads it
         if previous.strip():
             check_secret(previous.strip(), "BACKUP_API_JWT_PREVIOUS_SECRETS")
     timeout_setting = "PG_TIMEOUT_MS" if is_url(database) else "BUSY_TIMEOUT_MS"

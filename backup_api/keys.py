@@ -57,11 +57,8 @@ _opening = threading.Lock()
 
 
 def previous_secrets(setting: str | None) -> list[str]:
-    """The secrets BACKUP_API_JWT_PREVIOUS_SECRETS lists, comma-separated; each checked as the signing one is."""
-    found = [secret.strip() for secret in (setting or "").split(",") if secret.strip()]
-    for secret in found:
-        check_secret(secret, "BACKUP_API_JWT_PREVIOUS_SECRETS")
-    return found
+    """The secrets BACKUP_API_JWT_PREVIOUS_SECRETS lists, comma-separated (config checked each)."""
+    return [secret.strip() for secret in (setting or "").split(",") if secret.strip()]
 
 
 def verifying_key(header: dict, claims: dict) -> str:
@@ -71,7 +68,7 @@ def verifying_key(header: dict, claims: dict) -> str:
     if kid is not None:
         by_id = {key_id(key): key for key in keys}
         return by_id.get(kid, keys[0])  # an unknown kid: the signature check fails, a 401
-    token = _raw_token()
+    token = raw_token()
     for key in keys[1:]:
         try:
             jwt.decode(token, key, algorithms=["HS256"], options={
@@ -85,8 +82,8 @@ def verifying_key(header: dict, claims: dict) -> str:
     return keys[0]
 
 
-def _raw_token() -> str:
-    """The bearer token of this request, as flask-jwt-extended reads it."""
+def raw_token() -> str:
+    """The bearer token of this request, as flask-jwt-extended reads it (empty without one)."""
     header = request.environ.get("HTTP_AUTHORIZATION", "")
     for field in header.split(","):
         scheme, _, token = field.strip().partition(" ")

@@ -15,7 +15,7 @@ from werkzeug.exceptions import Forbidden
 
 from backup_api import schemas
 from backup_api.errors import error_response
-from backup_api.keys import key_id, secret_key, verifying_key
+from backup_api.keys import key_id, raw_token, secret_key, verifying_key
 
 # What a token may do, claim `scope` (space-separated, as OAuth 2.0 writes it). A token without
 # the claim may do all four, as every token could before scopes.
@@ -99,15 +99,12 @@ def _no_repeats(pairs: list) -> dict:
     return obj
 
 
-_TOKEN = re.compile(r"(?:^|,)\s*Bearer\s+([A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*)")
-
-
 def _repeated_key() -> str | None:
     """Say which key the token's header or payload names twice, if one does (the token already verified)."""
-    found = _TOKEN.search(request.environ.get("HTTP_AUTHORIZATION", ""))
-    if found is None:
+    parts = raw_token().split(".")
+    if len(parts) != 3:
         return None
-    for part, name in zip(found.group(1).split(".")[:2], ("header", "payload"), strict=True):
+    for part, name in zip(parts[:2], ("header", "payload"), strict=True):
         try:
             json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)), object_pairs_hook=_no_repeats)
         except _Repeated as exc:
