@@ -3,7 +3,20 @@
 import click
 from flask import Flask
 
-from backup_api import commands, config, errors, keys, logs, metrics, openapi, routes, standin, storage, tokens
+from backup_api import (
+    commands,
+    config,
+    errors,
+    keys,
+    logs,
+    metrics,
+    openapi,
+    ratelimit,
+    routes,
+    standin,
+    storage,
+    tokens,
+)
 from backup_api.config import ConfigError
 
 __all__ = ["ConfigError", "create_app"]
@@ -22,6 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["openapi"] = openapi.document()
     logs.init_app(app)
     tokens.init_app(app)
+    ratelimit.init_app(app)
     errors.init_app(app)
     app.register_blueprint(routes.bp)
     metrics.init_app(app)

@@ -39,6 +39,8 @@ DEFAULTS = {
     "METRICS_TOKEN": None,
     # The longest a token may still have to live: one whose exp lies further is refused (401).
     "MAX_TOKEN_DAYS": 400,
+    # Requests per token holder, in flask-limiter's syntax (100/second;20000/hour); unset or off, none.
+    "RATE_LIMIT": None,
     "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
 }
 

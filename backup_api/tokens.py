@@ -13,7 +13,7 @@ from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
 from werkzeug.exceptions import Forbidden
 
-from backup_api import schemas
+from backup_api import ratelimit, schemas
 from backup_api.errors import error_response
 from backup_api.keys import key_id, raw_token, secret_key, verifying_key
 
@@ -200,12 +200,17 @@ def authenticate(scope: str | None = None) -> dict:
         if authorization:
             # The scheme is case-insensitive (RFC 7235); flask-jwt-extended matches "Bearer" exactly.
             request.environ["HTTP_AUTHORIZATION"] = _BEARER_SCHEME.sub(r"\1Bearer", authorization)
-        # verify_type=False: tokens minted elsewhere carry no flask-jwt-extended "type" claim.
-        verify_jwt_in_request(verify_type=False)
+        try:
+            # verify_type=False: tokens minted elsewhere carry no flask-jwt-extended "type" claim.
+            verify_jwt_in_request(verify_type=False)
+        except Exception:
+            ratelimit.count_address()  # guessing tokens is limited by address
+            raise
         claims = get_jwt()
         verified.remember(authorization, claims)
     g.sub = claims["sub"]
     g.jti = claims.get("jti")
+    ratelimit.count_holder(claims["sub"])
     if scope is not None and scope not in granted_scopes(claims):
         raise InsufficientScope(scope)
     return claims

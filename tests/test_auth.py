@@ -276,3 +276,52 @@ def stat_mode(path) -> int:
     import stat
 
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def _limited(tmp_path, limit="3/minute"):
+    return _app(tmp_path, JWT_SECRET=SECRET, RATE_LIMIT=limit)
+
+
+def test_a_token_holder_over_its_limit_is_429_and_others_are_not(tmp_path):
+    app = _limited(tmp_path)
+    client = app.test_client()
+    greedy = make_token(sub="greedy", partners=["casino_alpha"])
+    other = make_token(sub="calm", partners=["casino_alpha"])
+    answers = [client.post("/player-events", json=valid_event("bet", n=n), headers=bearer(greedy)) for n in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[0].headers["RateLimit-Limit"] == "3" and answers[0].headers["RateLimit-Remaining"] == "2"
+    assert "Retry-After" not in answers[0].headers
+    refused = answers[3]
+    assert refused.get_json()["status"] == "error" and "token holder" in refused.get_json()["message"]
+    assert 0 < int(refused.headers["Retry-After"]) <= 60 and refused.headers["RateLimit-Remaining"] == "0"
+    # Every route counts, reads too; another holder is not slowed.
+    assert client.get("/player-events?partner_id=casino_alpha", headers=bearer(greedy)).status_code == 429
+    assert client.post("/player-events", json=valid_event("win"), headers=bearer(other)).status_code == 200
+    app.extensions["store"].close()
+
+
+def test_tokens_that_do_not_verify_are_limited_by_address(tmp_path):
+    app = _limited(tmp_path)
+    client = app.test_client()
+    forged = make_token(secret="a-guess-at-the-secret-that-is-long-enough-0123")
+    assert [client.post("/player-events", json=valid_event("bet"), headers=bearer(forged)).status_code
+            for _ in range(4)] == [401, 401, 401, 429]
+    assert client.post("/player-events", json=valid_event("bet")).status_code == 429  # no token: the same address
+    app.extensions["store"].close()
+
+
+@pytest.mark.parametrize("limit", [None, "off", "OFF"])
+def test_without_a_limit_nothing_is_counted(tmp_path, limit):
+    app = _limited(tmp_path, limit)
+    client = app.test_client()
+    assert {client.post("/player-events", json=valid_event("bet", n=n), headers=bearer()).status_code
+            for n in range(20)} == {200}
+    assert "rate_limit" not in app.extensions
+    app.extensions["store"].close()
+
+
+def test_a_limit_flask_limiter_cannot_read_stops_the_service(tmp_path):
+    from backup_api import ConfigError
+
+    with pytest.raises(ConfigError, match="BACKUP_API_RATE_LIMIT"):
+        _limited(tmp_path, "lots")
