@@ -178,23 +178,37 @@ def batch_ingest(folder: Path) -> dict:
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
-def metrics_cost(folder: Path) -> dict:
-    """The service with metrics on and off (BACKUP_API_METRICS=0), taking turns: single events and batches of 500."""
-    rates = {(metrics, batch): [] for metrics in ("on", "off") for batch in (1, 500)}
+def on_off(folder: Path, setting: str, on: str, off: str, batches=(1, 500)) -> dict:
+    """The service with BACKUP_API_<setting> on and off, taking turns over ROUNDS rounds; events/s by batch size."""
+    rates = {(state, batch): [] for state in ("on", "off") for batch in batches}
     for round_ in range(ROUNDS):
-        for metrics in ("on", "off"):
-            server = Server(folder / f"metrics{round_}{metrics}.db", SECRET)
-            server.env["BACKUP_API_METRICS"] = "1" if metrics == "on" else "0"
+        for state in ("on", "off"):
+            server = Server(folder / f"{setting.lower()}{round_}{state}.db", SECRET)
+            server.env[f"BACKUP_API_{setting}"] = on if state == "on" else off
             with server:
-                wrk(server.port, f"mw{round_}{metrics}{time.time_ns()}", seconds=2)
-                for batch in (1, 500):
-                    result = wrk(server.port, f"m{round_}{metrics}{batch}{time.time_ns()}", batch=batch)
-                    rates[metrics, batch].append(result["rps"] * batch)
+                wrk(server.port, f"w{setting}{round_}{state}{time.time_ns()}", seconds=2)
+                for batch in batches:
+                    result = wrk(server.port, f"{setting}{round_}{state}{batch}{time.time_ns()}", batch=batch)
+                    rates[state, batch].append(result["rps"] * batch)
     return {
         batch: {"on": statistics.median(rates["on", batch]), "off": statistics.median(rates["off", batch]),
                 "ratios": [on / off for on, off in zip(rates["on", batch], rates["off", batch], strict=True)]}
-        for batch in (1, 500)
+        for batch in batches
     }
+
+
+def metrics_cost(folder: Path) -> dict:
+    """The service with metrics on and off (BACKUP_API_METRICS=0): single events and batches of 500."""
+    return on_off(folder, "METRICS", "1", "0")
+
+
+# A limit far above what wrk sends: what is measured is the counting, never a 429 (wrk would fail on one).
+LIMIT_ABOVE_LOAD = "1000000/second"
+
+
+def limiter_cost(folder: Path) -> dict:
+    """The service with a limit per token holder set above the load, and without: single events."""
+    return on_off(folder, "RATE_LIMIT", LIMIT_ABOVE_LOAD, "off", batches=(1,))
 
 
 def main() -> int:
@@ -217,6 +231,8 @@ def main() -> int:
         batch_rate = batch_ingest(folder)
         print("metrics on and off ...", flush=True)
         metrics = metrics_cost(folder)
+        print("the limit per token holder on and off ...", flush=True)
+        limiter = limiter_cost(folder)[1]
         print("memory ...", flush=True)
         (count_first, mem_first), (count_total, mem_total) = memory(folder)
         print("reading pages, importing, starting ...", flush=True)
@@ -302,6 +318,9 @@ def main() -> int:
           f" {m['on']:,.0f} / {m['off']:,.0f} events/s: {statistics.median(m['ratios']):.3f}"
           f" (rounds: {', '.join(f'{r:.2f}' for r in m['ratios'])}) | {'>= 0.95' if batch == 1 else ''} |"
           for batch, m in metrics.items()],
+        f"| a limit per token holder ({LIMIT_ABOVE_LOAD}, above the load) on / off, single events |"
+        f" {limiter['on']:,.0f} / {limiter['off']:,.0f} events/s: {statistics.median(limiter['ratios']):.3f}"
+        f" (rounds: {', '.join(f'{r:.2f}' for r in limiter['ratios'])}) | >= 0.95 |",
         *one_at_a_time,
         *against_floor,
         *stand_in,

@@ -289,11 +289,11 @@ def test_a_token_holder_over_its_limit_is_429_and_others_are_not(tmp_path):
     other = make_token(sub="calm", partners=["casino_alpha"])
     answers = [client.post("/player-events", json=valid_event("bet", n=n), headers=bearer(greedy)) for n in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
-    assert answers[0].headers["RateLimit-Limit"] == "3" and answers[0].headers["RateLimit-Remaining"] == "2"
     assert "Retry-After" not in answers[0].headers
     refused = answers[3]
     assert refused.get_json()["status"] == "error" and "token holder" in refused.get_json()["message"]
-    assert 0 < int(refused.headers["Retry-After"]) <= 60 and refused.headers["RateLimit-Remaining"] == "0"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert (refused.headers["RateLimit-Limit"], refused.headers["RateLimit-Remaining"]) == ("3", "0")
     # Every route counts, reads too; another holder is not slowed.
     assert client.get("/player-events?partner_id=casino_alpha", headers=bearer(greedy)).status_code == 429
     assert client.post("/player-events", json=valid_event("win"), headers=bearer(other)).status_code == 200
