@@ -24,14 +24,22 @@ class BodyError(ValueError):
     """The request body is not acceptable JSON."""
 
 
-def _no_duplicates(pairs: list) -> dict:
-    """Build an object, refusing a key that appears twice."""
+class RepeatedKey(BodyError):
+    """A JSON object names a key twice; key is that key."""
+
+    def __init__(self, key: str):
+        super().__init__(f"duplicate key {key!r} in a JSON object")
+        self.key = key
+
+
+def no_duplicates(pairs: list) -> dict:
+    """Build an object, refusing (RepeatedKey) a key that appears twice: an object_pairs_hook."""
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen = set()
         for key, _ in pairs:
             if key in seen:
-                raise BodyError(f"duplicate key {key!r} in a JSON object")
+                raise RepeatedKey(key)
             seen.add(key)
     return obj
 
@@ -84,7 +92,7 @@ _DECODER = json.JSONDecoder(
     parse_float=Number,
     parse_int=Number,
     parse_constant=_no_constant,
-    object_pairs_hook=_no_duplicates,
+    object_pairs_hook=no_duplicates,
 )
 
 

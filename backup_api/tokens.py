@@ -15,6 +15,7 @@ from werkzeug.exceptions import Forbidden
 
 from backup_api import ratelimit, schemas
 from backup_api.errors import error_response
+from backup_api.jsontext import RepeatedKey, no_duplicates
 from backup_api.keys import key_id, raw_token, secret_key, verifying_key
 
 # What a token may do, claim `scope` (space-separated, as OAuth 2.0 writes it). A token without
@@ -87,28 +88,19 @@ def _claims_problem(claims: dict) -> str | None:
     return None
 
 
-class _Repeated(Exception):
-    """A JSON object names a key twice."""
-
-
-def _no_repeats(pairs: list) -> dict:
-    """Build an object, refusing a key named twice (PyJWT would keep the last, and we would guess)."""
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _Repeated(next(key for n, (key, _) in enumerate(pairs) if key in dict(pairs[:n])))
-    return obj
-
-
 def _repeated_key() -> str | None:
-    """Say which key the token's header or payload names twice, if one does (the token already verified)."""
+    """Say which key the token's header or payload names twice, if one does (the token already verified).
+
+    PyJWT keeps the last of a repeated key; the strict reader's hook refuses it, as for a body.
+    """
     parts = raw_token().split(".")
     if len(parts) != 3:
         return None
     for part, name in zip(parts[:2], ("header", "payload"), strict=True):
         try:
-            json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)), object_pairs_hook=_no_repeats)
-        except _Repeated as exc:
-            return f"the token's {name} names the key {str(exc.args[0])!r} twice"
+            json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)), object_pairs_hook=no_duplicates)
+        except RepeatedKey as exc:
+            return f"the token's {name} names the key {exc.key!r} twice"
         except ValueError:  # not base64 or not JSON: PyJWT has said so already
             continue
     return None
