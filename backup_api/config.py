@@ -82,9 +82,8 @@ def configure(app: Flask, test_config: dict | None) -> None:
         )
     if app.config["JWT_SECRET"] is not None:
         check_secret(app.config["JWT_SECRET"], "BACKUP_API_JWT_SECRET")
-    for previous in str(app.config["JWT_PREVIOUS_SECRETS"] or "").split(","):  # as keys.previous_secrets reads it
-        if previous.strip():
-            check_secret(previous.strip(), "BACKUP_API_JWT_PREVIOUS_SECRETS")
+    for previous in previous_secrets(app.config["JWT_PREVIOUS_SECRETS"]):
+        check_secret(previous, "BACKUP_API_JWT_PREVIOUS_SECRETS")
     timeout_setting = "PG_TIMEOUT_MS" if is_url(database) else "BUSY_TIMEOUT_MS"
     timeout_ms = str(app.config[timeout_setting])
     if not timeout_ms.isdigit() or int(timeout_ms) == 0:
@@ -119,6 +118,11 @@ def configure(app: Flask, test_config: dict | None) -> None:
     if app.config["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"BACKUP_API_LOG_FORMAT must be text or json, not {app.config['LOG_FORMAT']!r}")
     app.config.update(JWT_ALGORITHM="HS256", JWT_DECODE_ALGORITHMS=["HS256"], JWT_TOKEN_LOCATION=["headers"])
+
+
+def previous_secrets(setting: str | None) -> list[str]:
+    """The secrets BACKUP_API_JWT_PREVIOUS_SECRETS lists, comma-separated."""
+    return [secret.strip() for secret in str(setting or "").split(",") if secret.strip()]
 
 
 def _flag(value) -> bool:

@@ -16,8 +16,8 @@ from contextlib import suppress
 import jwt
 from flask import Flask, current_app, request
 
-from backup_api.config import ConfigError, check_secret
-from backup_api.storage.files import PRIVATE_FILE, create_private_file, make_private_folder, warn_of_loose_modes
+from backup_api.config import ConfigError, check_secret, previous_secrets
+from backup_api.storage.files import PRIVATE_FILE, make_private_folder, warn_of_loose_modes, write_private_file
 
 # The generated secret's file, beside the SQLite database, and the retired ones still verifying.
 SECRET_FILE = "jwt-secret"
@@ -54,11 +54,6 @@ def _keys(app: Flask | None = None) -> list[str]:
 
 
 _opening = threading.Lock()
-
-
-def previous_secrets(setting: str | None) -> list[str]:
-    """The secrets BACKUP_API_JWT_PREVIOUS_SECRETS lists, comma-separated (config checked each)."""
-    return [secret.strip() for secret in (setting or "").split(",") if secret.strip()]
 
 
 def verifying_key(header: dict, claims: dict) -> str:
@@ -144,9 +139,9 @@ def rotate_secret_file(app: Flask) -> str:
     folder = _folder(app)
     previous = os.path.join(folder, PREVIOUS_FILE)
     kept = [*_previous_file(app), old]
-    _write_private(previous, "".join(secret + "\n" for secret in kept))
+    write_private_file(previous, (secret + "\n" for secret in kept), replace=True)
     new = secrets.token_urlsafe(48)
-    _write_private(os.path.join(folder, SECRET_FILE), new + "\n")
+    write_private_file(os.path.join(folder, SECRET_FILE), [new + "\n"], replace=True)
     return key_id(new)
 
 
@@ -160,15 +155,3 @@ def retire_previous_file(app: Flask) -> int:
         os.remove(os.path.join(_folder(app), PREVIOUS_FILE))
     return held
 
-
-def _write_private(path: str, text: str) -> None:
-    """Replace the file at path with text, mode 0600, in one rename (a reader sees the old or the new)."""
-    partial = path + ".partial"
-    with suppress(FileNotFoundError):
-        os.remove(partial)
-    create_private_file(partial)
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)

@@ -40,13 +40,14 @@ def create_private_file(path: str) -> None:
         os.close(fd)
 
 
-def write_private_file(path: str, chunks) -> None:
-    """Write the text chunks to a new file at path, mode 0600 (its folder made 0700), all or nothing.
+def write_private_file(path: str, chunks, replace: bool = False) -> None:
+    """Write the text chunks to a file at path, mode 0600 (its folder made 0700), all or nothing.
 
-    Written to path.partial first, flushed to disk, then renamed: an existing file is never
-    overwritten (FileExistsError), and a failure midway leaves no file at path.
+    Written to path.partial first, flushed to disk, then renamed: a reader sees the old file or the
+    new one, and a failure midway leaves path as it was. An existing file is overwritten only when
+    replace is true (else FileExistsError).
     """
-    if os.path.exists(path):
+    if not replace and os.path.exists(path):
         raise FileExistsError(f"{path} already exists; choose a new name")
     make_private_folder(os.path.dirname(os.path.abspath(path)))
     partial = path + ".partial"
