@@ -1,5 +1,6 @@
 """The service's commands (on `flask --app backup_api`, the `game-backup-api` command and the executable):
-serve, token issue, events and players export/import, db snapshot/restore/check.
+serve, token (issue, revoke, lift, revocations, rotate-secret, retire-secrets), events and players
+export/import, db snapshot/restore/check.
 
 Each is a click command at module level, run in the app's context (with_appcontext, or an AppGroup),
 so that a test can invoke it with app.test_cli_runner(); init_app adds them to the app.
@@ -7,13 +8,14 @@ so that a test can invoke it with app.test_cli_runner(); init_app adds them to t
 
 import json
 import os
+import time
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
-from backup_api import export_lines, keys, loading, server, standin, storage, tokens
+from backup_api import export_lines, keys, loading, revocations, schemas, server, standin, storage, tokens
 from backup_api.loading import LineError
 from backup_api.storage import get_store
 
@@ -44,7 +46,7 @@ def serve_command(host, port, threads, stand_in):
     server.serve(app, host=host, port=port, threads=threads, channel=channel)
 
 
-token = AppGroup("token", help="Mint bearer tokens.")
+token = AppGroup("token", help="Mint, revoke and rotate bearer tokens.")
 
 
 @token.command("issue")
@@ -90,6 +92,72 @@ def retire_secrets():
     held = keys.retire_previous_file(current_app._get_current_object())
     click.echo(f"{held} previous secret{'' if held == 1 else 's'} retired: tokens they signed are refused"
                " from the next start")
+
+
+def _revocation_target(jti: str | None, sub: str | None) -> tuple[str, str]:
+    """The kind and value that --jti or --sub (exactly one, not empty) name."""
+    if (jti is None) == (sub is None):
+        raise click.ClickException("name the token by --jti, or its holder by --sub (one of the two)")
+    kind, value = ("jti", jti) if jti is not None else ("sub", sub)
+    if not value or not schemas.NO_CONTROL_CHARACTERS.regex.match(value):
+        raise click.ClickException(f"--{kind} cannot be empty, nor hold control characters")
+    return kind, value
+
+
+_JTI = click.option("--jti", help="The token's jti claim.")
+_SUB = click.option("--sub", help="The token holder (sub claim): every token of theirs issued up to now.")
+
+
+@token.command("revoke")
+@_JTI
+@_SUB
+def revoke(jti, sub):
+    """Revoke one token (--jti), or every token of a holder issued up to now (--sub).
+
+    Every server on this database refuses it within seconds (401 "the token has been revoked"),
+    until `token lift`. A holder's tokens without an iat claim are revoked too; those issued once
+    this command has returned are not.
+    """
+    kind, value = _revocation_target(jti, sub)
+    try:
+        revoked_at = get_store().revoke(kind, value)
+    except storage.StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    if kind == "sub":
+        # iat counts whole seconds: a token issued in the second of the revocation would be
+        # revoked too, so the command returns once that second is over.
+        time.sleep(max(0.0, (revoked_at // 1_000_000 + 1) - time.time()))
+    what = f"the token with jti {value!r}" if kind == "jti" else f"every token of {value!r} issued up to now"
+    click.echo(f"revoked {what} at {storage.rfc3339_us(revoked_at)}; servers refuse it within"
+               f" {revocations.REFRESH_SECONDS:g} s")
+
+
+@token.command("lift")
+@_JTI
+@_SUB
+def lift(jti, sub):
+    """Lift the revocation of a token (--jti) or of a holder (--sub): the servers accept it again within seconds."""
+    kind, value = _revocation_target(jti, sub)
+    try:
+        lifted = get_store().lift(kind, value)
+    except storage.StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not lifted:
+        raise click.ClickException(f"no revocation of {kind} {value!r} is recorded (see `token revocations`)")
+    click.echo(f"lifted the revocation of {kind} {value!r}")
+
+
+@token.command("revocations")
+def list_revocations():
+    """List the revocations, oldest first: KIND (jti or sub), VALUE and when, separated by tabs."""
+    try:
+        listed = get_store().revocations()
+    except storage.StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    for kind, value, revoked_at in listed:
+        click.echo(f"{kind}\t{value}\t{storage.rfc3339_us(revoked_at)}")
+    if not listed:
+        click.echo("no token is revoked", err=True)
 
 
 events = AppGroup("events", help="Export and import stored events.")

@@ -13,7 +13,7 @@ from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
 from werkzeug.exceptions import Forbidden
 
-from backup_api import ratelimit, schemas
+from backup_api import ratelimit, revocations, schemas
 from backup_api.errors import error_response
 from backup_api.jsontext import RepeatedKey, no_duplicates
 from backup_api.keys import key_id, raw_token, secret_key, verifying_key
@@ -136,21 +136,22 @@ class _VerifiedTokens:
 
     flask-jwt-extended decodes every token twice per request (once unverified, once verified). A
     partner sends the same token with every request: its claims are kept, keyed by the whole
-    Authorization header (so the token's signature too), and only its time claims are checked
-    again. A token whose time is up is no longer found, so it goes through the full check and
-    fails exactly as a new one would.
+    Authorization header (so the token's signature too), and only its time claims and the
+    revocations are checked again. A token whose time is up, or revoked since, is no longer
+    found, so it goes through the full check and fails exactly as a new one would.
     """
 
     MAX_TOKENS = 1024
 
-    def __init__(self):
+    def __init__(self, revoked: revocations.Revocations):
         self._claims: dict[str, dict] = {}
         self._lock = threading.Lock()
+        self._revoked = revoked
 
     def find(self, authorization: str | None) -> dict | None:
-        """Return the claims of the token in an Authorization header, if it was verified and is in time."""
+        """Return the claims of the token in an Authorization header, if it was verified, is in time and not revoked."""
         claims = self._claims.get(authorization)
-        if claims is None or not _time_claims_hold(claims, time.time()):
+        if claims is None or not _time_claims_hold(claims, time.time()) or self._revoked.revoked(claims):
             return None
         return claims
 
@@ -168,7 +169,9 @@ def init_app(app: Flask) -> None:
     # The secret is read when first needed (from the settings or its file), not when the app is made.
     jwt.encode_key_loader(lambda identity: secret_key())
     jwt.decode_key_loader(verifying_key)
-    app.extensions["verified_tokens"] = _VerifiedTokens()
+    revoked = revocations.init_app(app)
+    jwt.token_in_blocklist_loader(lambda header, claims: revoked.revoked(claims))
+    app.extensions["verified_tokens"] = _VerifiedTokens(revoked)
     jwt.token_verification_loader(lambda header, claims: _claims_problem(claims) is None)
     jwt.token_verification_failed_loader(lambda header, claims: _unauthorized(_claims_problem(claims), claims))
     jwt.unauthorized_loader(lambda reason: _unauthorized(f"missing or malformed bearer token: {reason}"))

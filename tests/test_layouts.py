@@ -40,6 +40,15 @@ CREATE TABLE "players" (
 PRAGMA user_version = 2;
 """
 
+# Layout 3 added the revocations.
+LAYOUT_3 = LAYOUT_2.replace("PRAGMA user_version = 2;", """CREATE TABLE "revocations" (
+   "kind" TEXT,
+   "value" TEXT,
+   "revoked_at" INTEGER NOT NULL,
+   PRIMARY KEY ("kind", "value")
+);
+PRAGMA user_version = 3;""")
+
 OLD_EVENT = '{"partner_id":"casino_alpha","player_login":"p1","event_type":"bet","amount":5.00}'
 
 
@@ -59,10 +68,12 @@ def _layout_2_file(path):
     conn.close()
 
 
-def test_the_current_layout_is_layout_2_as_released(tmp_path):
+def test_the_current_layout_is_layout_3_as_released(tmp_path):
     app = create_app({"DATABASE": str(tmp_path / "new.db"), "JWT_SECRET": SECRET})
     app.extensions["store"].close()
-    _layout_2_file(tmp_path / "released.db")
+    conn = sqlite3.connect(tmp_path / "released.db")
+    conn.executescript(LAYOUT_3)
+    conn.close()
     schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
     new, released = (sqlite3.connect(tmp_path / name) for name in ("new.db", "released.db"))
     assert new.execute(schema).fetchall() == released.execute(schema).fetchall()
@@ -71,10 +82,18 @@ def test_the_current_layout_is_layout_2_as_released(tmp_path):
     released.close()
 
 
-def test_a_layout_2_database_opens_and_serves_as_it_was(tmp_path):
+def test_a_layout_2_database_is_upgraded_in_place_keeping_a_copy_and_serves_as_it_was(tmp_path):
     _layout_2_file(tmp_path / "released.db")
+    _layout_2_file(tmp_path / "expected.db")
     app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "released.db"), "JWT_SECRET": SECRET})
     client = app.test_client()
+    # The file as it was, kept beside it: the same tables and rows (a copy, so not the same bytes).
+    (kept,) = tmp_path.glob("released.db.layout-2-*")
+    dump = [sqlite3.connect(path).iterdump() for path in (kept, tmp_path / "expected.db")]
+    assert list(dump[0]) == list(dump[1])
+    assert sqlite3.connect(kept).execute("PRAGMA user_version").fetchone() == (2,)
+    assert (kept.stat().st_mode & 0o777) == 0o600
+    assert app.test_cli_runner().invoke(args=["token", "revoke", "--jti", "j"]).exit_code == 0
     page = client.get("/player-events?partner_id=casino_alpha", headers=bearer()).get_data(as_text=True)
     assert f'"event": {OLD_EVENT}' in page and '"received_at": "2025-11-24T16:00:00.000000Z"' in page
     flag = client.get("/users/casino_alpha/player/p1/vip", headers=bearer()).get_json()
@@ -90,6 +109,8 @@ def test_a_layout_2_database_opens_and_serves_as_it_was(tmp_path):
     app.extensions["store"].close()
 
 
+TABLES = ("events", "players", "revocations")
+
 # How each SQLite column type is written on PostgreSQL (by column where a type is used two ways).
 _PG_TYPES = {"INTEGER": {"bigint"}, "TEXT": {"text"}, "BLOB": {"bytea"}}
 _PG_TYPES_BY_COLUMN = {("events", "event"): "json", ("players", "is_vip"): "boolean"}
@@ -102,10 +123,10 @@ def _sqlite_layout(path) -> tuple[dict, set]:
         columns = {
             table: [(name, kind, bool(notnull) or bool(pk), bool(pk))
                     for _, name, kind, notnull, _, pk in conn.execute(f"PRAGMA table_info({table})")]
-            for table in ("events", "players")
+            for table in TABLES
         }
         indexes = set()
-        for table in ("events", "players"):
+        for table in TABLES:
             for _, name, unique, origin, _ in conn.execute(f"PRAGMA index_list({table})"):
                 if origin == "pk":
                     continue  # the primary key, compared with the columns
@@ -124,7 +145,7 @@ def _postgres_layout(url) -> tuple[dict, set]:
     """PostgreSQL's columns and indexes, in the form of _sqlite_layout's."""
     with psycopg.connect(url) as conn:
         columns = {}
-        for table in ("events", "players"):
+        for table in TABLES:
             primary = {name for (name,) in conn.execute(
                 "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
                 " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary", (table,))}
@@ -140,7 +161,7 @@ def _postgres_layout(url) -> tuple[dict, set]:
             " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n),"
             " i.indisunique, pg_get_expr(i.indpred, i.indrelid)"
             " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
-            " WHERE c.relname IN ('events', 'players') AND NOT i.indisprimary"
+            " WHERE c.relname = ANY(%s) AND NOT i.indisprimary", (list(TABLES),)
         ):
             indexes.add((table, tuple(keys), unique, where and where.strip("()")))
     return columns, indexes

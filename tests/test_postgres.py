@@ -51,7 +51,7 @@ def test_the_password_is_never_printed(postgres_url):
     result = app.test_cli_runner().invoke(args=["db", "check"])
     app.extensions["store"].close()
     assert result.exit_code == 0, result.output
-    assert "layout: 2" in result.output and "events: 0" in result.output
+    assert "layout: 3" in result.output and "events: 0" in result.output
 
 
 @pytest.mark.parametrize(

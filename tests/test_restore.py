@@ -235,7 +235,7 @@ def test_an_import_killed_midway_leaves_the_database_as_it_was(tmp_path):
 def test_db_check_reports_and_fails_on_a_damaged_file(source, tmp_path):
     result = run(source, "db", "check")
     assert result.exit_code == 0
-    assert "layout: 2" in result.output and "integrity_check: ok" in result.output
+    assert "layout: 3" in result.output and "integrity_check: ok" in result.output
     assert "events: 5" in result.output and "players: 2" in result.output
     source.extensions["store"].close()
     # Damage an index page: the file still opens, integrity_check finds it.
@@ -353,7 +353,7 @@ def test_storage_restore_refuses_a_database_in_use(tmp_path):
     snapshot = tmp_path / "snap.db"
     store.snapshot(str(snapshot))
     with pytest.raises(storage.StorageError, match="in use"):
-        storage.sqlite.restore(str(snapshot), store.path)
+        storage.sqlite_files.restore(str(snapshot), store.path)
     kept, events, players = store.restore(str(snapshot))
     assert kept and (events, players) == (0, 0)
 

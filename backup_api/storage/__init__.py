@@ -20,6 +20,7 @@ from backup_api.storage.base import (
     MAX_PAGE_BYTES,
     SCAN_WINDOW,
     SCHEMA_VERSION,
+    UPGRADES_FROM,
     EventConflict,
     RecordError,
     StorageError,
@@ -42,6 +43,7 @@ from backup_api.storage.rows import (
     FoundEvent,
     ImportedEvent,
     PlayerRecord,
+    Revocation,
     StoredEvent,
     VipFlag,
     event_row,
@@ -50,11 +52,11 @@ from backup_api.storage.rows import (
 )
 
 __all__ = [
-    "MAX_PAGE_BYTES", "PRIVATE_FILE", "PRIVATE_FOLDER", "SCAN_WINDOW", "SCHEMA_VERSION", "EventConflict", "EventRow",
-    "ExportedEvent", "FoundEvent", "ImportedEvent", "PlayerRecord", "RecordError", "StorageError", "Store",
-    "StoredEvent", "VipFlag", "WriteOutcomeUnknown", "close_store", "content_key", "create_private_file", "dumps",
-    "event_row", "get_store", "init_app", "is_url", "loose_modes", "make_private_folder", "now_us", "open_store",
-    "rfc3339_us", "store_opened", "write_private_file",
+    "MAX_PAGE_BYTES", "PRIVATE_FILE", "PRIVATE_FOLDER", "SCAN_WINDOW", "SCHEMA_VERSION", "UPGRADES_FROM",
+    "EventConflict", "EventRow", "ExportedEvent", "FoundEvent", "ImportedEvent", "PlayerRecord", "RecordError",
+    "Revocation", "StorageError", "Store", "StoredEvent", "VipFlag", "WriteOutcomeUnknown", "close_store",
+    "content_key", "create_private_file", "dumps", "event_row", "get_store", "init_app", "is_url", "loose_modes",
+    "make_private_folder", "now_us", "open_store", "rfc3339_us", "store_opened", "write_private_file",
 ]
 
 # Sent with the app as sender and store=the store, once the app's store is open: what else
@@ -130,4 +132,7 @@ def open_configured(app: Flask) -> Store:
         raise ConfigError(str(exc)) from None
     if not is_url(database):
         warn_of_loose_modes(app.logger, [database, database + "-wal", database + "-shm"])
+    if store.kept_copy:
+        app.logger.warning("the database %s was upgraded to layout %s; the file as it was is kept as %s",
+                           store.name, SCHEMA_VERSION, store.kept_copy)
     return store

@@ -14,6 +14,7 @@ from backup_api.storage.rows import (
     FoundEvent,
     ImportedEvent,
     PlayerRecord,
+    Revocation,
     StoredEvent,
     VipFlag,
     event_row,
@@ -48,8 +49,11 @@ class EventConflict(RecordError):
 SCAN_WINDOW = 20_000
 MAX_PAGE_BYTES = 4 << 20
 
-# The layout both stores write, stamped in the database; a database of another layout is refused.
-SCHEMA_VERSION = 2
+# The layout both stores write, stamped in the database; a database of another layout is refused,
+# but for those of UPGRADES_FROM, which a store brings up to date when it opens them (in one
+# transaction, adding what the newer layout adds: nothing held is rewritten).
+SCHEMA_VERSION = 3
+UPGRADES_FROM = (2,)
 
 
 def layout_refused(name: str, version: int, advice: str) -> StorageError:
@@ -86,6 +90,8 @@ class Store:
 
     #: Where the data is, as `db check` prints it (a file path, or a URL without its password).
     name: str
+    #: The copy of the database kept when this store upgraded its layout on opening it, if it did.
+    kept_copy: str | None = None
     #: Called after each group commit with (requests in it, seconds it took), when set (metrics).
     observe_commit = None
 
@@ -131,6 +137,21 @@ class Store:
 
     def set_vip(self, partner_id: str, player_login: str, is_vip: bool, sub: str) -> None:
         """Record a player's VIP flag, when it was set and by whom; return once it is committed."""
+        raise NotImplementedError
+
+    def revoke(self, kind: str, value: str) -> int:
+        """Revoke a token by its jti (kind "jti"), or a holder's tokens issued up to now (kind "sub").
+
+        Returns when it was recorded (microseconds); revoking again moves that time on.
+        """
+        raise NotImplementedError
+
+    def lift(self, kind: str, value: str) -> bool:
+        """Lift a revocation; say whether there was one."""
+        raise NotImplementedError
+
+    def revocations(self) -> list[Revocation]:
+        """Return every revocation, oldest first."""
         raise NotImplementedError
 
     def ping(self) -> None:

@@ -2,7 +2,10 @@
 
 The same columns and keys in each (PostgreSQL adds event_type, which SQLite reads from the event,
 and a table for the layout's stamp, which SQLite keeps in user_version); test_layouts holds the
-two equal, column for column and index for index. A change here is a new SCHEMA_VERSION.
+two equal, column for column and index for index. A change here is a new SCHEMA_VERSION, and
+each store brings an older layout it can upgrade (base.UPGRADES_FROM) up to date when it opens it.
+
+Layout 2 had events and players; layout 3 added revocations.
 """
 
 import sqlite_utils
@@ -39,6 +42,13 @@ def create_sqlite_tables(db: sqlite_utils.Database) -> None:
         pk=("partner_id", "player_login"),
         not_null={"is_vip", "updated_at", "updated_by"},
     )
+    create_sqlite_revocations(db)
+
+
+def create_sqlite_revocations(db: sqlite_utils.Database) -> None:
+    """Create the revocations table (layout 3): the tokens revoked, by jti or by holder (sub)."""
+    db["revocations"].create({"kind": str, "value": str, "revoked_at": int}, pk=("kind", "value"),
+                             not_null={"revoked_at"})
 
 
 # PostgreSQL's. The event is a json column, which keeps the text exactly as sent
@@ -70,3 +80,12 @@ CREATE TABLE players (
 );
 """
 
+# Layout 3's table, created with the others in a new database and added to one of layout 2.
+POSTGRES_REVOCATIONS = """
+CREATE TABLE revocations (
+    kind text NOT NULL,
+    value text NOT NULL,
+    revoked_at bigint NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+"""

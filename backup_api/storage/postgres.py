@@ -18,7 +18,7 @@ from backup_api.storage.base import (
     layout_refused,
 )
 from backup_api.storage.jsonform import parsed_content_key
-from backup_api.storage.layouts import POSTGRES_TABLES
+from backup_api.storage.layouts import POSTGRES_REVOCATIONS, POSTGRES_TABLES
 from backup_api.storage.postgres_sql import INSERT, INSERT_WITH_IDS, LAYOUT_LOCK, dedupe_key, partner_lock, records
 from backup_api.storage.rows import EventRow
 from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
@@ -145,12 +145,15 @@ class PostgresStore(SQLStore):
             raise StorageError(f"{failure}: {exc}") from exc
 
     def _create_schema(self, conn: psycopg.Connection) -> None:
-        """Create the tables of a new database (one transaction, stamped with the layout); refuse another layout."""
+        """Create the tables of a new database, or upgrade an older layout (one transaction); refuse another layout."""
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LAYOUT_LOCK,))  # one process creates them
             if conn.execute("SELECT to_regclass('events') IS NULL").fetchone()[0]:
-                conn.execute(POSTGRES_TABLES)
+                conn.execute(POSTGRES_TABLES + POSTGRES_REVOCATIONS)
                 conn.execute("INSERT INTO backup_api_layout VALUES (%s)", (SCHEMA_VERSION,))
+            elif self._layout(conn) == 2:
+                conn.execute(POSTGRES_REVOCATIONS)
+                conn.execute("UPDATE backup_api_layout SET version = %s", (SCHEMA_VERSION,))
             version = self._layout(conn)
         if version != SCHEMA_VERSION:
             raise layout_refused(self.name, version, "use another database, or move its tables aside")
@@ -332,8 +335,9 @@ class PostgresStore(SQLStore):
             invalid = [
                 name
                 for (name,) in conn.execute(
-                    "SELECT indexrelid::regclass::text FROM pg_index"
-                    " WHERE indrelid IN ('events'::regclass, 'players'::regclass) AND NOT (indisvalid AND indisready)"
+                    "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid IN"
+                    " ('events'::regclass, 'players'::regclass, 'revocations'::regclass)"
+                    " AND NOT (indisvalid AND indisready)"
                 )
             ]
             problems = [f"index {name} is not valid (REINDEX it)" for name in invalid] or ["ok"]

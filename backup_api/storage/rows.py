@@ -82,6 +82,17 @@ class PlayerRecord(NamedTuple):
     updated_by: str
 
 
+class Revocation(NamedTuple):
+    """A revoked token (kind "jti": the one with that jti) or holder (kind "sub": its tokens issued up to revoked_at).
+
+    revoked_at: microseconds since the epoch (UTC).
+    """
+
+    kind: str
+    value: str
+    revoked_at: int
+
+
 _new_row = tuple.__new__  # EventRow(...) takes twice as long, through a __new__ written in Python
 
 

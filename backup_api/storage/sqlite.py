@@ -10,12 +10,19 @@ from pathlib import Path
 
 import sqlite_utils
 
-from backup_api.storage.base import SCHEMA_VERSION, EventConflict, StorageError, WriteRequest, layout_refused
+from backup_api.storage import sqlite_files
+from backup_api.storage.base import (
+    SCHEMA_VERSION,
+    UPGRADES_FROM,
+    EventConflict,
+    StorageError,
+    WriteRequest,
+    layout_refused,
+)
 from backup_api.storage.files import create_private_file
 from backup_api.storage.jsonform import parsed_content_key
-from backup_api.storage.layouts import create_sqlite_tables
+from backup_api.storage.layouts import create_sqlite_revocations, create_sqlite_tables
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow, ImportedEvent
-from backup_api.storage.sqlite_files import counts, file_identity, free_bytes, inspect_database, restore, snapshot
 from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
 
 # Raw SQL: the UNIQUE indexes decide, and the count of changes says whether they did. The columns
@@ -82,13 +89,17 @@ class SQLiteStore(SQLStore):
             self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             self._conn.execute(f"PRAGMA wal_autocheckpoint = {self._wal_autocheckpoint}")
             self._create_schema()
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            version = self._layout()
             if version != SCHEMA_VERSION:
                 raise layout_refused(self.path, version, "move it aside (it stays a readable SQLite file) and start"
                                      " a new one")
-            self._identity = file_identity(self.path)
+            self._identity = sqlite_files.file_identity(self.path)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the database {self.path}: {exc}") from exc
+
+    def _layout(self) -> int:
+        """The layout stamped in the file."""
+        return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
     def _check_file(self) -> None:
         """Make sure writes go to the file at self.path, not to one deleted or replaced.
@@ -98,7 +109,7 @@ class SQLiteStore(SQLStore):
         snapshot, say) is opened afresh.
         """
         try:
-            identity = file_identity(self.path)
+            identity = sqlite_files.file_identity(self.path)
         except FileNotFoundError:
             raise StorageError(f"the database file {self.path} is missing") from None
         if identity != self._identity:
@@ -113,13 +124,23 @@ class SQLiteStore(SQLStore):
             self._open()
 
     def _create_schema(self) -> None:
-        """Create the tables and indexes of a new database (one transaction, stamped with the layout)."""
+        """Create the tables and indexes of a new database, or upgrade an older layout (one transaction each).
+
+        An upgrade keeps a copy of the file as it was beside it first, and names it in kept_copy.
+        """
         if self.db["events"].exists():
-            return
+            if self._layout() not in UPGRADES_FROM:
+                return
+            # Before an upgrade, the file as it was is kept beside it (a copy, made while others may write).
+            self.kept_copy = sqlite_files.keep_copy(self._conn, self.path, f"layout-{self._layout()}")
         self._conn.execute("BEGIN IMMEDIATE")  # sqlite-utils' statements nest in it as savepoints
         try:
-            if not self.db["events"].exists():  # else another process created them meanwhile
+            # Asked again under the lock: another process may have done it meanwhile.
+            if not self.db["events"].exists():
                 create_sqlite_tables(self.db)
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif self._layout() == 2:
+                create_sqlite_revocations(self.db)
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn.execute("COMMIT")
         except BaseException:
@@ -135,9 +156,13 @@ class SQLiteStore(SQLStore):
         A connection opened on a file since replaced (a restored snapshot) is closed, not reused.
         """
         try:
-            identity = file_identity(self.path)
+            identity = sqlite_files.file_identity(self.path)
         except FileNotFoundError:
             raise StorageError(f"the database file {self.path} is missing") from None
+        if identity != self._identity:
+            # A file replaced: the writer opens it first, to check its layout and upgrade an older one.
+            with self._connected("the database could not be opened"):
+                pass
         conn = None
         with self._readers_lock:
             while self._readers and conn is None:
@@ -219,7 +244,7 @@ class SQLiteStore(SQLStore):
             self._rollback()
             if isinstance(exc, sqlite3.Error):
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                    self._full_at = free_bytes(self.path)  # until the disk has more room than this
+                    self._full_at = sqlite_files.free_bytes(self.path)  # until the disk has more room than this
                 raise StorageError(f"{failure}: {exc}") from exc
             raise
 
@@ -231,7 +256,7 @@ class SQLiteStore(SQLStore):
         holding that lock past the busy timeout makes it fail as a write would.
         """
         if self._full_at is not None:
-            if free_bytes(self.path) <= self._full_at:
+            if sqlite_files.free_bytes(self.path) <= self._full_at:
                 raise StorageError("the disk is full: writes fail until room is made")
             self._full_at = None  # room was made: the next write will tell
         conn.execute("BEGIN IMMEDIATE")
@@ -339,47 +364,25 @@ class SQLiteStore(SQLStore):
 
     def gauges(self):
         """The sizes of the database file and of its write-ahead log."""
-        sizes = {}
-        for name, path, what in (("sqlite_database_bytes", self.path, "database file"),
-                                 ("sqlite_wal_bytes", self.path + "-wal", "write-ahead log (-wal)")):
-            try:
-                size = os.stat(path).st_size
-            except OSError:
-                size = 0
-            sizes[name] = (f"Size of the SQLite {what}, bytes.", size)
-        return sizes
-
-    def forget(self, partners=None) -> None:
-        """Delete every event and VIP flag of partners, or of everyone when None (the stand-in's reset)."""
-        with self._writing("the reset failed") as conn:
-            if partners is None:
-                conn.execute("DELETE FROM events")
-                conn.execute("DELETE FROM players")
-                return
-            chosen = sorted(partners)
-            for start in range(0, len(chosen), 500):
-                part = chosen[start : start + 500]
-                marks = ", ".join("?" * len(part))
-                conn.execute(f"DELETE FROM events WHERE partner_id IN ({marks})", part)
-                conn.execute(f"DELETE FROM players WHERE partner_id IN ({marks})", part)
+        return sqlite_files.file_gauges(self.path)
 
     # The file as a whole ----------------------------------------------------------------
 
     def check(self):
         """Return the layout, what integrity_check says (["ok"] when sound), and the events and players held."""
         with self._reading() as conn:
-            layout, integrity = inspect_database(conn)
-            events, players = counts(conn)
+            layout, integrity = sqlite_files.inspect_database(conn)
+            events, players = sqlite_files.counts(conn)
         return layout, integrity, events, players
 
     def snapshot(self, destination: str) -> None:
         """Write a consistent copy of the database to destination with SQLite's online backup API."""
-        snapshot(self.path, destination)
+        sqlite_files.snapshot(self.path, destination)
 
     def restore(self, snapshot: str) -> tuple[str | None, int, int]:
         """Close the store (its own connections must not count as users) and restore snapshot over its file."""
         self.close()
-        return restore(snapshot, self.path)
+        return sqlite_files.restore(snapshot, self.path)
 
     def close(self) -> None:
         """Close the connections."""

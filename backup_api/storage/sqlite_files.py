@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from backup_api.storage.base import SCHEMA_VERSION, StorageError
+from backup_api.storage.base import SCHEMA_VERSION, UPGRADES_FROM, StorageError
 from backup_api.storage.files import create_private_file
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -20,17 +20,21 @@ def inspect_database(conn: sqlite3.Connection) -> tuple[int, list[str]]:
     """Return an open database's layout (0 without our tables) and what SQLite's integrity_check says (["ok"])."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not {"events", "players"} <= tables:
+    if not {"events", "players"} | ({"revocations"} if version >= 3 else set()) <= tables:
         version = 0
     return version, [message for (message,) in conn.execute("PRAGMA integrity_check(20)")]
 
 
 def check_database(conn: sqlite3.Connection) -> list[str]:
-    """Say what is wrong with an open database, as the service would use it (empty when sound)."""
+    """Say what is wrong with an open database, as the service would use it (empty when sound).
+
+    An older layout that the store upgrades when it opens it is sound.
+    """
     problems = []
     version, integrity = inspect_database(conn)
-    if version != SCHEMA_VERSION:
-        problems.append(f"layout {version}; this version of the service reads layout {SCHEMA_VERSION}")
+    if version != SCHEMA_VERSION and version not in UPGRADES_FROM:
+        problems.append(f"layout {version}; this version of the service reads layout {SCHEMA_VERSION}"
+                        f" (and upgrades layout {', '.join(map(str, UPGRADES_FROM))})")
     if integrity != ["ok"]:
         problems.append("integrity_check: " + "; ".join(integrity))
     return problems
@@ -45,6 +49,19 @@ def file_identity(path: str) -> tuple[int, int]:
     """Return the device and inode of the file at path."""
     st = os.stat(path)
     return st.st_dev, st.st_ino
+
+
+def file_gauges(path: str) -> dict[str, tuple[str, float]]:
+    """The sizes of a database file and of its write-ahead log, as a store's gauges."""
+    sizes = {}
+    for name, file, what in (("sqlite_database_bytes", path, "database file"),
+                             ("sqlite_wal_bytes", path + "-wal", "write-ahead log (-wal)")):
+        try:
+            size = os.stat(file).st_size
+        except OSError:
+            size = 0
+        sizes[name] = (f"Size of the SQLite {what}, bytes.", size)
+    return sizes
 
 
 def free_bytes(path: str) -> int:
@@ -86,6 +103,18 @@ def copy_database(source: sqlite3.Connection, path: str) -> None:
     _fsync(path)
 
 
+def keep_copy(source: sqlite3.Connection, database: str, label: str) -> str:
+    """Copy an open database to a new private file beside it, named by label and the time; return its path."""
+    kept = _free_name(f"{database}.{label}-{_stamp()}")
+    copy_database(source, kept)
+    return kept
+
+
+def _stamp() -> str:
+    """The time now, as the names of the files kept beside a database give it."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
 def _open_read_only(path: str) -> sqlite3.Connection:
     """Open an existing SQLite file for reading only; refuse a file that is not one."""
     with open(path, "rb") as f:
@@ -121,7 +150,7 @@ def restore(snapshot: str, database: str) -> tuple[str | None, int, int]:
         source.close()
     kept = None
     if os.path.exists(database):
-        kept = _free_name(f"{database}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        kept = _free_name(f"{database}.replaced-{_stamp()}")
         os.rename(database, kept)
         for suffix in ("-wal", "-shm"):
             if os.path.exists(database + suffix):

@@ -17,6 +17,7 @@ from backup_api.storage.rows import (
     FoundEvent,
     ImportedEvent,
     PlayerRecord,
+    Revocation,
     StoredEvent,
     VipFlag,
     now_us,
@@ -67,6 +68,10 @@ class Statements:
             f" VALUES ({m}, {m}, {m}, {m}, {m}) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
             " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by"
         )
+        self.revoke = (f"INSERT INTO revocations (kind, value, revoked_at) VALUES ({m}, {m}, {m})"
+                       " ON CONFLICT (kind, value) DO UPDATE SET revoked_at = excluded.revoked_at")
+        self.lift = f"DELETE FROM revocations WHERE kind = {m} AND value = {m}"
+        self.revocations = "SELECT kind, value, revoked_at FROM revocations ORDER BY revoked_at, kind, value"
         self.mark = m
 
 
@@ -261,6 +266,23 @@ class SQLStore(Store):
         with self._writing("the VIP flag could not be stored") as conn:
             conn.execute(self.sql.upsert_player, (partner_id, player_login, is_vip, rfc3339_us(now_us()), sub))
 
+    def revoke(self, kind, value):
+        """Record a revocation (or move an existing one's time on); return when, in microseconds."""
+        revoked_at = now_us()
+        with self._writing("the revocation could not be stored") as conn:
+            conn.execute(self.sql.revoke, (kind, value, revoked_at))
+        return revoked_at
+
+    def lift(self, kind, value):
+        """Delete a revocation; say whether there was one."""
+        with self._writing("the revocation could not be lifted") as conn:
+            return conn.execute(self.sql.lift, (kind, value)).rowcount == 1
+
+    def revocations(self):
+        """Return every revocation, oldest first."""
+        with self._reading() as conn:
+            return [Revocation._make(row) for row in conn.execute(self.sql.revocations).fetchall()]
+
     def import_events(self, records):
         """Store exported events all or nothing, a chunk at a time; return (imported, already held)."""
         imported = held = 0
@@ -285,3 +307,17 @@ class SQLStore(Store):
         with self._writing("the import failed") as conn:
             return merge_players(records, lambda keys: self._held_at(conn, keys),
                                  lambda chosen: self._write_players(conn, chosen))
+
+    def forget(self, partners=None) -> None:
+        """Delete every event and VIP flag of partners, or of everyone when None (the stand-in's reset)."""
+        with self._writing("the reset failed") as conn:
+            if partners is None:
+                conn.execute("DELETE FROM events")
+                conn.execute("DELETE FROM players")
+                return
+            chosen = sorted(partners)
+            for start in range(0, len(chosen), 500):
+                part = chosen[start : start + 500]
+                marks = ", ".join([self.sql.mark] * len(part))
+                conn.execute(f"DELETE FROM events WHERE partner_id IN ({marks})", part)
+                conn.execute(f"DELETE FROM players WHERE partner_id IN ({marks})", part)
