@@ -178,12 +178,19 @@ def batch_ingest(folder: Path) -> dict:
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
-def on_off(folder: Path, setting: str, on: str, off: str, batches=(1, 500)) -> dict:
-    """The service with BACKUP_API_<setting> on and off, taking turns over ROUNDS rounds; events/s by batch size."""
+def on_off(folder: Path, setting: str, on: str, off: str, batches=(1, 500), modules=("backup_api", "backup_api"),
+           prepare=None) -> dict:
+    """The service with BACKUP_API_<setting> on and off, taking turns over ROUNDS rounds; events/s by batch size.
+
+    modules: the Flask module served on and off; prepare(database): run on each database before its server starts.
+    """
     rates = {(state, batch): [] for state in ("on", "off") for batch in batches}
     for round_ in range(ROUNDS):
-        for state in ("on", "off"):
-            server = Server(folder / f"{setting.lower()}{round_}{state}.db", SECRET)
+        for state, module in zip(("on", "off"), modules, strict=True):
+            database = folder / f"{setting.lower()}{round_}{state}.db"
+            if prepare is not None:
+                prepare(database)
+            server = Server(database, SECRET, module=module)
             server.env[f"BACKUP_API_{setting}"] = on if state == "on" else off
             with server:
                 wrk(server.port, f"w{setting}{round_}{state}{time.time_ns()}", seconds=2)
@@ -206,9 +213,23 @@ def metrics_cost(folder: Path) -> dict:
 LIMIT_ABOVE_LOAD = "1000000/second"
 
 
-def limiter_cost(folder: Path) -> dict:
-    """The service with a limit per token holder set above the load, and without: single events."""
-    return on_off(folder, "RATE_LIMIT", LIMIT_ABOVE_LOAD, "off", batches=(1,))
+# Revocations held while the token checks are measured: none of them the benchmark's token's.
+REVOCATIONS = 1000
+
+
+def _revoke_others(database: Path) -> None:
+    store = storage.open_store(str(database))
+    try:
+        for n in range(REVOCATIONS):
+            store.revoke("jti" if n % 2 else "sub", f"someone-else-{n}")
+    finally:
+        store.close()
+
+
+def token_checks_cost(folder: Path) -> dict:
+    """Single events with the revocation check (REVOCATIONS held) and the limit on, beside both off."""
+    return on_off(folder, "RATE_LIMIT", LIMIT_ABOVE_LOAD, "off", batches=(1,),
+                  modules=("backup_api", "bench.unchecked"), prepare=_revoke_others)
 
 
 def main() -> int:
@@ -231,8 +252,8 @@ def main() -> int:
         batch_rate = batch_ingest(folder)
         print("metrics on and off ...", flush=True)
         metrics = metrics_cost(folder)
-        print("the limit per token holder on and off ...", flush=True)
-        limiter = limiter_cost(folder)[1]
+        print("the token checks (revocations, the limit per holder) on and off ...", flush=True)
+        limiter = token_checks_cost(folder)[1]
         print("memory ...", flush=True)
         (count_first, mem_first), (count_total, mem_total) = memory(folder)
         print("reading pages, importing, starting ...", flush=True)
@@ -318,7 +339,8 @@ def main() -> int:
           f" {m['on']:,.0f} / {m['off']:,.0f} events/s: {statistics.median(m['ratios']):.3f}"
           f" (rounds: {', '.join(f'{r:.2f}' for r in m['ratios'])}) | {'>= 0.95' if batch == 1 else ''} |"
           for batch, m in metrics.items()],
-        f"| a limit per token holder ({LIMIT_ABOVE_LOAD}, above the load) on / off, single events |"
+        f"| the revocation check ({REVOCATIONS:,} held) and a limit per token holder ({LIMIT_ABOVE_LOAD}, above"
+        " the load) on / both off, single events |"
         f" {limiter['on']:,.0f} / {limiter['off']:,.0f} events/s: {statistics.median(limiter['ratios']):.3f}"
         f" (rounds: {', '.join(f'{r:.2f}' for r in limiter['ratios'])}) | >= 0.95 |",
         *one_at_a_time,
