@@ -226,7 +226,7 @@ def import_players(file):
 def _import(file, load, store_all):
     """Check each line of file with load and hand them all to store_all; a bad line aborts it all, by number."""
     try:
-        return store_all(loading.checked_lines(file, load))
+        return store_all(loading.checked_lines(loading.bounded_lines(file), load))
     except LineError as exc:
         raise click.ClickException(f"line {exc.line}: {_describe(exc.__cause__)}; nothing was imported") from None
     except storage.RecordError as exc:  # a conflict, or ids out of order: the index-th record is its line

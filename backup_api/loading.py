@@ -2,9 +2,10 @@
 
 An import is bound by the checks of each line (the strict parse, the catalog, the times) far more
 than by SQLite: so the lines go in blocks to worker processes, and the records come back in the
-file's order, a bounded number of blocks ahead (memory stays flat whatever the file's size). The
-first bad line stops the import: it is checked again here, to raise its own error (LineError, its
-number with it).
+file's order, a bounded number of blocks ahead. A line is read in pieces of bounded size (a line
+longer than MAX_LINE_BYTES is refused before the rest of it is read) and a block is bounded in bytes
+as well as in lines: memory stays flat whatever the file holds. The first bad line stops the import:
+it is checked again here, to raise its own error (LineError, its number with it).
 """
 
 import collections
@@ -12,11 +13,18 @@ import itertools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 
 from marshmallow import ValidationError
 
-# Lines a worker checks at a time, and the blocks under way at once.
+from backup_api.config import MAX_BODY_BYTES
+
+# The longest line an import reads: what an HTTP request may hold (an event within the body limit),
+# and as much again for the line's envelope around it (its id, received_at and sub).
+MAX_LINE_BYTES = 2 * MAX_BODY_BYTES
+# Lines a worker checks at a time (fewer once they hold BLOCK_BYTES), and the blocks under way at once.
 BLOCK_LINES = 2000
+BLOCK_BYTES = 4 << 20
 BLOCKS_AHEAD = 4
 # A block checks in well under a second; a worker silent this long is gone (killed, out of memory),
 # and its block would otherwise be waited for for ever.
@@ -29,6 +37,30 @@ class LineError(ValueError):
     def __init__(self, line: int, cause: Exception):
         super().__init__(f"line {line}: {cause}")
         self.line = line
+
+
+def bounded_lines(file: BinaryIO) -> Iterator[bytes]:
+    """Yield the lines of file; refuse (LineError) one longer than MAX_LINE_BYTES without reading the rest of it."""
+    for number in itertools.count(1):
+        raw = file.readline(MAX_LINE_BYTES + 1)  # + 1: its end of line
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            problem = ValueError(f"the line is longer than {MAX_LINE_BYTES:,} bytes, the most an import reads"
+                                 " (an event within the 1 MiB an HTTP request may hold, and its line's fields)")
+            raise LineError(number, problem) from problem
+        yield raw
+
+
+def _block(lines: Iterator[bytes]) -> list[bytes]:
+    """Take the next lines, up to BLOCK_LINES of them or until they hold BLOCK_BYTES."""
+    block, size = [], 0
+    for raw in lines:
+        block.append(raw)
+        size += len(raw)
+        if len(block) == BLOCK_LINES or size >= BLOCK_BYTES:
+            break
+    return block
 
 
 def worker_count() -> int:
@@ -56,9 +88,11 @@ def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object]) -> It
     With one core, or few lines, everything is checked here.
     """
     lines = (raw.rstrip(b"\r\n") for raw in lines)
-    first = list(itertools.islice(lines, BLOCK_LINES))
+    first = _block(lines)
+    following = next(lines, None)
+    lines = itertools.chain([] if following is None else [following], lines)
     workers = worker_count()
-    if workers < 2 or len(first) < BLOCK_LINES:
+    if workers < 2 or following is None:
         yield from _checked_here(itertools.chain(first, lines), load, 1)
         return
     # fork: the workers start at once, with load and this process's modules; none touches the
@@ -75,7 +109,7 @@ def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object]) -> It
 
         submit(first)
         for _ in range(BLOCKS_AHEAD - 1):
-            submit(list(itertools.islice(lines, BLOCK_LINES)))
+            submit(_block(lines))
         while pending:
             start, block, result = pending.popleft()
             try:
@@ -83,7 +117,7 @@ def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object]) -> It
             except multiprocessing.TimeoutError:
                 raise RuntimeError(f"the worker process checking lines {start} to {start + len(block) - 1}"
                                    f" gave no answer in {BLOCK_TIMEOUT_S} s; nothing was imported") from None
-            submit(list(itertools.islice(lines, BLOCK_LINES)))
+            submit(_block(lines))
             yield from records
             if bad is not None:
                 _load(load, block[bad], start + bad)  # raises, here, the line's own error

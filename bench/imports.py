@@ -21,7 +21,7 @@ from pathlib import Path
 from backup_api import storage
 from backup_api.wire import format_player
 from bench.reads import export_file
-from tests.helpers import SECRET
+from tests.helpers import SECRET, file_with_a_long_line
 from tests.server import ROOT, Server
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -193,6 +193,13 @@ def run() -> list[str]:
             lines.append(f"| HTTP batches of 500, one client / the import's floor | {rate:,.0f} /"
                          f" {statistics.median(empty['floor']):,.0f} events/s:"
                          f" {rate / statistics.median(empty['floor']):.2f} | >= 0.35 |")
+
+        long_line = folder / "long-line.jsonl"
+        file_with_a_long_line(long_line, 100)
+        output, seconds, peak = cli(folder / "long-line.db", "events", "import", str(long_line))
+        assert output.startswith("Error: line 2: the line is longer than"), output
+        lines.append(f"| `events import` of a file whose line 2 is 100 MB (numbers): refused, in / peak memory |"
+                     f" {seconds:.2f} s / {peak:.0f} MiB | < 5 s / < 300 MiB |")
 
         if FULL:
             big = folder / "big.jsonl"

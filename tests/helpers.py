@@ -87,3 +87,15 @@ def valid_event(kind="bet", **fields):
     event.update({name: samples[name] for name in EVENT_RULES[kind]})
     event.update(fields)
     return event
+
+
+def file_with_a_long_line(path, megabytes: int = 100) -> None:
+    """Write an export of three events whose second line holds megabytes of numbers in its metadata (line 2)."""
+    line = ('{{"id": {n}, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {{"partner_id":'
+            '"casino_alpha","player_login":"p","event_type":"bet","amount":{n}.5,"event_id":"e{n}"{extra}}}}}\n')
+    with open(path, "wb") as f:
+        f.write(line.format(n=1, extra="").encode())
+        f.write(line.format(n=2, extra=', "metadata": {"n": [0').encode().rstrip(b"}\n"))
+        f.writelines([b",0" * 500_000] * megabytes)
+        f.write(b"]}}}\n")
+        f.write(line.format(n=3, extra="").encode())

@@ -1,0 +1,70 @@
+"""An import reads a line in bounded pieces: a line past MAX_LINE_BYTES, or a file cut mid-line, is refused by
+its number with nothing imported, without holding the line in memory; blocks are bounded in bytes."""
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from backup_api import create_app, loading
+from tests.helpers import SECRET, file_with_a_long_line
+from tests.server import ROOT
+
+LINE = ('{{"id": {n}, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {{"partner_id":'
+        '"casino_alpha","player_login":"p","event_type":"bet","amount":{n}.5,"event_id":"e{n}"{extra}}}}}\n')
+
+
+def _line(n: int, extra: str = "") -> bytes:
+    return LINE.format(n=n, extra=extra).encode()
+
+
+def test_bounded_lines_reads_a_line_up_to_the_limit_and_refuses_a_longer_one():
+    at_limit = b"x" * loading.MAX_LINE_BYTES + b"\n"
+    assert list(loading.bounded_lines(io.BytesIO(b"a\n" + at_limit + b"b\r\n"))) == [b"a\n", at_limit, b"b\r\n"]
+    with pytest.raises(loading.LineError) as raised:
+        list(loading.bounded_lines(io.BytesIO(b"a\n" + b"x" * (loading.MAX_LINE_BYTES + 1) + b"\n")))
+    assert raised.value.line == 2 and "longer than 2,097,152 bytes" in str(raised.value.__cause__)
+    assert list(loading.bounded_lines(io.BytesIO(b"a\nb"))) == [b"a\n", b"b"]  # the last line's end is optional
+    assert list(loading.bounded_lines(io.BytesIO(b""))) == []
+
+
+def test_a_block_holds_at_most_block_bytes(monkeypatch):
+    lines = iter([b"x" * 1000] * 50)
+    monkeypatch.setattr(loading, "BLOCK_BYTES", 10_000)
+    assert [len(loading._block(lines)) for _ in range(6)] == [10, 10, 10, 10, 10, 0]
+
+
+@pytest.mark.parametrize("kind", ["events", "players"])
+def test_a_file_cut_mid_line_is_refused_by_its_number_and_nothing_is_imported(tmp_path, kind):
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "b.db"), "JWT_SECRET": SECRET})
+    if kind == "events":
+        lines = _line(1) + _line(2) + _line(3)[:-20]
+    else:
+        player = ('{"partner_id": "casino_alpha", "player_login": "p%d", "is_vip": true,'
+                  ' "updated_at": "2026-11-24T05:12:03.120512Z", "updated_by": "x"}\n')
+        lines = (player % 1 + player % 2).encode()[:-9]
+    result = app.test_cli_runner().invoke(args=[kind, "import", "-"], input=lines)
+    number = 3 if kind == "events" else 2
+    assert result.exit_code == 1 and result.output.startswith(f"Error: line {number}: malformed JSON"), result.output
+    assert "nothing was imported" in result.output
+    assert app.test_cli_runner().invoke(args=[kind, "export"]).output == ""
+    app.extensions["store"].close()
+
+
+def test_a_100_mb_line_is_refused_by_its_number_with_memory_bounded(tmp_path):
+    """The issue's probe: metadata of 50 million numbers once took 10.9 GB; the line is refused as it is read."""
+    path = tmp_path / "huge.jsonl"
+    file_with_a_long_line(path, 100)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
+    env["BACKUP_API_DATABASE"] = str(tmp_path / "b.db")
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "backup_api", "events", "import", str(path)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with proc.stdout:
+        output = proc.stdout.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 1 and output.startswith("Error: line 2: the line is longer than"), output
+    assert "nothing was imported" in output
+    assert usage.ru_maxrss < 300 * 1024, f"peak {usage.ru_maxrss / 1024:.0f} MiB"  # ru_maxrss: KiB on Linux
