@@ -31,6 +31,8 @@ DEFAULTS = {
     "LOG_LEVEL": None,  # INFO; for a stand-in, WARNING (no access line per request)
     "LOG_FORMAT": "text",  # or json: one object per line, for log shippers
     "STAND_IN": False,
+    # The stand-in's journal of requests holds at most this many bytes of bodies and answers.
+    "STAND_IN_JOURNAL_BYTES": 64 << 20,
     "METRICS": True,
     # The reverse proxy's address (127.0.0.1, say): its X-Forwarded-For and -Proto are believed,
     # anyone else's dropped. Unset: no client can choose the address the access line shows.
@@ -99,6 +101,9 @@ def configure(app: Flask, test_config: dict | None) -> None:
     if not str(app.config["MAX_TOKEN_DAYS"]).isdigit() or int(app.config["MAX_TOKEN_DAYS"]) == 0:
         raise ConfigError("BACKUP_API_MAX_TOKEN_DAYS must be a positive whole number of days, not"
                           f" {app.config['MAX_TOKEN_DAYS']!r}")
+    if not str(app.config["STAND_IN_JOURNAL_BYTES"]).isdigit() or int(app.config["STAND_IN_JOURNAL_BYTES"]) == 0:
+        raise ConfigError("BACKUP_API_STAND_IN_JOURNAL_BYTES must be a positive whole number of bytes, not"
+                          f" {app.config['STAND_IN_JOURNAL_BYTES']!r}")
     token = app.config["METRICS_TOKEN"]
     if token is not None and (len(token) < MIN_METRICS_TOKEN or not token.isprintable() or " " in token):
         raise ConfigError(f"BACKUP_API_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN} printable characters"

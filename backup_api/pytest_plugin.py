@@ -67,6 +67,20 @@ class StandIn:
         return self._get(f"/users/{quote(partner_id, safe='')}/player/{quote(player_login, safe='')}/vip",
                          partner_id)
 
+    def requests(self, partner_id: str, **filters) -> dict:
+        """The requests made for partner_id, newest first: {"requests": [...], "count": every match}.
+
+        filters: method, path, status, outcome (stored, duplicate, conflict, refused), event_type,
+        player_login, event_id, limit (default 100). So a test verifies what its code sent:
+        `assert backup_api.requests("casino_alpha", method="POST", outcome="stored")["count"] == 1`.
+        """
+        query = urllib.parse.urlencode({"partner_id": partner_id, **filters})
+        return self._get("/_stand-in/requests?" + query, partner_id)
+
+    def unverified(self) -> list[dict]:
+        """The latest requests whose token did not verify (or that had none), newest first, without bodies."""
+        return self._get("/_stand-in/unverified", "any-partner")["requests"]
+
     def rejections(self, partner_id: str) -> list[dict]:
         """The refused requests naming partner_id, newest first: method, path, status, answer and body."""
         return self._get("/_stand-in/rejections?" + urllib.parse.urlencode({"partner_id": partner_id}),

@@ -45,7 +45,9 @@ def post_player_events():
         new = get_store().add_events(events, claims["sub"])
     except storage.EventConflict as exc:
         metrics.conflict(events, exc.partner_id, exc.event_id)
+        g.conflict = (exc.partner_id, exc.event_id)
         raise
+    g.new = new  # what became of each event, for the stand-in's journal
     logs.notice_stored(events, new)
     metrics.events_stored(events, new, batch)
     if batch:

@@ -203,6 +203,7 @@ def authenticate(scope: str | None = None) -> dict:
             raise
         claims = get_jwt()
         verified.remember(authorization, claims)
+    g.claims = claims
     g.sub = claims["sub"]
     g.jti = claims.get("jti")
     ratelimit.count_holder(claims["sub"])

@@ -124,13 +124,15 @@ def test_the_journal_shows_refused_requests_newest_first(backup_api):
     assert backup_api.request("PUT", "/users/casino_alpha/player/p1/vip", {"is_vip": "yes"},
                               partner_id="casino_alpha")[0] == 400
     assert backup_api.request("POST", "/player-events", valid_event("bet"), token="not-a-token")[0] == 401
-    newest, middle, oldest = backup_api.rejections("casino_alpha")
+    newest, oldest = backup_api.rejections("casino_alpha")
     assert (oldest["method"], oldest["path"], oldest["status"]) == ("POST", "/player-events", 400)
     assert oldest["answer"]["errors"] == {"amount": ["Missing data for required field."]}
     assert json.loads(oldest["body"]) == bad  # the body as sent
-    assert (middle["method"], middle["path"], middle["status"]) == ("PUT", "/users/casino_alpha/player/p1/vip", 400)
-    assert newest["status"] == 401 and newest["answer"]["status"] == "error"
+    assert (newest["method"], newest["path"], newest["status"]) == ("PUT", "/users/casino_alpha/player/p1/vip", 400)
     assert backup_api.rejections("casino_beta") == []
+    # The token that did not verify: kept apart, without its body, never in a partner's journal.
+    [unverified] = backup_api.unverified()
+    assert unverified["status"] == 401 and "body" not in unverified and unverified["body_bytes"] > 0
 
 
 @pytest.mark.parametrize("raw", [
@@ -153,19 +155,93 @@ def test_the_journal_keeps_the_newest_hundred(backup_api):
 
 def test_the_journal_stays_bounded_whatever_is_sent(backup_api, monkeypatch):
     from backup_api import standin
-    from backup_api.standin import state
+    from backup_api.standin import journal
 
-    monkeypatch.setattr(state, "KEPT_PARTNERS", 5)
-    for n in range(8):  # refused events naming 8 partners the token does not own
-        assert backup_api.request("POST", "/player-events", valid_event("bet", partner_id=f"p{n}"),
-                                  partner_id="casino_alpha")[0] == 403
-    assert len(backup_api.app.extensions["stand_in"]._journal) == 5
+    monkeypatch.setattr(journal, "KEPT_PARTNERS", 5)
+    partners = [f"p{n}" for n in range(8)]
+    token = backup_api.token(*partners)
+    for partner in partners:  # refused events of 8 partners, the token owning them all
+        event = valid_event("bet", partner_id=partner, amount=-1)
+        assert backup_api.request("POST", "/player-events", event, token=token)[0] == 400
+    assert len(backup_api.app.extensions["stand_in"].journal._by_partner) == 5
     assert backup_api.rejections("p7") and backup_api.rejections("p0") == []  # the oldest went first
     big = valid_event("bet", metadata={"blob": "x" * 200_000})
     del big["amount"]
     assert backup_api.request("POST", "/player-events", big, partner_id="casino_alpha")[0] == 400
     [kept] = backup_api.rejections("casino_alpha")
     assert kept["body_bytes"] > 200_000 and len(kept["body"]) == standin.KEPT_BODY_BYTES
+
+
+def test_the_journal_holds_at_most_its_bytes_whatever_arrives(backup_api, monkeypatch):
+    """The probe's flood: refused batches of 1,000 events; the oldest entries go, whoever's they are."""
+    kept = backup_api.app.extensions["stand_in"].journal
+    monkeypatch.setattr(kept, "max_bytes", 2 << 20)
+    token = backup_api.token("casino_alpha", "casino_beta")
+    batch = [valid_event("bet", amount=-1, player_login=f"player-{n}") for n in range(1000)]
+    for n in range(40):
+        partner = ("casino_alpha", "casino_beta")[n % 2]
+        body = [{**event, "partner_id": partner} for event in batch]
+        assert backup_api.request("POST", "/player-events", body, token=token)[0] == 400
+        assert kept.bytes <= 2 << 20
+    alpha = backup_api.requests("casino_alpha")
+    assert 0 < alpha["count"] < 20 and alpha["requests"][0]["body_bytes"] > 60_000
+    assert backup_api.requests("casino_beta")["count"] > 0
+
+
+def test_every_request_is_journaled_with_what_became_of_each_event_and_counted(backup_api):
+    event = valid_event("bet", event_id="e-1")
+    for _ in range(3):  # a client that sends everything three times
+        assert post(backup_api, event)[0] == 200
+    other = valid_event("win", player_login="p9")
+    assert post(backup_api, other)[0] == 200
+    assert post(backup_api, {**event, "amount": 99})[0] == 409
+    assert len(backup_api.events("casino_alpha")) == 2  # deduplication hides the resends...
+    posts = backup_api.requests("casino_alpha", method="POST", path="/player-events")
+    assert posts["count"] == 5  # ...the journal does not
+    assert [entry["events"][0]["outcome"] for entry in posts["requests"]] == [
+        "conflict", "stored", "duplicate", "duplicate", "stored"]
+    assert backup_api.requests("casino_alpha", outcome="duplicate")["count"] == 2
+    assert backup_api.requests("casino_alpha", event_id="e-1", outcome="stored")["count"] == 1
+    assert backup_api.requests("casino_alpha", event_type="win")["count"] == 1
+    assert backup_api.requests("casino_alpha", player_login="p9")["count"] == 1
+    assert backup_api.requests("casino_alpha", status=409)["count"] == 1
+    assert backup_api.requests("casino_alpha", method="get")["count"] >= 1  # backup_api.events() read the events
+    page = backup_api.requests("casino_alpha", method="POST", limit=2)
+    assert len(page["requests"]) == 2 and page["count"] == 5
+    newest = posts["requests"][0]
+    assert newest["status"] == 409 and newest["answer"]["status"] == "error"
+    assert json.loads(newest["body"])["amount"] == 99
+    for query in ("outcome=lost", "status=abc", "limit=0", "colour=red", "partner_id=casino_alpha&partner_id=x"):
+        status, answer = backup_api.request("GET", "/_stand-in/requests?partner_id=casino_alpha&" + query,
+                                            partner_id="casino_alpha")
+        assert status in (400, 403) and answer["status"] == "error", query
+
+
+def test_a_batch_is_journaled_only_for_the_partners_the_token_owns_and_only_their_part(backup_api):
+    """The probe: a batch naming alpha and beta, refused 403 for beta's token, once let beta read alpha's event."""
+    secret_event = valid_event("deposit", partner_id="casino_alpha", player_login="whale", amount=250000,
+                               metadata={"iban": "DE89370400440532013000"})
+    beta_event = valid_event("bet", partner_id="casino_beta")
+    beta = backup_api.token("casino_beta")
+    assert backup_api.request("POST", "/player-events", [secret_event, beta_event], token=beta)[0] == 403
+    [entry] = backup_api.requests("casino_beta")["requests"]
+    assert json.loads(entry["body"]) == [json.loads(json.dumps(beta_event))]
+    assert "DE89" not in json.dumps(entry) and "whale" not in json.dumps(entry)
+    assert backup_api.requests("casino_alpha")["count"] == 0
+    # Without a verified token, nobody's journal is filled, and one request cannot empty them.
+    for _ in range(100):
+        backup_api.request("POST", "/player-events", beta_event)
+    naming_many = [valid_event("bet", partner_id=f"p{n}") for n in range(1000)]
+    backup_api.request("POST", "/player-events", naming_many, token="forged")
+    assert backup_api.requests("casino_beta")["count"] == 1
+    assert len(backup_api.unverified()) == 100
+
+
+def test_a_drop_after_commit_is_journaled_as_stored(backup_api):
+    backup_api.fault("casino_alpha", "drop-after-commit")
+    assert post(backup_api, valid_event("bet"))[0] is None  # the connection closed without an answer
+    [entry] = backup_api.requests("casino_alpha", method="POST")["requests"]
+    assert entry["events"][0]["outcome"] == "stored"
 
 
 def test_the_journal_needs_a_token_owning_the_partner(backup_api):

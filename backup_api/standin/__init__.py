@@ -3,10 +3,11 @@
 `serve --stand-in` (or BACKUP_API_STAND_IN=1) stores into a SQLite file in a private temporary
 folder, without fsync, deleted when the server stops; the routes are the real ones. Routes under
 /_stand-in/ exist in this mode only, each for the partners its token owns: reset, faults (503,
-drop-after-commit, delay) and the journal of refused requests.
+drop-after-commit, delay) and the journal of the requests made for them.
 
-Everything of the mode is here: its state and faulty store (state.py), its routes and hooks
-(routes.py), its waitress channel (channel.py), which the server is handed as a parameter.
+Everything of the mode is here: its state and faulty store (state.py), its journal (journal.py),
+its routes and hooks (routes.py), its waitress channel (channel.py), which the server is handed as
+a parameter.
 """
 
 import atexit
@@ -19,11 +20,13 @@ from flask import Flask
 
 from backup_api import storage
 from backup_api.standin.channel import DROP_CONNECTION, StandInChannel
-from backup_api.standin.routes import bp, drop, journal, keep_body
-from backup_api.standin.state import KEPT_BODY_BYTES, KEPT_PARTNERS, KEPT_REJECTIONS, DropConnection, FaultyStore, State
+from backup_api.standin.journal import KEPT_BODY_BYTES, KEPT_PARTNERS, KEPT_PER_PARTNER, KEPT_UNVERIFIED
+from backup_api.standin.routes import KEPT_REJECTIONS, bp, drop, keep_body, record
+from backup_api.standin.state import DropConnection, FaultyStore, State
 from backup_api.storage.sqlite import SQLiteStore
 
-__all__ = ["DROP_CONNECTION", "KEPT_BODY_BYTES", "KEPT_PARTNERS", "KEPT_REJECTIONS", "StandInChannel", "init_app"]
+__all__ = ["DROP_CONNECTION", "KEPT_BODY_BYTES", "KEPT_PARTNERS", "KEPT_PER_PARTNER", "KEPT_REJECTIONS",
+           "KEPT_UNVERIFIED", "StandInChannel", "init_app"]
 
 
 def init_app(app: Flask) -> None:
@@ -31,11 +34,11 @@ def init_app(app: Flask) -> None:
     app.config["STAND_IN"] = True
     configured = app.config["JWT_SECRET"]
     app.config["JWT_SECRET_KEY"] = configured or secrets.token_urlsafe(48)
-    state = app.extensions["stand_in"] = State()
+    state = app.extensions["stand_in"] = State(int(app.config["STAND_IN_JOURNAL_BYTES"]))
     storage.init_app(app, lambda app: _open_store(app, state))
     app.register_blueprint(bp)
     app.before_request(keep_body)
-    app.after_request(journal)
+    app.after_request(record)
     app.register_error_handler(DropConnection, drop)
     if app.config["LOG_LEVEL"] is None:  # not set: a test suite's output wants no line per request
         app.logger.setLevel("WARNING")

@@ -3,6 +3,7 @@ the journal, refused requests journaled by partner, a dropped connection.
 """
 
 import base64
+import json
 from decimal import Decimal
 
 from flask import Blueprint, Response, current_app, g, request
@@ -11,12 +12,16 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from backup_api import storage
 from backup_api.jsontext import BodyError, parse_json
 from backup_api.standin.channel import DROP_CONNECTION
-from backup_api.standin.state import KEPT_BODY_BYTES, KEPT_REJECTIONS, DropConnection
-from backup_api.storage import get_store
+from backup_api.standin.journal import KEPT_PER_PARTNER, KEPT_UNVERIFIED, cut
+from backup_api.standin.state import DropConnection
+from backup_api.storage import dumps, get_store
 from backup_api.tokens import authenticate, authorise, owned_partners
 from backup_api.wire import ok_response, read_json
 
 FAULTS = ("503", "drop-after-commit", "delay")
+OUTCOMES = ("stored", "duplicate", "conflict", "refused")
+# Refused requests GET /_stand-in/rejections answers at most.
+KEPT_REJECTIONS = 100
 MAX_FAULT_COUNT = 10_000
 MAX_DELAY_SECONDS = 60
 
@@ -31,48 +36,88 @@ def keep_body():
     request.get_data(cache=True)
 
 
-def _named_partners(status: int) -> set[str]:
+def _body_items(status: int) -> list | None:
+    """The request's body as a list of its items (one for an object), or None when it is not JSON."""
+    if status == 413:
+        return None
+    try:
+        body = parse_json(request.get_data(cache=True))
+    except BodyError:  # not JSON, not UTF-8, nested too deep: no partner named in it
+        return None
+    return body if isinstance(body, list) else [body]
+
+
+def _named_partners(items: list | None) -> set[str]:
     """The partner_ids a request names: in its path, its query, its body and what its token was checked for."""
     named = set(g.get("partners", ()))
     if request.view_args and isinstance(request.view_args.get("partner_id"), str):
         named.add(request.view_args["partner_id"])
     named.update(request.args.getlist("partner_id"))
-    if status != 413:
-        try:
-            body = parse_json(request.get_data(cache=True))
-        except BodyError:  # not JSON, not UTF-8, nested too deep: no partner named in it
-            body = None
-        for item in body if isinstance(body, list) else [body]:
-            if isinstance(item, dict) and isinstance(item.get("partner_id"), str):
-                named.add(item["partner_id"])
+    for item in items or ():
+        if isinstance(item, dict) and isinstance(item.get("partner_id"), str):
+            named.add(item["partner_id"])
     return {partner for partner in named if partner}
 
 
-def journal(response: Response) -> Response:
-    """Keep each refused request (4xx, 5xx) in the journal of every partner it names."""
-    if response.status_code < 400:
+def _outcome(index: int, item, status: int) -> str:
+    """What became of the index-th event of a POST /player-events: stored, duplicate, conflict or refused."""
+    new = g.get("new")
+    if new is not None:
+        return "stored" if new[index] else "duplicate"
+    held = g.get("conflict")  # (partner_id, event_id) held with other content
+    if status == 409 and isinstance(item, dict) and (item.get("partner_id"), item.get("event_id")) == held:
+        return "conflict"
+    return "refused"
+
+
+# What the journal keeps of each event, beside its outcome.
+EVENT_KEYS = ("event_type", "player_login", "event_id")
+
+
+def _events_of(partner: str, items: list, status: int) -> list[tuple]:
+    """The events of a POST /player-events naming partner: what became of each, and its keys (None where missing)."""
+    return [
+        (_outcome(index, item, status), *(item.get(name) if isinstance(item.get(name), str) else None
+                                           for name in EVENT_KEYS))
+        for index, item in enumerate(items) if isinstance(item, dict) and item.get("partner_id") == partner
+    ]
+
+
+def record(response: Response) -> Response:
+    """Keep the request in the journal of each partner it names that its token owns (a token that did not verify:
+    in the list of such requests, without its body). The stand-in's own routes are not kept."""
+    if request.blueprint == "stand_in":
         return response
-    entry = {
-        "at": storage.rfc3339_us(storage.now_us()),
-        "method": request.method,
-        "path": request.full_path.rstrip("?"),
-        "status": response.status_code,
-        "answer": response.get_json(silent=True),
-    }
+    entry = {"at": storage.rfc3339_us(storage.now_us()), "method": request.method,
+             "path": request.full_path.rstrip("?"), "status": response.status_code}
+    entry["answer"], entry["answer_chars"] = cut("" if response.is_streamed else response.get_data(as_text=True))
     raw = b"" if response.status_code == 413 else request.get_data(cache=True)
-    if len(raw) > KEPT_BODY_BYTES:
-        entry["body_bytes"] = len(raw)  # what was sent; the body below is its beginning
-        raw = raw[:KEPT_BODY_BYTES]
+    entry["body_bytes"] = len(raw)
+    claims = g.get("claims")
+    state = current_app.extensions["stand_in"]
+    if claims is None:
+        state.journal.add_unverified({**entry, "events": None})
+        return response
     try:
-        entry["body"] = raw.decode("utf-8")
+        text, form = raw.decode("utf-8"), "body"
     except UnicodeDecodeError:
-        entry["body_base64"] = base64.b64encode(raw).decode()
-    current_app.extensions["stand_in"].record(_named_partners(response.status_code), entry)
+        text, form = base64.b64encode(raw).decode(), "body_base64"
+    items = _body_items(response.status_code)
+    posted = request.method == "POST" and request.url_rule is not None and request.url_rule.rule == "/player-events"
+    for partner in sorted(_named_partners(items) & owned_partners(claims)):
+        mine = [item for item in items or () if isinstance(item, dict) and item.get("partner_id") == partner]
+        # A batch naming other partners too: only this partner's part of it.
+        body = text if items is None or len(mine) == len(items) else dumps(mine)
+        kept, chars = cut(body)
+        state.journal.add(partner, {**entry, form: kept, "body_chars": chars,
+                                    "events": _events_of(partner, items, response.status_code)
+                                    if posted and items is not None else None})
     return response
 
 
 def drop(exc: DropConnection) -> Response:
-    """Ask the server to close the connection without writing this answer."""
+    """Ask the server to close the connection without writing this answer (the events were committed)."""
+    g.new = exc.new
     request.environ[DROP_CONNECTION] = True
     current_app.logger.info("stand-in fault: the connection is closed without an answer")
     return Response(status=200)
@@ -146,15 +191,105 @@ def clear_faults():
     return ok_response()
 
 
+def _shown(entry: dict) -> dict:
+    """An entry as the journal's routes answer it: the answer parsed (unless it was cut), the body as text."""
+    shown = {name: entry[name] for name in ("at", "method", "path", "status")}
+    if entry["events"] is not None:
+        shown["events"] = [{"outcome": outcome, **{name: value for name, value in zip(EVENT_KEYS, keys, strict=True)
+                                                   if value is not None}}
+                           for outcome, *keys in entry["events"]]
+    if entry["answer_chars"] is None:
+        try:
+            shown["answer"] = json.loads(entry["answer"]) if entry["answer"] else None
+        except ValueError:
+            shown["answer_text"] = entry["answer"]
+    else:
+        shown["answer_text"], shown["answer_chars"] = entry["answer"], entry["answer_chars"]
+    for name in ("body", "body_base64", "body_chars"):
+        if entry.get(name) is not None:
+            shown[name] = entry[name]
+    shown["body_bytes"] = entry["body_bytes"]
+    return shown
+
+
+class RequestsQuery(Schema):
+    """The query of GET /_stand-in/requests: a partner and filters."""
+
+    partner_id = fields.String(required=True, validate=validate.Length(min=1))
+    method = fields.String()
+    path = fields.String()
+    status = fields.Integer(validate=validate.Range(min=100, max=599))
+    outcome = fields.String(validate=validate.OneOf(OUTCOMES))
+    event_type = fields.String()
+    player_login = fields.String()
+    event_id = fields.String()
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=KEPT_PER_PARTNER))
+
+    class Meta:
+        unknown = RAISE
+
+
+_requests_query = RequestsQuery()
+
+
+def _read_query(schema: Schema) -> dict:
+    """The query, checked by schema, with a token owning its partner_id (ownership first: 403 before 400)."""
+    claims = authenticate()
+    for partner_id in sorted(set(request.args.getlist("partner_id"))):
+        if partner_id:
+            authorise(claims, partner_id)
+    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
+    if repeated:
+        raise ValidationError({name: ["Given more than once."] for name in repeated})
+    return schema.load(request.args.to_dict())
+
+
+def _matches(query: dict):
+    """A test of an entry against the query's filters: the request's own, and its events' (any one event)."""
+    def match(entry: dict) -> bool:
+        if ("method" in query and entry["method"] != query["method"].upper()
+                or "path" in query and entry["path"].partition("?")[0] != query["path"]
+                or "status" in query and entry["status"] != query["status"]):
+            return False
+        wanted = [(position, query[name]) for position, name in enumerate(("outcome", *EVENT_KEYS)) if name in query]
+        return not wanted or any(all(event[position] == value for position, value in wanted)
+                                 for event in entry["events"] or ())
+    return match
+
+
+@bp.get("/requests")
+def requests_made():
+    """A partner's requests, newest first, as filtered; count: every match, not only those on this page."""
+    query = _read_query(_requests_query)
+    found, count = current_app.extensions["stand_in"].journal.find(query["partner_id"], _matches(query),
+                                                                   query["limit"])
+    return {"requests": [_shown(entry) for entry in found], "count": count}
+
+
+class RejectionsQuery(Schema):
+    """The query of GET /_stand-in/rejections: one partner."""
+
+    partner_id = fields.String(required=True, validate=validate.Length(min=1))
+
+    class Meta:
+        unknown = RAISE
+
+
+_rejections_query = RejectionsQuery()
+
+
 @bp.get("/rejections")
 def rejections():
-    """The most recent refused requests naming a partner, newest first."""
-    claims = authenticate()
-    partner_ids = request.args.getlist("partner_id")
-    unknown = sorted(set(request.args) - {"partner_id"})
-    if unknown or len(partner_ids) != 1 or not partner_ids[0]:
-        raise ValidationError({name: ["Unknown field."] for name in unknown} or
-                              {"partner_id": ["One partner_id is required."]})
-    authorise(claims, partner_ids[0])
-    found = current_app.extensions["stand_in"].rejections(partner_ids[0])
-    return {"rejections": found, "kept": KEPT_REJECTIONS}
+    """A partner's most recent refused requests (status 400 and above), newest first."""
+    partner_id = _read_query(_rejections_query)["partner_id"]
+    found, _ = current_app.extensions["stand_in"].journal.find(partner_id, lambda entry: entry["status"] >= 400,
+                                                               KEPT_REJECTIONS)
+    return {"rejections": [_shown(entry) for entry in found], "kept": KEPT_REJECTIONS}
+
+
+@bp.get("/unverified")
+def unverified():
+    """The most recent requests whose token did not verify (or that had none), newest first, without their bodies."""
+    authenticate()
+    found = current_app.extensions["stand_in"].journal.unverified()
+    return {"requests": [_shown(entry) for entry in found], "kept": KEPT_UNVERIFIED}

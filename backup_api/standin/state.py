@@ -1,33 +1,31 @@
-"""What the stand-in keeps beside its store: faults and refused requests by partner, and the store
+"""What the stand-in keeps beside its store: faults by partner, the journal (journal.py), and the store
 that plays the faults.
 """
 
 import shutil
 import threading
 import time
-from collections import deque
 
 from backup_api import storage
+from backup_api.standin.journal import Journal
 from backup_api.storage.sqlite import SQLiteStore
-
-# Refused requests kept per partner, newest first; for at most so many partners (the oldest
-# partner's journal goes first), each body up to so many bytes: memory stays bounded whatever is sent.
-KEPT_REJECTIONS = 100
-KEPT_PARTNERS = 1000
-KEPT_BODY_BYTES = 64 * 1024
 
 
 class DropConnection(Exception):
-    """The events were committed; close the connection without an answer."""
+    """The events were committed (new says of each whether it was new); close the connection without an answer."""
+
+    def __init__(self, new: list[bool]):
+        super().__init__("drop-after-commit")
+        self.new = new
 
 
 class State:
-    """What the stand-in's routes set and read: faults and refused requests, by partner."""
+    """What the stand-in's routes set and read: faults by partner, and the journal."""
 
-    def __init__(self):
+    def __init__(self, journal_bytes: int):
         self._lock = threading.Lock()
         self._faults: dict[str, dict] = {}
-        self._journal: dict[str, deque] = {}
+        self.journal = Journal(journal_bytes)
 
     def set_fault(self, partners, fault: dict) -> None:
         with self._lock:
@@ -39,13 +37,13 @@ class State:
         with self._lock:
             for partner in partners:
                 self._faults.pop(partner, None)
-                if journal:
-                    self._journal.pop(partner, None)
+        if journal:
+            self.journal.clear(partners)
 
     def clear_all(self) -> None:
         with self._lock:
             self._faults.clear()
-            self._journal.clear()
+        self.journal.clear()
 
     def take_fault(self, partners) -> dict | None:
         """Use up one of the faults set for any of partners (the first in sorted order); return it, or None."""
@@ -58,17 +56,6 @@ class State:
                         del self._faults[partner]
                     return fault
         return None
-
-    def record(self, partners, entry: dict) -> None:
-        with self._lock:
-            for partner in partners:
-                if partner not in self._journal and len(self._journal) >= KEPT_PARTNERS:
-                    del self._journal[next(iter(self._journal))]
-                self._journal.setdefault(partner, deque(maxlen=KEPT_REJECTIONS)).appendleft(entry)
-
-    def rejections(self, partner: str) -> list[dict]:
-        with self._lock:
-            return list(self._journal.get(partner, ()))
 
 
 class FaultyStore:
@@ -100,7 +87,7 @@ class FaultyStore:
         if fault["fault"] == "delay":
             time.sleep(fault["seconds"])
             return new
-        raise DropConnection()
+        raise DropConnection(new)
 
     def forget(self, partners=None) -> None:
         """Delete every event and flag of partners (of everyone, when None)."""
