@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -235,6 +236,18 @@ def test_a_batch_is_journaled_only_for_the_partners_the_token_owns_and_only_thei
     backup_api.request("POST", "/player-events", naming_many, token="forged")
     assert backup_api.requests("casino_beta")["count"] == 1
     assert len(backup_api.unverified()) == 100
+
+
+def test_a_503_fault_says_when_to_retry_and_is_no_error_in_the_log(backup_api, caplog):
+    backup_api.fault("casino_alpha", "503")
+    headers = {"Authorization": f"Bearer {backup_api.token('casino_alpha')}"}
+    with caplog.at_level(logging.INFO, logger="backup_api"):
+        answer = backup_api.app.test_client().post("/player-events", json=valid_event("bet"), headers=headers)
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+    assert "nothing was stored" in answer.get_json()["message"]
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "backup_api"]
+    assert ("INFO", "stand-in fault: 503 answered, nothing stored") in logged
+    assert not [message for level, message in logged if level in ("WARNING", "ERROR")], logged
 
 
 def test_a_drop_after_commit_is_journaled_as_stored(backup_api):

@@ -21,8 +21,8 @@ from flask import Flask
 from backup_api import storage
 from backup_api.standin.channel import DROP_CONNECTION, StandInChannel
 from backup_api.standin.journal import KEPT_BODY_BYTES, KEPT_PARTNERS, KEPT_PER_PARTNER, KEPT_UNVERIFIED
-from backup_api.standin.routes import KEPT_REJECTIONS, bp, drop, keep_body, record
-from backup_api.standin.state import DropConnection, FaultyStore, State
+from backup_api.standin.routes import KEPT_REJECTIONS, bp, drop, injected, keep_body, record
+from backup_api.standin.state import DropConnection, FaultyStore, InjectedFault, State
 from backup_api.storage.sqlite import SQLiteStore
 
 __all__ = ["DROP_CONNECTION", "KEPT_BODY_BYTES", "KEPT_PARTNERS", "KEPT_PER_PARTNER", "KEPT_REJECTIONS",
@@ -40,6 +40,7 @@ def init_app(app: Flask) -> None:
     app.before_request(keep_body)
     app.after_request(record)
     app.register_error_handler(DropConnection, drop)
+    app.register_error_handler(InjectedFault, injected)
     if app.config["LOG_LEVEL"] is None:  # not set: a test suite's output wants no line per request
         app.logger.setLevel("WARNING")
     app.logger.warning(

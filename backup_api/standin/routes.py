@@ -10,10 +10,11 @@ from flask import Blueprint, Response, current_app, g, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from backup_api import storage
+from backup_api.errors import error_response
 from backup_api.jsontext import BodyError, parse_json
 from backup_api.standin.channel import DROP_CONNECTION
 from backup_api.standin.journal import KEPT_PER_PARTNER, KEPT_UNVERIFIED, cut
-from backup_api.standin.state import DropConnection
+from backup_api.standin.state import DropConnection, InjectedFault
 from backup_api.storage import dumps, get_store
 from backup_api.tokens import authenticate, authorise, owned_partners
 from backup_api.wire import ok_response, read_json
@@ -121,6 +122,14 @@ def drop(exc: DropConnection) -> Response:
     request.environ[DROP_CONNECTION] = True
     current_app.logger.info("stand-in fault: the connection is closed without an answer")
     return Response(status=200)
+
+
+def injected(exc: InjectedFault) -> Response:
+    """The 503 fault: the outage's answer, with Retry-After, logged as a fault rather than a storage failure."""
+    current_app.logger.info("stand-in fault: 503 answered, nothing stored")
+    response = error_response(503, "the backup store is unavailable; nothing was stored, retry later")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 # Routes -------------------------------------------------------------------------------------

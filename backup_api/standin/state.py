@@ -19,6 +19,10 @@ class DropConnection(Exception):
         self.new = new
 
 
+class InjectedFault(storage.StorageError):
+    """A 503 fault a test set: answered as an outage is, but logged as what it is."""
+
+
 class State:
     """What the stand-in's routes set and read: faults by partner, and the journal."""
 
@@ -82,7 +86,7 @@ class FaultyStore:
         if fault is None:
             return self._real.add_events(events, sub)
         if fault["fault"] == "503":
-            raise storage.StorageError("a 503 fault set on the stand-in")
+            raise InjectedFault("a 503 fault set on the stand-in")
         new = self._real.add_events(events, sub)  # committed, then the answer is late or never comes
         if fault["fault"] == "delay":
             time.sleep(fault["seconds"])
