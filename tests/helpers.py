@@ -89,13 +89,18 @@ def valid_event(kind="bet", **fields):
     return event
 
 
+def export_line(n: int, extra: str = "") -> bytes:
+    """A line of `events export`: event n of casino_alpha (event_id e{n}), extra added to its event's fields."""
+    fields = f'"event_type":"bet","amount":{n}.5,"event_id":"e{n}"' + extra
+    return (f'{{"id": {n}, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {{"partner_id":'
+            f'"casino_alpha","player_login":"p",{fields}}}}}\n').encode()
+
+
 def file_with_a_long_line(path, megabytes: int = 100) -> None:
     """Write an export of three events whose second line holds megabytes of numbers in its metadata (line 2)."""
-    line = ('{{"id": {n}, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {{"partner_id":'
-            '"casino_alpha","player_login":"p","event_type":"bet","amount":{n}.5,"event_id":"e{n}"{extra}}}}}\n')
     with open(path, "wb") as f:
-        f.write(line.format(n=1, extra="").encode())
-        f.write(line.format(n=2, extra=', "metadata": {"n": [0').encode().rstrip(b"}\n"))
+        f.write(export_line(1))
+        f.write(export_line(2, ', "metadata": {"n": [0').rstrip(b"}\n"))
         f.writelines([b",0" * 500_000] * megabytes)
         f.write(b"]}}}\n")
-        f.write(line.format(n=3, extra="").encode())
+        f.write(export_line(3))

@@ -9,15 +9,8 @@ import sys
 import pytest
 
 from backup_api import create_app, loading
-from tests.helpers import SECRET, file_with_a_long_line
+from tests.helpers import SECRET, export_line, file_with_a_long_line
 from tests.server import ROOT
-
-LINE = ('{{"id": {n}, "received_at": "2026-11-24T05:12:03.120512Z", "sub": "x", "event": {{"partner_id":'
-        '"casino_alpha","player_login":"p","event_type":"bet","amount":{n}.5,"event_id":"e{n}"{extra}}}}}\n')
-
-
-def _line(n: int, extra: str = "") -> bytes:
-    return LINE.format(n=n, extra=extra).encode()
 
 
 def test_bounded_lines_reads_a_line_up_to_the_limit_and_refuses_a_longer_one():
@@ -40,7 +33,7 @@ def test_a_block_holds_at_most_block_bytes(monkeypatch):
 def test_a_file_cut_mid_line_is_refused_by_its_number_and_nothing_is_imported(tmp_path, kind):
     app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "b.db"), "JWT_SECRET": SECRET})
     if kind == "events":
-        lines = _line(1) + _line(2) + _line(3)[:-20]
+        lines = export_line(1) + export_line(2) + export_line(3)[:-20]
     else:
         player = ('{"partner_id": "casino_alpha", "player_login": "p%d", "is_vip": true,'
                   ' "updated_at": "2026-11-24T05:12:03.120512Z", "updated_by": "x"}\n')

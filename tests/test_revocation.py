@@ -43,11 +43,10 @@ def test_a_store_records_lists_and_lifts_revocations(database):
 
 def _as_layout_2(database: str) -> None:
     """Make a database of this layout one of layout 2 (before revocations), as the previous version left it."""
+    execute(database, "DROP TABLE revocations")
     if storage.is_url(database):
-        execute(database, "DROP TABLE revocations")
         execute(database, "UPDATE backup_api_layout SET version = 2")
     else:
-        execute(database, "DROP TABLE revocations")
         execute(database, "PRAGMA user_version = 2")
 
 
