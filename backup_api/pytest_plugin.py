@@ -1,39 +1,63 @@
-"""The pytest plugin: the `backup_api` fixture, the service as the aggregator's stand-in, empty for each test.
+"""The pytest plugin: the `backup_api` fixture, the service as the aggregator's stand-in, a world of its own
+for each test.
 
-Installed with the package (the pytest11 entry point `backup_api`), so `pip install game-backup-api`
-is all a test suite needs. The server is the real one (waitress, the real routes) in stand-in mode,
-started once per session on a free port of 127.0.0.1 in a thread of the test process; each test
-starts with it empty, which costs a reset, not a start.
+Installed with the package (the pytest11 entry point `backup_api`), so installing the wheel is all a
+test suite needs. The server is the real one (waitress, the real routes) in stand-in mode, started
+once per session on a free port of 127.0.0.1 in a thread of the test process; or, with
+BACKUP_API_STAND_IN_URL and BACKUP_API_JWT_SECRET set, one already running (shared by pytest-xdist's
+workers, say). Each test gets a namespace of its own (the tokens it mints carry it as their `ns`
+claim), so it starts with an empty world whatever other tests do at the same time, on the same
+partner_ids.
 """
 
 import json
+import os
 import secrets
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 
+import jwt
 import pytest
+
+SCOPES = ("events:write", "events:read", "vip:write", "vip:read")
 
 
 class StandIn:
-    """The running stand-in, as a test sees it: its URL, tokens for it, and what it holds."""
+    """The running stand-in, as a test sees it: its URL, tokens for its namespace, and what it holds there."""
 
-    def __init__(self, app, url: str):
-        self.app = app
+    def __init__(self, url: str, secret: str, namespace: str | None = None, app=None):
         #: The base URL, e.g. http://127.0.0.1:40123 (no trailing slash).
         self.url = url
+        #: The secret tokens are signed with (HS256), for code that mints its own.
+        self.secret = secret
+        #: The test's namespace: the `ns` claim of the tokens minted here (None: the default world).
+        self.namespace = namespace
+        #: The app, when the stand-in runs in this process.
+        self.app = app
+        self._partners: set[str] = set()
 
     def token(self, *partner_ids: str, sub: str | None = None, days: int = 1, scopes: list[str] | None = None) -> str:
-        """A bearer token owning partner_ids (held by sub, default the first of them), minted in-process.
+        """A bearer token owning partner_ids (held by sub, default the first of them), in the test's namespace.
 
         scopes: what it may do, of events:write, events:read, vip:write, vip:read (default: all).
         """
         if not partner_ids or not all(partner_ids):
             raise ValueError("a token owns at least one partner_id, none of them empty")
-        from backup_api import tokens
-
-        with self.app.app_context():
-            return tokens.issue(list(partner_ids), days, sub, scopes)
+        if scopes is not None and (not scopes or not set(scopes) <= set(SCOPES)):
+            unknown = ", ".join(sorted(set(scopes) - set(SCOPES))) or "nothing"
+            raise ValueError(f"a scope is one of {', '.join(SCOPES)}, not {unknown}")
+        self._partners.update(partner_ids)
+        now = int(time.time())
+        claims = {"sub": sub or partner_ids[0], "partners": list(partner_ids), "iat": now, "exp": now + days * 86400,
+                  "jti": uuid.uuid4().hex}
+        if scopes is not None:
+            claims["scope"] = " ".join(scopes)
+        if self.namespace is not None:
+            claims["ns"] = self.namespace
+        return jwt.encode(claims, self.secret, algorithm="HS256")
 
     def request(self, method: str, path: str, body=None, token: str | None = None, partner_id: str | None = None):
         """Send one request (body as JSON); return (status, parsed JSON answer). partner_id: a token owning it."""
@@ -86,23 +110,29 @@ class StandIn:
         return self._get("/_stand-in/rejections?" + urllib.parse.urlencode({"partner_id": partner_id}),
                          partner_id)["rejections"]
 
-    def fault(self, partner_id: str, fault: str, count: int = 1, seconds: float | None = None) -> None:
-        """Make the next count POST /player-events of partner_id fail: "503", "drop-after-commit" or "delay"."""
-        body = {"fault": fault, "count": count, **({} if seconds is None else {"seconds": seconds})}
+    def fault(self, partner_id: str, fault: str, count: int = 1, seconds=None, **options) -> None:
+        """Queue a fault for partner_id: "503", "429", "500", "reset-before-commit", "drop-after-commit" or "delay".
+
+        seconds: the delay's, or a range [least, most]. options: route ("events", "vip", "reads"),
+        retry_after, probability, seed, as POST /_stand-in/faults takes them.
+        """
+        body = {"fault": fault, "count": count, **({} if seconds is None else {"seconds": seconds}), **options}
         status, answer = self.request("POST", "/_stand-in/faults", body, partner_id=partner_id)
         if status != 200:
-            raise ValueError(answer["message"])
+            raise ValueError(f"{answer['message']}: {answer.get('errors')}")
+
+    def faults(self, partner_id: str) -> list[dict]:
+        """The faults queued for partner_id, in the order they will play, each with what is left of its count."""
+        return self._get("/_stand-in/faults", partner_id)["faults"]
 
     def clear_faults(self, partner_id: str) -> None:
-        """Clear the faults set for partner_id."""
+        """Clear the faults queued for partner_id."""
         self.request("DELETE", "/_stand-in/faults", partner_id=partner_id)
 
     def reset(self) -> None:
-        """Forget everything: events, flags, faults and journal, of every partner."""
-        from backup_api.storage import get_store
-
-        get_store(self.app).forget(None)
-        self.app.extensions["stand_in"].clear_all()
+        """Forget the events, flags, faults and journal of every partner this test minted a token for."""
+        if self._partners:
+            self.request("POST", "/_stand-in/reset", token=self.token(*sorted(self._partners)))
 
     def _get(self, path: str, partner_id: str) -> dict:
         """GET path with a token owning partner_id; its answer, which must be a 200."""
@@ -114,21 +144,29 @@ class StandIn:
 
 @pytest.fixture(scope="session")
 def backup_api_server():
-    """The stand-in, started once for the session (the `backup_api` fixture empties it for each test)."""
+    """The stand-in for the session: the one at BACKUP_API_STAND_IN_URL, or one started here."""
+    url = os.environ.get("BACKUP_API_STAND_IN_URL")
+    if url:
+        secret = os.environ.get("BACKUP_API_JWT_SECRET")
+        if not secret:
+            raise pytest.UsageError("BACKUP_API_STAND_IN_URL needs BACKUP_API_JWT_SECRET, the stand-in's secret")
+        yield StandIn(url.rstrip("/"), secret)
+        return
     from backup_api import create_app
     from backup_api.server import InThread
     from backup_api.standin import StandInChannel
 
-    app = create_app({"STAND_IN": True, "JWT_SECRET": secrets.token_urlsafe(48), "LOG_LEVEL": "WARNING"})
+    secret = secrets.token_urlsafe(48)
+    app = create_app({"STAND_IN": True, "JWT_SECRET": secret, "LOG_LEVEL": "WARNING"})
     server = InThread(app, channel=StandInChannel)
     try:
-        yield StandIn(app, server.url)
+        yield StandIn(server.url, secret, app=app)
     finally:
         server.stop()
 
 
 @pytest.fixture
 def backup_api(backup_api_server):
-    """The Game Backup API as the aggregator's stand-in, empty at the start of the test."""
-    backup_api_server.reset()
-    return backup_api_server
+    """The Game Backup API as the aggregator's stand-in: a namespace of the test's own, so an empty world."""
+    server = backup_api_server
+    return StandIn(server.url, server.secret, f"test-{uuid.uuid4().hex}", server.app)

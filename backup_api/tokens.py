@@ -21,6 +21,8 @@ from backup_api.keys import key_id, raw_token, secret_key, verifying_key
 # What a token may do, claim `scope` (space-separated, as OAuth 2.0 writes it). A token without
 # the claim may do all four, as every token could before scopes.
 SCOPES = ("events:write", "events:read", "vip:write", "vip:read")
+# The longest namespace a stand-in token's `ns` claim may name (the durable service ignores the claim).
+MAX_NAMESPACE_CHARS = 200
 
 
 def issue(partners: list[str], days: int = 90, sub: str | None = None, scopes: list[str] | None = None) -> str:
@@ -85,6 +87,12 @@ def _claims_problem(claims: dict) -> str | None:
         isinstance(partners, list) and all(isinstance(p, str) and p for p in partners)
     ):
         return "the 'partners' claim must be an array of partner_id strings"
+    ns = claims.get("ns")
+    if current_app.config["STAND_IN"] and "ns" in claims and not (
+        isinstance(ns, str) and 0 < len(ns) <= MAX_NAMESPACE_CHARS and schemas.NO_CONTROL_CHARACTERS.regex.match(ns)
+    ):
+        return (f"the stand-in's 'ns' claim must be a non-empty string of at most {MAX_NAMESPACE_CHARS} characters,"
+                " without control characters")
     return None
 
 

@@ -1,17 +1,16 @@
 """The stand-in: the service as the aggregator's stand-in in integration tests, keeping nothing.
 
 `serve --stand-in` (or BACKUP_API_STAND_IN=1) stores into a SQLite file in a private temporary
-folder, without fsync, deleted when the server stops; the routes are the real ones. Routes under
-/_stand-in/ exist in this mode only, each for the partners its token owns: reset, faults (503,
-drop-after-commit, delay) and the journal of the requests made for them.
+folder, without fsync, deleted when the server stops; the routes are the real ones. A token's `ns`
+claim gives it a world of its own (state.py). Routes under /_stand-in/ exist in this mode only,
+each for the partners its token owns: reset, faults and the journal of the requests made for them.
 
-Everything of the mode is here: its state and faulty store (state.py), its journal (journal.py),
-its routes and hooks (routes.py), its waitress channel (channel.py), which the server is handed as
-a parameter.
+Everything of the mode is here: its worlds and their store (state.py), its faults (faults.py), its
+journal (journal.py), its routes and hooks (routes.py), its waitress channel (channel.py), which
+the server is handed as a parameter.
 """
 
 import atexit
-import os
 import secrets
 import shutil
 import tempfile
@@ -20,13 +19,14 @@ from flask import Flask
 
 from backup_api import storage
 from backup_api.standin.channel import DROP_CONNECTION, StandInChannel
+from backup_api.standin.faults import DropConnection, InjectedFault
 from backup_api.standin.journal import KEPT_BODY_BYTES, KEPT_PARTNERS, KEPT_PER_PARTNER, KEPT_UNVERIFIED
 from backup_api.standin.routes import KEPT_REJECTIONS, bp, drop, injected, keep_body, record
-from backup_api.standin.state import DropConnection, FaultyStore, InjectedFault, State
+from backup_api.standin.state import KEPT_NAMESPACES, StandInStore, State, Worlds
 from backup_api.storage.sqlite import SQLiteStore
 
 __all__ = ["DROP_CONNECTION", "KEPT_BODY_BYTES", "KEPT_PARTNERS", "KEPT_PER_PARTNER", "KEPT_REJECTIONS",
-           "KEPT_UNVERIFIED", "StandInChannel", "init_app"]
+           "KEPT_NAMESPACES", "KEPT_UNVERIFIED", "StandInChannel", "init_app"]
 
 
 def init_app(app: Flask) -> None:
@@ -52,10 +52,14 @@ def init_app(app: Flask) -> None:
                            " nobody else knows: set one to mint tokens for your tests")
 
 
-def _open_store(app: Flask, state: State) -> FaultyStore:
-    """Open an ephemeral store in a private temporary folder, deleted when it closes."""
+def _open_store(app: Flask, state: State) -> StandInStore:
+    """Open the worlds, in a private temporary folder deleted when the store closes."""
     folder = tempfile.mkdtemp(prefix="backup-api-stand-in-")  # mode 0700
     atexit.register(shutil.rmtree, folder, True)  # should the server not stop cleanly
-    real = SQLiteStore(os.path.join(folder, "stand-in.db"), synchronous="OFF",
-                       busy_timeout_ms=int(app.config["BUSY_TIMEOUT_MS"]))
-    return FaultyStore(real, state, folder)
+    busy_timeout_ms = int(app.config["BUSY_TIMEOUT_MS"])
+
+    def open_world(path: str) -> SQLiteStore:
+        return SQLiteStore(path, synchronous="OFF", busy_timeout_ms=busy_timeout_ms)
+
+    state.open(Worlds(folder, open_world, state.forget_namespace))
+    return StandInStore(state)

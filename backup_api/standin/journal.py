@@ -5,7 +5,8 @@ A request is kept under each partner it names that its (verified) token owns, wi
 batch naming that partner; a request whose token did not verify belongs to nobody, and goes to a short
 list of its own without its body. Bodies and answers are kept as text, each cut past KEPT_BODY_BYTES;
 the whole journal holds at most max_bytes of them (BACKUP_API_STAND_IN_JOURNAL_BYTES), the oldest
-entries going first, whichever partner they belong to.
+entries going first, whichever partner they belong to. A partner here is a (namespace, partner_id)
+pair: each namespace's journals are its own.
 """
 
 import itertools
@@ -54,7 +55,7 @@ class Journal:
         """Keep entry in partner's journal; past the bounds, the oldest entries go."""
         size = size_of(entry)
         with self._lock:
-            if partner not in self._by_partner and len(self._by_partner) >= KEPT_PARTNERS:
+            while partner not in self._by_partner and len(self._by_partner) >= KEPT_PARTNERS:
                 self._forget(next(iter(self._by_partner)))
             kept = self._by_partner.setdefault(partner, deque())
             number = next(self._numbers)
@@ -106,6 +107,11 @@ class Journal:
                 return
             for partner in partners:
                 self._forget(partner)
+
+    def keys(self) -> list:
+        """The partners (keys) with a journal."""
+        with self._lock:
+            return list(self._by_partner)
 
     @property
     def bytes(self) -> int:

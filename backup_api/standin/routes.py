@@ -4,27 +4,24 @@ the journal, refused requests journaled by partner, a dropped connection.
 
 import base64
 import json
-from decimal import Decimal
 
 from flask import Blueprint, Response, current_app, g, request
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from backup_api import storage
 from backup_api.errors import error_response
 from backup_api.jsontext import BodyError, parse_json
 from backup_api.standin.channel import DROP_CONNECTION
+from backup_api.standin.faults import DropConnection, FaultSchema, InjectedFault
 from backup_api.standin.journal import KEPT_PER_PARTNER, KEPT_UNVERIFIED, cut
-from backup_api.standin.state import DropConnection, InjectedFault
-from backup_api.storage import dumps, get_store
-from backup_api.tokens import authenticate, authorise, owned_partners
+from backup_api.standin.state import namespace, owned_keys
+from backup_api.storage import dumps
+from backup_api.tokens import authenticate, authorise
 from backup_api.wire import ok_response, read_json
 
-FAULTS = ("503", "drop-after-commit", "delay")
 OUTCOMES = ("stored", "duplicate", "conflict", "refused")
 # Refused requests GET /_stand-in/rejections answers at most.
 KEPT_REJECTIONS = 100
-MAX_FAULT_COUNT = 10_000
-MAX_DELAY_SECONDS = 60
 
 bp = Blueprint("stand_in", __name__, url_prefix="/_stand-in")
 
@@ -94,6 +91,7 @@ def record(response: Response) -> Response:
     entry["answer"], entry["answer_chars"] = cut("" if response.is_streamed else response.get_data(as_text=True))
     raw = b"" if response.status_code == 413 else request.get_data(cache=True)
     entry["body_bytes"] = len(raw)
+    entry["fault"] = g.get("fault")
     claims = g.get("claims")
     state = current_app.extensions["stand_in"]
     if claims is None:
@@ -105,68 +103,39 @@ def record(response: Response) -> Response:
         text, form = base64.b64encode(raw).decode(), "body_base64"
     items = _body_items(response.status_code)
     posted = request.method == "POST" and request.url_rule is not None and request.url_rule.rule == "/player-events"
-    for partner in sorted(_named_partners(items) & owned_partners(claims)):
+    named = _named_partners(items)
+    for key in sorted(key for key in owned_keys(claims) if key[1] in named):
+        partner = key[1]
         mine = [item for item in items or () if isinstance(item, dict) and item.get("partner_id") == partner]
         # A batch naming other partners too: only this partner's part of it.
         body = text if items is None or len(mine) == len(items) else dumps(mine)
         kept, chars = cut(body)
-        state.journal.add(partner, {**entry, form: kept, "body_chars": chars,
-                                    "events": _events_of(partner, items, response.status_code)
-                                    if posted and items is not None else None})
+        state.journal.add(key, {**entry, form: kept, "body_chars": chars,
+                                "events": _events_of(partner, items, response.status_code)
+                                if posted and items is not None else None})
     return response
 
 
 def drop(exc: DropConnection) -> Response:
-    """Ask the server to close the connection without writing this answer (the events were committed)."""
+    """Ask the server to close the connection without writing an answer (after a commit, or before anything)."""
     g.new = exc.new
+    g.fault = exc.fault
     request.environ[DROP_CONNECTION] = True
-    current_app.logger.info("stand-in fault: the connection is closed without an answer")
+    current_app.logger.info("stand-in fault %s: the connection is closed without an answer", exc.fault)
     return Response(status=200)
 
 
 def injected(exc: InjectedFault) -> Response:
-    """The 503 fault: the outage's answer, with Retry-After, logged as a fault rather than a storage failure."""
-    current_app.logger.info("stand-in fault: 503 answered, nothing stored")
-    response = error_response(503, "the backup store is unavailable; nothing was stored, retry later")
-    response.headers["Retry-After"] = "1"
+    """A fault answered with a status (and Retry-After, for 503 and 429), logged as a fault, not a storage failure."""
+    g.fault = str(exc.status)
+    current_app.logger.info("stand-in fault: %d answered, nothing stored", exc.status)
+    response = error_response(exc.status, str(exc))
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 
 # Routes -------------------------------------------------------------------------------------
-
-
-class JSONNumber(fields.Field):
-    """A JSON number (never a string nor a boolean), as a float, or an int when whole is True."""
-
-    def __init__(self, whole: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.whole = whole
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        # The strict reader turns every JSON number into a Decimal, and nothing else into one.
-        if not isinstance(value, Decimal) or not value.is_finite():
-            raise ValidationError("Must be a JSON number.")
-        if self.whole:
-            if value != value.to_integral_value():
-                raise ValidationError("Must be a whole number.")
-            return int(value)
-        return float(value)
-
-
-class FaultSchema(Schema):
-    """The body of POST /_stand-in/faults."""
-
-    fault = fields.String(required=True, validate=validate.OneOf(FAULTS))
-    count = JSONNumber(whole=True, load_default=1, validate=validate.Range(min=1, max=MAX_FAULT_COUNT))
-    seconds = JSONNumber(validate=validate.Range(min=0, max=MAX_DELAY_SECONDS, min_inclusive=False))
-
-    class Meta:
-        unknown = RAISE
-
-    @validates_schema
-    def seconds_with_delay_only(self, data, **kwargs):
-        if (data.get("fault") == "delay") != ("seconds" in data):
-            raise ValidationError({"seconds": ["Required with the delay fault, and with it only."]})
 
 
 _fault_schema = FaultSchema()
@@ -174,29 +143,32 @@ _fault_schema = FaultSchema()
 
 @bp.post("/reset")
 def reset():
-    """Forget every event, flag, fault and journal entry of the token's partners."""
-    partners = owned_partners(authenticate())
-    get_store().forget(partners)
-    current_app.extensions["stand_in"].clear(partners, journal=True)
+    """Forget every event, flag, fault and journal entry of the token's partners (in its namespace)."""
+    current_app.extensions["stand_in"].reset(owned_keys(authenticate()))
     return ok_response()
 
 
 @bp.post("/faults")
-def set_faults():
-    """Make the next `count` POST /player-events of the token's partners fail as `fault` says."""
-    partners = owned_partners(authenticate())
+def arm_fault():
+    """Queue a fault for the token's partners: it falls on the next `count` requests of its route naming one."""
+    keys = owned_keys(authenticate())
     payload = read_json()
     if not isinstance(payload, dict):
         raise ValidationError({"_body": ["Must be a JSON object."]})
-    fault = _fault_schema.load(payload)
-    current_app.extensions["stand_in"].set_fault(partners, fault)
+    current_app.extensions["stand_in"].faults.arm(keys, _fault_schema.load(payload))
     return ok_response()
+
+
+@bp.get("/faults")
+def armed_faults():
+    """The faults armed for the token's partners, in the order they will play, with what is left of each count."""
+    return {"faults": current_app.extensions["stand_in"].faults.armed(owned_keys(authenticate()))}
 
 
 @bp.delete("/faults")
 def clear_faults():
     """Clear the faults of the token's partners."""
-    current_app.extensions["stand_in"].clear(owned_partners(authenticate()))
+    current_app.extensions["stand_in"].faults.clear(owned_keys(authenticate()))
     return ok_response()
 
 
@@ -214,7 +186,7 @@ def _shown(entry: dict) -> dict:
             shown["answer_text"] = entry["answer"]
     else:
         shown["answer_text"], shown["answer_chars"] = entry["answer"], entry["answer_chars"]
-    for name in ("body", "body_base64", "body_chars"):
+    for name in ("fault", "body", "body_base64", "body_chars"):
         if entry.get(name) is not None:
             shown[name] = entry[name]
     shown["body_bytes"] = entry["body_bytes"]
@@ -270,7 +242,8 @@ def _matches(query: dict):
 def requests_made():
     """A partner's requests, newest first, as filtered; count: every match, not only those on this page."""
     query = _read_query(_requests_query)
-    found, count = current_app.extensions["stand_in"].journal.find(query["partner_id"], _matches(query),
+    found, count = current_app.extensions["stand_in"].journal.find((namespace(), query["partner_id"]),
+                                                                   _matches(query),
                                                                    query["limit"])
     return {"requests": [_shown(entry) for entry in found], "count": count}
 
@@ -291,7 +264,8 @@ _rejections_query = RejectionsQuery()
 def rejections():
     """A partner's most recent refused requests (status 400 and above), newest first."""
     partner_id = _read_query(_rejections_query)["partner_id"]
-    found, _ = current_app.extensions["stand_in"].journal.find(partner_id, lambda entry: entry["status"] >= 400,
+    found, _ = current_app.extensions["stand_in"].journal.find((namespace(), partner_id),
+                                                               lambda entry: entry["status"] >= 400,
                                                                KEPT_REJECTIONS)
     return {"rejections": [_shown(entry) for entry in found], "kept": KEPT_REJECTIONS}
 

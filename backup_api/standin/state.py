@@ -1,102 +1,213 @@
-"""What the stand-in keeps beside its store: faults by partner, the journal (journal.py), and the store
-that plays the faults.
+"""What the stand-in keeps: a world per namespace, the faults (faults.py), the journal (journal.py), and
+the store the routes use, which sends each call to the world of the request's token and plays the
+faults armed for it.
+
+A token's `ns` claim names its namespace; tokens without one share the default world. Each world is a
+SQLite database of its own in the stand-in's temporary folder, opened on first use: its events and
+VIP flags are nobody else's, and the faults and the journal are kept by (namespace, partner) too.
+Past KEPT_NAMESPACES, the world used least recently is forgotten (the default world never is).
 """
 
+import itertools
+import os
 import shutil
 import threading
-import time
+from collections import OrderedDict
+from collections.abc import Callable
 
-from backup_api import storage
+from flask import current_app, g, has_request_context
+
+from backup_api.standin.faults import DelaySlots, Faults, play
 from backup_api.standin.journal import Journal
+from backup_api.storage import get_store
 from backup_api.storage.sqlite import SQLiteStore
+from backup_api.tokens import owned_partners
+
+# Namespaces whose worlds are kept, beside the default world.
+KEPT_NAMESPACES = 100
+# The namespace of tokens without an `ns` claim (an `ns` claim is never empty).
+DEFAULT = ""
 
 
-class DropConnection(Exception):
-    """The events were committed (new says of each whether it was new); close the connection without an answer."""
-
-    def __init__(self, new: list[bool]):
-        super().__init__("drop-after-commit")
-        self.new = new
+def namespace() -> str:
+    """The namespace of the request's verified token: its `ns` claim, or the default."""
+    claims = g.get("claims") if has_request_context() else None
+    return (claims or {}).get("ns", DEFAULT)
 
 
-class InjectedFault(storage.StorageError):
-    """A 503 fault a test set: answered as an outage is, but logged as what it is."""
+def owned_keys(claims: dict) -> set[tuple[str, str]]:
+    """The (namespace, partner) pairs a token owns: its partners in its namespace."""
+    ns = claims.get("ns", DEFAULT)
+    return {(ns, partner) for partner in owned_partners(claims)}
+
+
+class Worlds:
+    """The stores by namespace, least recently used first: opened on first use, the oldest forgotten past the bound."""
+
+    def __init__(self, folder: str, open_store: Callable[[str], SQLiteStore], forgotten: Callable[[str], None]):
+        self._folder = folder
+        self._open_store = open_store
+        self._forgotten = forgotten
+        self._lock = threading.Lock()
+        self._numbers = itertools.count()
+        self._stores: OrderedDict[str, SQLiteStore] = OrderedDict()
+        self.get(DEFAULT)
+
+    def get(self, ns: str) -> SQLiteStore:
+        """The world of ns, opened now when it has none."""
+        gone = None
+        with self._lock:
+            store = self._stores.get(ns)
+            if store is not None:
+                self._stores.move_to_end(ns)
+                return store
+            store = self._stores[ns] = self._open_store(os.path.join(self._folder, f"world-{next(self._numbers)}.db"))
+            if len(self._stores) > KEPT_NAMESPACES + 1:
+                gone = next(name for name in self._stores if name != DEFAULT)
+                gone = (gone, self._stores.pop(gone))
+        if gone is not None:
+            self._forgotten(gone[0])
+            self._remove(gone[1])
+        return store
+
+    def close(self) -> None:
+        """Close every world and remove the folder."""
+        for store in self.each():
+            store.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def each(self) -> list[SQLiteStore]:
+        with self._lock:
+            return list(self._stores.values())
+
+    def forget_all(self) -> None:
+        """Forget every world but the default one, and empty that one."""
+        with self._lock:
+            gone = [self._stores.pop(ns) for ns in list(self._stores) if ns != DEFAULT]
+            default = self._stores[DEFAULT]
+        for store in gone:
+            self._remove(store)
+        default.forget(None)
+
+    @staticmethod
+    def _remove(store: SQLiteStore) -> None:
+        store.close()
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(store.path + suffix)
+            except FileNotFoundError:
+                pass
 
 
 class State:
-    """What the stand-in's routes set and read: faults by partner, and the journal."""
+    """What the stand-in's routes set and read: the worlds, the faults and the journal."""
 
     def __init__(self, journal_bytes: int):
-        self._lock = threading.Lock()
-        self._faults: dict[str, dict] = {}
         self.journal = Journal(journal_bytes)
+        self.faults = Faults()
+        self._worlds: Worlds | None = None
+        self._delays: DelaySlots | None = None
 
-    def set_fault(self, partners, fault: dict) -> None:
-        with self._lock:
-            for partner in partners:
-                self._faults[partner] = dict(fault)
+    def open(self, worlds: Worlds) -> None:
+        """Take the worlds the store opened."""
+        self._worlds = worlds
 
-    def clear(self, partners, journal: bool = False) -> None:
-        """Clear the faults of partners (and their journals, when asked)."""
-        with self._lock:
-            for partner in partners:
-                self._faults.pop(partner, None)
-        if journal:
-            self.journal.clear(partners)
+    @property
+    def worlds(self) -> Worlds:
+        """The worlds, opened (with the app's store) on first use."""
+        if self._worlds is None:
+            get_store()
+        return self._worlds
 
-    def clear_all(self) -> None:
-        with self._lock:
-            self._faults.clear()
+    @property
+    def delays(self) -> DelaySlots:
+        """The delay slots: half the server's threads (read when a delay first plays)."""
+        if self._delays is None:
+            self._delays = DelaySlots(max(1, int(current_app.config.get("THREADS", 8)) // 2))
+        return self._delays
+
+    def forget_namespace(self, ns: str) -> None:
+        """Forget the faults and journals of ns, whose world is gone."""
+        keys = {key for key in self.journal.keys() if key[0] == ns}
+        self.faults.clear({key for key in self.faults.keys() if key[0] == ns} | keys)
+        self.journal.clear(keys)
+
+    def reset(self, keys: set[tuple[str, str]]) -> None:
+        """Forget every event, flag, fault and journal entry of keys, all of one namespace."""
+        for ns in {ns for ns, _ in keys}:
+            self.worlds.get(ns).forget({partner for name, partner in keys if name == ns})
+        self.faults.clear(keys)
+        self.journal.clear(keys)
+
+    def reset_all(self) -> None:
+        """Forget everything, in every namespace."""
+        self.worlds.forget_all()
+        self.faults.clear()
         self.journal.clear()
 
-    def take_fault(self, partners) -> dict | None:
-        """Use up one of the faults set for any of partners (the first in sorted order); return it, or None."""
-        with self._lock:
-            for partner in sorted(partners):
-                fault = self._faults.get(partner)
-                if fault is not None:
-                    fault["count"] -= 1
-                    if fault["count"] <= 0:
-                        del self._faults[partner]
-                    return fault
-        return None
 
+class StandInStore:
+    """The store the stand-in's routes use: each call goes to the world of the request's token, behind the faults
+    armed for it (storage's other calls, such as revocations and the health check, go to the default world)."""
 
-class FaultyStore:
-    """The stand-in's store: the real SQLite store, with the faults a test set in front of add_events."""
-
-    def __init__(self, real: SQLiteStore, state: State, folder: str):
-        self._real = real
+    def __init__(self, state: State):
         self._state = state
-        self._folder = folder
+        self._observe_commit = None
 
     def __getattr__(self, name):
-        return getattr(self._real, name)
+        return getattr(self._state.worlds.get(DEFAULT), name)
 
     @property
     def observe_commit(self):
-        return self._real.observe_commit
+        return self._observe_commit
 
     @observe_commit.setter
     def observe_commit(self, observe) -> None:
-        self._real.observe_commit = observe
+        self._observe_commit = observe
+        for store in self._state.worlds.each():
+            store.observe_commit = observe
+
+    def _world(self) -> SQLiteStore:
+        store = self._state.worlds.get(namespace())
+        store.observe_commit = self._observe_commit
+        return store
+
+    def _fault(self, partners: set[str], route: str):
+        """The fault falling on this request, of those armed for the partners it names that its token owns."""
+        claims = g.get("claims") or {}
+        return self._state.faults.take(owned_keys(claims) & {(namespace(), partner) for partner in partners}, route)
 
     def add_events(self, events: list[dict], sub: str) -> list[bool]:
-        fault = self._state.take_fault({event["partner_id"] for event in events})
-        if fault is None:
-            return self._real.add_events(events, sub)
-        if fault["fault"] == "503":
-            raise InjectedFault("a 503 fault set on the stand-in")
-        new = self._real.add_events(events, sub)  # committed, then the answer is late or never comes
-        if fault["fault"] == "delay":
-            time.sleep(fault["seconds"])
-            return new
-        raise DropConnection(new)
+        world = self._world()
+        return play(self._fault({event["partner_id"] for event in events}, "events"),
+                    lambda: world.add_events(events, sub), self._state.delays, events=True)
+
+    def set_vip(self, partner_id, player_login, is_vip, sub):
+        world = self._world()
+        return play(self._fault({partner_id}, "vip"), lambda: world.set_vip(partner_id, player_login, is_vip, sub),
+                    self._state.delays)
+
+    def read_events(self, partner_id, **kwargs):
+        world = self._world()
+        return play(self._fault({partner_id}, "reads"), lambda: world.read_events(partner_id, **kwargs),
+                    self._state.delays)
+
+    def get_vip(self, partner_id, player_login):
+        world = self._world()
+        return play(self._fault({partner_id}, "reads"), lambda: world.get_vip(partner_id, player_login),
+                    self._state.delays)
+
+    def get_event(self, event_row_id):
+        found = self._world().get_event(event_row_id)
+        fault = None if found is None else self._fault({found.partner_id}, "reads")
+        return play(fault, lambda: found, self._state.delays)
 
     def forget(self, partners=None) -> None:
-        """Delete every event and flag of partners (of everyone, when None)."""
-        self._real.forget(partners)
+        """Forget partners' events and flags in the request's world; None: everything, in every world."""
+        if partners is None:
+            self._state.reset_all()
+        else:
+            self._world().forget(partners)
 
     def close(self) -> None:
-        self._real.close()
-        shutil.rmtree(self._folder, ignore_errors=True)
+        self._state.worlds.close()
