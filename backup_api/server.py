@@ -147,6 +147,7 @@ def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int =
     except OSError as exc:  # the port taken, or an address not of this machine
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server.channel_class = channel
+    app.config["THREADS"] = threads  # what the app's requests share (the stand-in's delays keep half free)
     maintenance = server.maintenance
 
     def maintain(now):

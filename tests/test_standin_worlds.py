@@ -1,0 +1,206 @@
+"""The stand-in's namespaces (a world per token `ns` claim) and its faults on every route."""
+
+import http.client
+import json
+import os
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from backup_api.pytest_plugin import StandIn
+from tests.helpers import bearer, make_token, valid_event
+
+
+def call(backup_api, method, path, body=None, token=None, partner_id="casino_alpha", timeout=30):
+    """One request on a connection of its own: (status, headers, parsed answer), or (None, None, the error)."""
+    token = token or backup_api.token(partner_id)
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(backup_api.url).netloc, timeout=timeout)
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body),
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        return response.status, response.headers, json.loads(response.read())
+    except (OSError, http.client.HTTPException) as exc:
+        return None, None, exc
+    finally:
+        conn.close()
+
+
+def in_namespace(backup_api, namespace):
+    """The same stand-in, seen from another namespace."""
+    return StandIn(backup_api.url, backup_api.secret, namespace, backup_api.app)
+
+
+# Namespaces -----------------------------------------------------------------------------------
+
+
+def test_each_namespace_is_a_world_of_its_own_for_the_same_partner(backup_api):
+    other = in_namespace(backup_api, "suite-b")
+    default = in_namespace(backup_api, None)
+    event = valid_event("bet", event_id="same-id", amount=5)
+    assert call(backup_api, "POST", "/player-events", event)[0] == 200
+    # The same partner and event_id with other content: a conflict in one world, new in another.
+    assert call(other, "POST", "/player-events", {**event, "amount": 7})[0] == 200
+    assert [e["event"]["amount"] for e in backup_api.events("casino_alpha")] == [5]
+    assert [e["event"]["amount"] for e in other.events("casino_alpha")] == [7]
+    assert default.events("casino_alpha") == []
+    assert call(other, "PUT", "/users/casino_alpha/player/p1/vip", {"is_vip": True})[0] == 200
+    assert backup_api.vip("casino_alpha", "p1")["is_vip"] is False
+    # Faults, the journal and a reset belong to their namespace too.
+    other.fault("casino_alpha", "503")
+    assert backup_api.faults("casino_alpha") == [] and len(other.faults("casino_alpha")) == 1
+    assert call(backup_api, "POST", "/player-events", valid_event("bet"))[0] == 200
+    assert call(other, "POST", "/player-events", valid_event("bet"))[0] == 503
+    assert backup_api.requests("casino_alpha", method="POST")["count"] == 2
+    assert other.requests("casino_alpha", method="POST")["count"] == 2
+    assert other.request("POST", "/_stand-in/reset", partner_id="casino_alpha")[0] == 200
+    assert other.events("casino_alpha") == [] and other.requests("casino_alpha", method="POST")["count"] == 0
+    assert len(backup_api.events("casino_alpha")) == 2
+
+
+def test_the_oldest_namespace_is_forgotten_past_the_bound(backup_api, monkeypatch):
+    from backup_api.standin import state
+
+    monkeypatch.setattr(state, "KEPT_NAMESPACES", 3)
+    worlds = [in_namespace(backup_api, f"bound-{n}") for n in range(5)]
+    for world in worlds:
+        assert call(world, "POST", "/player-events", valid_event("bet"))[0] == 200
+        world.fault("casino_alpha", "503")
+    kept = backup_api.app.extensions["stand_in"]
+    assert len(kept.worlds.each()) == 4  # three namespaces and the default world
+    assert worlds[0].events("casino_alpha") == []  # forgotten: a new, empty world
+    assert worlds[0].requests("casino_alpha", method="POST")["count"] == 0
+    assert worlds[0].faults("casino_alpha") == []
+    assert len(worlds[4].events("casino_alpha")) == 1 and len(worlds[4].faults("casino_alpha")) == 1
+    files = [name for name in os.listdir(kept.worlds._folder) if name.endswith(".db")]
+    assert len(files) == 4
+
+
+@pytest.mark.parametrize("ns", [7, "", "x" * 201, "a\nb", ["a"]])
+def test_a_bad_ns_claim_is_401(backup_api, ns):
+    token = make_token(partners=["casino_alpha"], ns=ns, secret=backup_api.secret)
+    status, _, answer = call(backup_api, "POST", "/player-events", valid_event("bet"), token=token)
+    assert status == 401 and "'ns'" in answer["message"]
+
+
+def test_the_durable_service_ignores_ns(client):
+    response = client.post("/player-events", json=valid_event("bet"), headers=bearer(make_token(ns=7)))
+    assert response.status_code == 200
+
+
+# Faults on every route -----------------------------------------------------------------------
+
+ROUTES = {
+    "events": ("POST", "/player-events", valid_event("bet", event_id="f-1")),
+    "vip": ("PUT", "/users/casino_alpha/player/p1/vip", {"is_vip": True}),
+    "reads": ("GET", "/player-events?partner_id=casino_alpha", None),
+}
+
+
+def stored(backup_api, route):
+    """Whether the write of route took place (for reads: the event stored before)."""
+    if route == "vip":
+        return backup_api.vip("casino_alpha", "p1")["is_vip"]
+    return [e["event"]["event_id"] for e in backup_api.events("casino_alpha")] == ["f-1"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("fault", ["503", "429", "500"])
+def test_a_fault_answered_with_a_status_stores_nothing(backup_api, route, fault):
+    if route == "reads":
+        assert call(backup_api, *ROUTES["events"])[0] == 200
+    backup_api.fault("casino_alpha", fault, route=route, **({"retry_after": 7} if fault == "429" else {}))
+    status, headers, answer = call(backup_api, *ROUTES[route])
+    assert status == int(fault) and answer["status"] == "error"
+    assert headers.get("Retry-After") == {"503": "1", "429": "7", "500": None}[fault]
+    assert stored(backup_api, route) is (route == "reads")
+    assert call(backup_api, *ROUTES[route])[0] == 200  # the count is used up
+    [entry] = backup_api.requests("casino_alpha", status=int(fault))["requests"]
+    assert entry["fault"] == fault
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("fault", ["reset-before-commit", "drop-after-commit"])
+def test_a_fault_closing_the_connection_leaves_no_answer(backup_api, route, fault):
+    if route == "reads":
+        assert call(backup_api, *ROUTES["events"])[0] == 200
+    backup_api.fault("casino_alpha", fault, route=route)
+    status, _, error = call(backup_api, *ROUTES[route])
+    assert status is None and isinstance(error, http.client.RemoteDisconnected), error
+    assert stored(backup_api, route) is (route == "reads" or fault == "drop-after-commit")
+    assert call(backup_api, *ROUTES[route])[0] == 200  # the resend
+    assert stored(backup_api, route)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_delay_answers_late_on_every_route(backup_api, route):
+    if route == "reads":
+        assert call(backup_api, *ROUTES["events"])[0] == 200
+    backup_api.fault("casino_alpha", "delay", seconds=[0.3, 0.4], route=route)
+    started = time.monotonic()
+    assert call(backup_api, *ROUTES[route])[0] == 200
+    assert 0.3 <= time.monotonic() - started
+    assert stored(backup_api, route)
+
+
+def test_a_read_of_one_event_meets_the_reads_fault(backup_api):
+    assert call(backup_api, *ROUTES["events"])[0] == 200
+    [event] = backup_api.events("casino_alpha")
+    backup_api.fault("casino_alpha", "500", route="reads")
+    assert call(backup_api, "GET", f"/player-events/{event['id']}")[0] == 500
+    # Another partner's token meets no fault of alpha's: its 404 is the route's own.
+    assert call(backup_api, "GET", f"/player-events/{event['id']}", partner_id="casino_beta")[0] == 404
+
+
+def test_faults_queue_in_order_and_are_listed(backup_api):
+    backup_api.fault("casino_alpha", "503", count=2)
+    backup_api.fault("casino_alpha", "429", retry_after=3)
+    backup_api.fault("casino_alpha", "delay", seconds=[0.01, 0.02], route="vip")
+    assert backup_api.faults("casino_alpha") == [
+        {"partner_id": "casino_alpha", "fault": "503", "count": 2, "route": "events", "probability": 1.0},
+        {"partner_id": "casino_alpha", "fault": "429", "count": 1, "route": "events", "probability": 1.0,
+         "retry_after": 3},
+        {"partner_id": "casino_alpha", "fault": "delay", "count": 1, "route": "vip", "probability": 1.0,
+         "seconds": [0.01, 0.02]},
+    ]
+    statuses = [call(backup_api, "POST", "/player-events", valid_event("bet"))[0] for _ in range(4)]
+    assert statuses == [503, 503, 429, 200]
+    assert [fault["fault"] for fault in backup_api.faults("casino_alpha")] == ["delay"]
+    assert backup_api.faults("casino_beta") == []
+
+
+def test_a_probability_with_a_seed_fires_the_same_way_each_run(backup_api):
+    runs = []
+    for _ in range(2):
+        backup_api.reset()
+        backup_api.fault("casino_alpha", "503", count=100, probability=0.5, seed=42)
+        runs.append([call(backup_api, "POST", "/player-events", valid_event("bet", n=n))[0] for n in range(20)])
+    assert runs[0] == runs[1] and {200, 503} == set(runs[0])
+    assert backup_api.faults("casino_alpha")[0]["count"] == 100 - runs[1].count(503)
+
+
+def test_delays_never_starve_the_others(backup_api):
+    """The probe: one partner's delay fault (15 s, 10,000 times) and ten posts held /healthz 14 s."""
+    backup_api.fault("casino_alpha", "delay", seconds=3, count=10_000)
+    answers = []
+    posts = [threading.Thread(target=lambda n=n: answers.append(
+        call(backup_api, "POST", "/player-events", valid_event("bet", n=n), timeout=10)[::2]))
+        for n in range(10)]
+    for post in posts:
+        post.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(backup_api.url).netloc, timeout=5)
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert call(backup_api, "POST", "/player-events", valid_event("bet", partner_id="casino_beta"),
+                partner_id="casino_beta")[0] == 200
+    assert time.monotonic() - started < 1
+    for post in posts:
+        post.join(10)
+    refused = [answer for status, answer in answers if status == 503]
+    assert len(refused) == 6 and "delayed answers already" in refused[0]["message"]
+    assert [status for status, _ in answers].count(200) == 4
