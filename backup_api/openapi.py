@@ -231,6 +231,8 @@ def document() -> dict:
                     "type": "object",
                     "required": ["status"],
                     "properties": {"status": {"const": "ok"}},
+                    # Nothing more: a batch's answer is a BatchOk, never also an Ok.
+                    "additionalProperties": False,
                 },
                 "Error": {
                     "type": "object",
@@ -263,6 +265,7 @@ def document() -> dict:
                         "accepted": {"type": "integer", "minimum": 0, "description": "New events stored."},
                         "duplicates": {"type": "integer", "minimum": 0, "description": "Events already held."},
                     },
+                    "additionalProperties": False,
                 },
                 **variants,
                 "StoredEvent": {

@@ -107,7 +107,7 @@ def test_faults_are_cleared(backup_api):
 @pytest.mark.parametrize("body", [
     {"fault": "404"}, {"fault": "503", "count": 0}, {"fault": "503", "count": "2"}, {"fault": "503", "count": 1.5},
     {"fault": "delay"}, {"fault": "delay", "seconds": 0}, {"fault": "delay", "seconds": 61},
-    {"fault": "delay", "seconds": [2, 1]}, {"fault": "delay", "seconds": [1]}, {"fault": "delay", "seconds": "1"},
+    {"fault": "delay", "seconds": [2, 0]}, {"fault": "delay", "seconds": [1]}, {"fault": "delay", "seconds": "1"},
     {"fault": "503", "seconds": 1}, {"fault": "503", "extra": 1}, {}, [], {"fault": "503", "route": "admin"},
     {"fault": "503", "retry_after": -1}, {"fault": "500", "retry_after": 1}, {"fault": "503", "probability": 0},
     {"fault": "503", "probability": 1.5}, {"fault": "503", "seed": "x"}, {"fault": "503", "seed": 1.5},

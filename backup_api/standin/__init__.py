@@ -18,6 +18,7 @@ import tempfile
 from flask import Flask
 
 from backup_api import storage
+from backup_api.standin import document
 from backup_api.standin.channel import DROP_CONNECTION, StandInChannel
 from backup_api.standin.faults import DropConnection, InjectedFault
 from backup_api.standin.journal import KEPT_BODY_BYTES, KEPT_PARTNERS, KEPT_PER_PARTNER, KEPT_UNVERIFIED
@@ -37,6 +38,7 @@ def init_app(app: Flask) -> None:
     state = app.extensions["stand_in"] = State(int(app.config["STAND_IN_JOURNAL_BYTES"]))
     storage.init_app(app, lambda app: _open_store(app, state))
     app.register_blueprint(bp)
+    app.extensions["openapi"] = document.extend(app.extensions["openapi"])
     app.before_request(keep_body)
     app.after_request(record)
     app.register_error_handler(DropConnection, drop)

@@ -70,7 +70,7 @@ class JSONNumber(fields.Field):
 
 
 class Seconds(fields.Field):
-    """A delay: a number of seconds, or a range [least, most], each within (0, MAX_DELAY_SECONDS]."""
+    """A delay: a number of seconds, or a range of two (in either order), each within (0, MAX_DELAY_SECONDS]."""
 
     _number = JSONNumber(validate=validate.Range(min=0, max=MAX_DELAY_SECONDS, min_inclusive=False))
 
@@ -79,10 +79,7 @@ class Seconds(fields.Field):
             return (self._number.deserialize(value),) * 2
         if len(value) != 2:
             raise ValidationError("Must be a number, or a range [least, most].")
-        least, most = (self._number.deserialize(item) for item in value)
-        if least > most:
-            raise ValidationError("A range's least must not exceed its most.")
-        return least, most
+        return tuple(sorted(self._number.deserialize(item) for item in value))
 
 
 class FaultSchema(Schema):

@@ -55,19 +55,19 @@ class Worlds:
 
     def get(self, ns: str) -> SQLiteStore:
         """The world of ns, opened now when it has none."""
-        gone = None
+        gone = []
         with self._lock:
             store = self._stores.get(ns)
             if store is not None:
                 self._stores.move_to_end(ns)
                 return store
             store = self._stores[ns] = self._open_store(os.path.join(self._folder, f"world-{next(self._numbers)}.db"))
-            if len(self._stores) > KEPT_NAMESPACES + 1:
-                gone = next(name for name in self._stores if name != DEFAULT)
-                gone = (gone, self._stores.pop(gone))
-        if gone is not None:
-            self._forgotten(gone[0])
-            self._remove(gone[1])
+            while len(self._stores) > KEPT_NAMESPACES + 1:
+                oldest = next(name for name in self._stores if name != DEFAULT)
+                gone.append((oldest, self._stores.pop(oldest)))
+        for oldest, old in gone:
+            self._forgotten(oldest)
+            self._remove(old)
         return store
 
     def close(self) -> None:
