@@ -149,6 +149,8 @@ class Faults:
 
     def take(self, keys, route: str) -> Fault | None:
         """The fault falling on a request of route for keys (the first key with one), its count used up by one."""
+        if not self._armed:  # none anywhere: no lock taken
+            return None
         with self._lock:
             for key in sorted(keys):
                 queue = self._armed.get((*key, route))

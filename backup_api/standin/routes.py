@@ -38,10 +38,12 @@ def _body_items(status: int) -> list | None:
     """The request's body as a list of its items (one for an object), or None when it is not JSON."""
     if status == 413:
         return None
-    try:
-        body = parse_json(request.get_data(cache=True))
-    except BodyError:  # not JSON, not UTF-8, nested too deep: no partner named in it
-        return None
+    body = g.get("json_body")  # as the route read it
+    if body is None:
+        try:
+            body = parse_json(request.get_data(cache=True))
+        except BodyError:  # not JSON, not UTF-8, nested too deep: no partner named in it
+            return None
     return body if isinstance(body, list) else [body]
 
 
