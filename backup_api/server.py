@@ -93,12 +93,16 @@ def raise_descriptor_limit() -> tuple[int, int]:
     return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def connection_limit() -> int:
-    """The connections waitress may hold: the descriptor limit, less what the rest of the process needs."""
+def connection_limit(more_reserved: int = 0) -> int:
+    """The connections waitress may hold: the descriptor limit, less what the rest of the process needs.
+
+    more_reserved: descriptors the app needs beyond RESERVED_DESCRIPTORS (the stand-in's worlds).
+    """
+    reserved = RESERVED_DESCRIPTORS + more_reserved
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
-        soft = MAX_CONNECTIONS + RESERVED_DESCRIPTORS
-    return max(16, min(MAX_CONNECTIONS, soft - RESERVED_DESCRIPTORS))
+        soft = MAX_CONNECTIONS + reserved
+    return max(16, min(MAX_CONNECTIONS, soft - reserved))
 
 
 def _proxy_settings(proxy: str | None) -> dict:
@@ -134,7 +138,7 @@ def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int =
             # whole before a thread sees them): allow as many as there are descriptors for, wait
             # on them with poll() (select() cannot take a descriptor past 1023, and the process
             # died of it), and close the silent ones sooner than waitress's default 120 s.
-            connection_limit=connection_limit(),
+            connection_limit=connection_limit(int(app.config.get("RESERVED_DESCRIPTORS", 0))),
             asyncore_use_poll=True,
             channel_timeout=WAITRESS["channel_timeout"],
             cleanup_interval=WAITRESS["cleanup_interval"],

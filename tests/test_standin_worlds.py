@@ -204,3 +204,14 @@ def test_delays_never_starve_the_others(backup_api):
     refused = [answer for status, answer in answers if status == 503]
     assert len(refused) == 6 and "delayed answers already" in refused[0]["message"]
     assert [status for status, _ in answers].count(200) == 4
+
+
+def test_the_worlds_descriptors_are_kept_from_the_connections_share(backup_api):
+    """100 worlds hold about 500 descriptors: the stand-in's server leaves them out of its connection limit."""
+    from backup_api import server
+
+    waitress = server.create(backup_api.app, port=0)
+    try:
+        assert waitress.adj.connection_limit == server.connection_limit() - 6 * 101
+    finally:
+        waitress.close()

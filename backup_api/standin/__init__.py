@@ -26,6 +26,8 @@ from backup_api.standin.routes import KEPT_REJECTIONS, bp, drop, injected, keep_
 from backup_api.standin.state import KEPT_NAMESPACES, StandInStore, State, Worlds
 from backup_api.storage.sqlite import SQLiteStore
 
+DESCRIPTORS_PER_WORLD = 6
+
 __all__ = ["DROP_CONNECTION", "KEPT_BODY_BYTES", "KEPT_PARTNERS", "KEPT_PER_PARTNER", "KEPT_REJECTIONS",
            "KEPT_NAMESPACES", "KEPT_UNVERIFIED", "StandInChannel", "init_app"]
 
@@ -33,6 +35,9 @@ __all__ = ["DROP_CONNECTION", "KEPT_BODY_BYTES", "KEPT_PARTNERS", "KEPT_PER_PART
 def init_app(app: Flask) -> None:
     """Make app the stand-in: an ephemeral store, a secret of its own unless one is set, its routes and hooks."""
     app.config["STAND_IN"] = True
+    # Descriptors the worlds kept may hold, kept from the connections' share: about five each (the
+    # file, -wal and -shm, for the writer and a reader); six are counted.
+    app.config["RESERVED_DESCRIPTORS"] = DESCRIPTORS_PER_WORLD * (KEPT_NAMESPACES + 1)
     configured = app.config["JWT_SECRET"]
     app.config["JWT_SECRET_KEY"] = configured or secrets.token_urlsafe(48)
     state = app.extensions["stand_in"] = State(int(app.config["STAND_IN_JOURNAL_BYTES"]))
