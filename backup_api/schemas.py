@@ -249,6 +249,10 @@ _QUICK_CHECKS = {name: quick_check(field) for name, field in _event_schema.field
 is_identifier = quick_check(Identifier())
 
 
+# Every field an event of each type needs, as a set.
+_REQUIRED = {event_type: frozenset((*ALWAYS_REQUIRED, *rules)) for event_type, rules in EVENT_RULES.items()}
+
+
 def _plainly_valid(event: dict) -> bool:
     """Tell whether an event passes the schema, by quick checks of its fields and the catalog, or may not.
 
@@ -256,12 +260,9 @@ def _plainly_valid(event: dict) -> bool:
     fraction of the cost of Schema.load, whose error messages are needed only when this says no.
     """
     event_type = event.get("event_type")
-    required = EVENT_RULES.get(event_type) if type(event_type) is str else None
-    if required is None:
+    required = _REQUIRED.get(event_type) if type(event_type) is str else None
+    if required is None or not required <= event.keys():
         return False
-    for name in (*ALWAYS_REQUIRED, *required):
-        if name not in event:
-            return False
     for name, value in event.items():
         check = _QUICK_CHECKS.get(name)
         if check is not None and not check(value):

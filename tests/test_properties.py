@@ -219,3 +219,13 @@ def test_the_quick_check_decides_as_the_schema_does_at_the_edges(field, value):
     event = {"partner_id": "casino_alpha", "player_login": "p1", "event_type": "bet", "amount": Decimal(5),
              field: value}
     assert _plainly_valid(event) == _schema_accepts(event)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(event=st.dictionaries(json_text, json_values, max_size=8))
+def test_the_content_keys_quick_writer_is_the_canonical_writer(event):
+    """Stored content keys must not change: the one-go writer of flat objects gives the general writer's text."""
+    from backup_api.storage import jsonform
+
+    event = json.loads(to_json(event), parse_float=Decimal, parse_int=Decimal)  # numbers as the reader gives them
+    assert jsonform._canonical_object(event) == jsonform.dumps(event, canonical=True)
