@@ -249,7 +249,7 @@ def test_a_503_fault_says_when_to_retry_and_is_no_error_in_the_log(backup_api, c
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
     assert "nothing was stored" in answer.get_json()["message"]
     logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "backup_api"]
-    assert ("INFO", "stand-in fault: 503 answered, nothing stored") in logged
+    assert ("INFO", "stand-in fault 503: 503 answered, nothing stored") in logged
     assert not [message for level, message in logged if level in ("WARNING", "ERROR")], logged
 
 

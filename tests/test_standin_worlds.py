@@ -203,6 +203,8 @@ def test_delays_never_starve_the_others(backup_api):
         post.join(10)
     refused = [answer for status, answer in answers if status == 503]
     assert len(refused) == 6 and "delayed answers already" in refused[0]["message"]
+    journaled = backup_api.requests("casino_alpha", status=503)["requests"]
+    assert len(journaled) == 6 and {entry["fault"] for entry in journaled} == {"delay"}
     assert [status for status, _ in answers].count(200) == 4
 
 

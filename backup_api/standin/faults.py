@@ -45,10 +45,11 @@ class DropConnection(Exception):
 class InjectedFault(storage.StorageError):
     """A fault answered with a status (503, 429, 500): as an outage is answered, but logged as what it is."""
 
-    def __init__(self, status: int, message: str, retry_after: int | None = None):
+    def __init__(self, status: int, message: str, retry_after: int | None = None, fault: str | None = None):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.fault = fault or str(status)  # the fault that played, as the journal names it
 
 
 class JSONNumber(fields.Field):
@@ -196,7 +197,7 @@ class DelaySlots:
         if not self._free.acquire(blocking=False):
             raise InjectedFault(503, f"the stand-in holds {self.slots} delayed answers already (at most half its"
                                 " threads); this request was refused rather than delayed, and nothing was stored",
-                                retry_after=1)
+                                retry_after=1, fault="delay")
         try:
             yield
         finally:

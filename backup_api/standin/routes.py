@@ -129,8 +129,8 @@ def drop(exc: DropConnection) -> Response:
 
 def injected(exc: InjectedFault) -> Response:
     """A fault answered with a status (and Retry-After, for 503 and 429), logged as a fault, not a storage failure."""
-    g.fault = str(exc.status)
-    current_app.logger.info("stand-in fault: %d answered, nothing stored", exc.status)
+    g.fault = exc.fault
+    current_app.logger.info("stand-in fault %s: %d answered, nothing stored", exc.fault, exc.status)
     response = error_response(exc.status, str(exc))
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
