@@ -56,10 +56,16 @@ token = AppGroup("token", help="Mint, revoke and rotate bearer tokens.")
 @click.option("--sub", help="The token holder, recorded with what it writes (default: the first partner).")
 @click.option("--scope", "scopes", multiple=True, metavar="SCOPE",
               help=f"What it may do, repeatable: {', '.join(tokens.SCOPES)} (default: all four).")
-def issue(partners, days, sub, scopes):
+@click.option("--ns", help="A stand-in's namespace: the token's world of its own there (the durable service"
+              " ignores it).")
+def issue(partners, days, sub, scopes, ns):
     """Print a bearer token that owns PARTNERS (partner_ids), signed with this database's secret."""
     if not all(partners):
         raise click.BadParameter("a partner_id cannot be empty", param_hint="PARTNERS")
+    if ns is not None and not (0 < len(ns) <= tokens.MAX_NAMESPACE_CHARS
+                               and schemas.NO_CONTROL_CHARACTERS.regex.match(ns)):
+        raise click.BadParameter(f"a namespace is 1 to {tokens.MAX_NAMESPACE_CHARS} characters, without control"
+                                 " characters", param_hint="--ns")
     chosen = [name for given in scopes for name in given.replace(",", " ").split()] if scopes else None
     most = int(current_app.config["MAX_TOKEN_DAYS"])
     if days > most:
@@ -70,7 +76,7 @@ def issue(partners, days, sub, scopes):
                                    " stand-in, to mint tokens it accepts")
     keys.secret_key()  # a ConfigError, printed as one line, when it cannot be opened
     try:
-        click.echo(tokens.issue(partners, days, sub, chosen))
+        click.echo(tokens.issue(partners, days, sub, chosen, ns))
     except ValueError as exc:  # an unknown scope, or none: tokens.issue says which
         raise click.ClickException(f"--scope: {exc}") from None
 

@@ -25,12 +25,16 @@ SCOPES = ("events:write", "events:read", "vip:write", "vip:read")
 MAX_NAMESPACE_CHARS = 200
 
 
-def issue(partners: list[str], days: int = 90, sub: str | None = None, scopes: list[str] | None = None) -> str:
+def issue(partners: list[str], days: int = 90, sub: str | None = None, scopes: list[str] | None = None,
+          ns: str | None = None) -> str:
     """Mint a token owning partners, held by sub (default: the first partner), valid for days; needs an app context.
 
-    scopes: what it may do (a subset of SCOPES); None, everything (no `scope` claim).
+    scopes: what it may do (a subset of SCOPES); None, everything (no `scope` claim). ns: a stand-in's
+    namespace (the `ns` claim).
     """
     claims = {"partners": list(partners)}
+    if ns is not None:
+        claims["ns"] = ns
     if scopes is not None:
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:

@@ -217,3 +217,14 @@ def test_the_worlds_descriptors_are_kept_from_the_connections_share(backup_api):
         assert waitress.adj.connection_limit == server.connection_limit() - 6 * 101
     finally:
         waitress.close()
+
+
+def test_token_issue_mints_a_token_of_a_namespace(backup_api):
+    runner = backup_api.app.test_cli_runner()
+    minted = runner.invoke(args=["token", "issue", "casino_alpha", "--ns", backup_api.namespace])
+    assert minted.exit_code == 0, minted.output
+    assert call(backup_api, "POST", "/player-events", valid_event("bet"), token=minted.output.strip())[0] == 200
+    assert len(backup_api.events("casino_alpha")) == 1  # in the test's own world
+    assert in_namespace(backup_api, None).events("casino_alpha") == []
+    refused = runner.invoke(args=["token", "issue", "casino_alpha", "--ns", ""])
+    assert refused.exit_code != 0 and "--ns" in refused.output
