@@ -5,7 +5,7 @@ the journal, refused requests journaled by partner, a dropped connection.
 import base64
 import json
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Request, Response, current_app, g, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from backup_api import storage
@@ -34,37 +34,38 @@ def keep_body():
     request.get_data(cache=True)
 
 
-def _body_items(status: int) -> list | None:
+def _body_items(req: Request, ctx, status: int) -> list | None:
     """The request's body as a list of its items (one for an object), or None when it is not JSON."""
     if status == 413:
         return None
-    body = g.get("json_body")  # as the route read it
+    body = ctx.get("json_body")  # as the route read it
     if body is None:
         try:
-            body = parse_json(request.get_data(cache=True))
+            body = parse_json(req.get_data(cache=True))
         except BodyError:  # not JSON, not UTF-8, nested too deep: no partner named in it
             return None
     return body if isinstance(body, list) else [body]
 
 
-def _named_partners(items: list | None) -> set[str]:
+def _named_partners(req: Request, ctx, items: list | None) -> set[str]:
     """The partner_ids a request names: in its path, its query, its body and what its token was checked for."""
-    named = set(g.get("partners", ()))
-    if request.view_args and isinstance(request.view_args.get("partner_id"), str):
-        named.add(request.view_args["partner_id"])
-    named.update(request.args.getlist("partner_id"))
+    named = set(ctx.get("partners", ()))
+    if req.view_args and isinstance(req.view_args.get("partner_id"), str):
+        named.add(req.view_args["partner_id"])
+    if req.query_string:
+        named.update(req.args.getlist("partner_id"))
     for item in items or ():
         if isinstance(item, dict) and isinstance(item.get("partner_id"), str):
             named.add(item["partner_id"])
     return {partner for partner in named if partner}
 
 
-def _outcome(index: int, item, status: int) -> str:
+def _outcome(ctx, index: int, item, status: int) -> str:
     """What became of the index-th event of a POST /player-events: stored, duplicate, conflict or refused."""
-    new = g.get("new")
+    new = ctx.get("new")
     if new is not None:
         return "stored" if new[index] else "duplicate"
-    held = g.get("conflict")  # (partner_id, event_id) held with other content
+    held = ctx.get("conflict")  # (partner_id, event_id) held with other content
     if status == 409 and isinstance(item, dict) and (item.get("partner_id"), item.get("event_id")) == held:
         return "conflict"
     return "refused"
@@ -74,11 +75,11 @@ def _outcome(index: int, item, status: int) -> str:
 EVENT_KEYS = ("event_type", "player_login", "event_id")
 
 
-def _events_of(partner: str, items: list, status: int) -> list[tuple]:
+def _events_of(ctx, partner: str, items: list, status: int) -> list[tuple]:
     """The events of a POST /player-events naming partner: what became of each, and its keys (None where missing)."""
     return [
-        (_outcome(index, item, status), *(item.get(name) if isinstance(item.get(name), str) else None
-                                           for name in EVENT_KEYS))
+        (_outcome(ctx, index, item, status), *(item.get(name) if isinstance(item.get(name), str) else None
+                                                for name in EVENT_KEYS))
         for index, item in enumerate(items) if isinstance(item, dict) and item.get("partner_id") == partner
     ]
 
@@ -86,15 +87,16 @@ def _events_of(partner: str, items: list, status: int) -> list[tuple]:
 def record(response: Response) -> Response:
     """Keep the request in the journal of each partner it names that its token owns (a token that did not verify:
     in the list of such requests, without its body). The stand-in's own routes are not kept."""
-    if request.blueprint == "stand_in":
+    req, ctx = request._get_current_object(), g._get_current_object()  # each looked up once, not per use
+    if req.blueprint == "stand_in":
         return response
-    entry = {"at": storage.rfc3339_us(storage.now_us()), "method": request.method,
-             "path": request.full_path.rstrip("?"), "status": response.status_code}
+    status = response.status_code
+    entry = {"at": storage.now_us(), "method": req.method, "path": req.full_path.rstrip("?"), "status": status}
     entry["answer"], entry["answer_chars"] = cut("" if response.is_streamed else response.get_data(as_text=True))
-    raw = b"" if response.status_code == 413 else request.get_data(cache=True)
+    raw = b"" if status == 413 else req.get_data(cache=True)
     entry["body_bytes"] = len(raw)
-    entry["fault"] = g.get("fault")
-    claims = g.get("claims")
+    entry["fault"] = ctx.get("fault")
+    claims = ctx.get("claims")
     state = current_app.extensions["stand_in"]
     if claims is None:
         state.journal.add_unverified({**entry, "events": None})
@@ -103,9 +105,9 @@ def record(response: Response) -> Response:
         text, form = raw.decode("utf-8"), "body"
     except UnicodeDecodeError:
         text, form = base64.b64encode(raw).decode(), "body_base64"
-    items = _body_items(response.status_code)
-    posted = request.method == "POST" and request.url_rule is not None and request.url_rule.rule == "/player-events"
-    named = _named_partners(items)
+    items = _body_items(req, ctx, status)
+    posted = req.method == "POST" and req.url_rule is not None and req.url_rule.rule == "/player-events"
+    named = _named_partners(req, ctx, items)
     for key in sorted(key for key in owned_keys(claims) if key[1] in named):
         partner = key[1]
         mine = [item for item in items or () if isinstance(item, dict) and item.get("partner_id") == partner]
@@ -113,7 +115,7 @@ def record(response: Response) -> Response:
         body = text if items is None or len(mine) == len(items) else dumps(mine)
         kept, chars = cut(body)
         state.journal.add(key, {**entry, form: kept, "body_chars": chars,
-                                "events": _events_of(partner, items, response.status_code)
+                                "events": _events_of(ctx, partner, items, status)
                                 if posted and items is not None else None})
     return response
 
@@ -176,7 +178,7 @@ def clear_faults():
 
 def _shown(entry: dict) -> dict:
     """An entry as the journal's routes answer it: the answer parsed (unless it was cut), the body as text."""
-    shown = {name: entry[name] for name in ("at", "method", "path", "status")}
+    shown = {"at": storage.rfc3339_us(entry["at"]), **{name: entry[name] for name in ("method", "path", "status")}}
     if entry["events"] is not None:
         shown["events"] = [{"outcome": outcome, **{name: value for name, value in zip(EVENT_KEYS, keys, strict=True)
                                                    if value is not None}}
