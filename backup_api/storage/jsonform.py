@@ -14,9 +14,26 @@ _encode_str = json.encoder.encode_basestring  # the C encoder, no ASCII escaping
 
 def dumps(value, canonical: bool = False) -> str:
     """Write JSON with every number exactly as parsed; canonical sorts keys and normalises numbers."""
+    if type(value) is dict:
+        flat = _flat_object(value, canonical)
+        if flat is not None:
+            return flat
     parts: list[str] = []
     _write(value, parts, canonical)
     return "".join(parts)
+
+
+def _flat_object(event: dict, canonical: bool) -> str | None:
+    """An object of strings and numbers only (most events) written in one go, as _write would; else None."""
+    parts = []
+    for key, value in sorted(event.items()) if canonical else event.items():
+        if type(value) is str:
+            parts.append(f"{_encode_str(key)}:{_encode_str(value)}")
+        elif isinstance(value, Decimal):
+            parts.append(f"{_encode_str(key)}:{_canonical_number(value) if canonical else value}")
+        else:  # a bool, null, an object, an array: the general writer
+            return None
+    return "{" + ",".join(parts) + "}"
 
 
 def _write(value, out: list[str], canonical: bool) -> None:
@@ -69,20 +86,7 @@ def content_key(event: dict) -> bytes:
     """Hash an event's content: key order, whitespace and number form do not change it."""
     # 128 bits of SHA-256: half the disk of the full digest, and forging another event's key
     # would still take a second preimage (2**128 work); chance collisions need ~2**64 events.
-    return hashlib.sha256(_canonical_object(event).encode("utf-8")).digest()[:KEY_BYTES]
-
-
-def _canonical_object(event: dict) -> str:
-    """dumps(event, canonical=True), written in one go for an object of strings and numbers (most events)."""
-    parts = []
-    for key, value in sorted(event.items()):
-        if type(value) is str:
-            parts.append(f"{_encode_str(key)}:{_encode_str(value)}")
-        elif isinstance(value, Decimal):
-            parts.append(f"{_encode_str(key)}:{_canonical_number(value)}")
-        else:  # anything else (a bool, null, an object, an array): the general writer
-            return dumps(event, canonical=True)
-    return "{" + ",".join(parts) + "}"
+    return hashlib.sha256(dumps(event, canonical=True).encode("utf-8")).digest()[:KEY_BYTES]
 
 
 def parsed_content_key(event_json: str) -> bytes:
