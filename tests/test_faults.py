@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from backup_api import create_app
+from backup_api.storage import StorageError
 from backup_api.storage.sqlite import GROUP_ROWS
 from tests.helpers import SECRET, bearer, count_rows, post_event, valid_event
 
@@ -189,3 +190,46 @@ def test_healthz_is_503_on_a_read_only_postgresql(postgres_url):
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("SET default_transaction_read_only = off")
             conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+
+
+def test_no_writer_waits_past_the_busy_timeout_behind_another(tmp_path):
+    """An import held the lock: a writer queued behind another writer's wait waited both (9.61 s for 5 s)."""
+    import threading
+    import time
+
+    from backup_api.storage.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "backup.db"), busy_timeout_ms=1000)
+    other = sqlite3.connect(tmp_path / "backup.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's long write: an import
+    waited = {}
+
+    def write(name, call):
+        started = time.monotonic()
+        try:
+            call()
+        except StorageError as exc:
+            waited[name] = (time.monotonic() - started, str(exc))
+
+    calls = {
+        "first event": lambda: store.add_events([valid_event("bet", n=1)], "casino_alpha"),
+        "second event": lambda: store.add_events([valid_event("bet", n=2)], "casino_alpha"),
+        "a flag": lambda: store.set_vip("casino_alpha", "p1", True, "casino_alpha"),
+    }
+    try:
+        threads = []
+        for name, call in calls.items():
+            threads.append(threading.Thread(target=write, args=(name, call)))
+            threads[-1].start()
+            time.sleep(0.2)  # each arrives while the one before waits
+        for thread in threads:
+            thread.join(10)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert set(waited) == set(calls)  # each refused: the lock was never free
+    for name, (seconds, message) in waited.items():
+        assert seconds < 1.0 + 0.3, (name, seconds)
+        assert "busy" in message or "locked" in message, message
+    store.add_events([valid_event("bet", n=3)], "casino_alpha")  # and it recovers
+    store.close()

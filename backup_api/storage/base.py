@@ -7,6 +7,7 @@ imports), sqlite.py and postgres.py each one backend's own SQL and connections.
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from backup_api.storage.rows import (
     EventRow,
@@ -69,16 +70,22 @@ def layout_refused(name: str, version: int, advice: str) -> StorageError:
     )
 
 
+# What a write that found the database busy past its wait says (a 503: retry).
+BUSY = ("the database is busy: another writer has held it for the whole busy timeout (BACKUP_API_BUSY_TIMEOUT_MS)"
+        "; nothing was stored, retry later")
+
+
 class WriteRequest:
     """Rows that one call asked to store, and what became of them."""
 
-    __slots__ = ("rows", "new", "error", "done")
+    __slots__ = ("rows", "new", "error", "done", "deadline")
 
-    def __init__(self, rows: list[EventRow]):
+    def __init__(self, rows: list[EventRow], deadline: float | None = None):
         self.rows = rows
         self.new: list[bool] = []
         self.error: BaseException | None = None
         self.done = False
+        self.deadline = deadline  # time.monotonic() past which it waits no more for the database
 
 
 class Store:
@@ -95,10 +102,48 @@ class Store:
     #: Called after each group commit with (requests in it, seconds it took), when set (metrics).
     observe_commit = None
 
+    #: Seconds a write may wait for the database, its turn in this process included (the busy
+    #: timeout); None: the backend bounds its waits itself.
+    write_wait_s: float | None = None
+
     def __init__(self):
         self._lock = threading.Lock()  # held by the one thread writing for this process
         self._queue_lock = threading.Lock()  # guards the queue of writes waiting for it
         self._queue: list[WriteRequest] = []
+        # While the lock is held: when the write under way stops waiting for the database.
+        self._deadline: float | None = None
+
+    def _new_deadline(self) -> float | None:
+        return None if self.write_wait_s is None else time.monotonic() + self.write_wait_s
+
+    def _take_turn(self, deadline: float | None) -> None:
+        """Take this process's write lock, waiting until deadline at most; past it, StorageError (busy)."""
+        timeout = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._lock.acquire(timeout=timeout):
+            raise StorageError(BUSY)
+        self._deadline = deadline
+
+    def _remaining_ms(self) -> int:
+        """Milliseconds the write under way may still wait for the database; none left: StorageError (busy)."""
+        if self._deadline is None:
+            return int((self.write_wait_s or 0) * 1000)
+        left = int((self._deadline - time.monotonic()) * 1000)
+        if left <= 0:
+            raise StorageError(BUSY)
+        return left
+
+    def _end_turn(self) -> None:
+        self._deadline = None
+        self._lock.release()
+
+    @contextmanager
+    def _write_turn(self) -> Iterator[None]:
+        """Hold this process's write lock for one write, which waits the busy timeout at most in all."""
+        self._take_turn(self._new_deadline())
+        try:
+            yield
+        finally:
+            self._end_turn()
 
     def add_events(self, events: list[dict], sub: str) -> list[bool]:
         """Store events all or nothing; say of each whether it was new. Raise EventConflict.
@@ -108,13 +153,25 @@ class Store:
         that call alone.
         """
         received_at = now_us()
-        request = WriteRequest([event_row(e, received_at, sub) for e in events])
+        request = WriteRequest([event_row(e, received_at, sub) for e in events], self._new_deadline())
         with self._queue_lock:
             self._queue.append(request)
-        with self._lock:
+        try:
+            self._take_turn(request.deadline)
+        except StorageError:
+            with self._queue_lock:
+                if request in self._queue:  # no writer took it into a group: nothing of it was written
+                    self._queue.remove(request)
+                    raise
+            # A writer took it into its group, which waits no longer than it would: its outcome is ours.
+            self._take_turn(None)
+        try:
             if not request.done:  # else a previous holder of the lock committed it with its own
                 with self._queue_lock:
                     group, self._queue = self._queue, []
+                # The group waits for the database as long as its most pressed request may.
+                deadlines = [other.deadline for other in group if other.deadline is not None]
+                self._deadline = min(deadlines) if deadlines else None
                 started = time.perf_counter()
                 try:
                     self._commit_group(group)
@@ -127,6 +184,8 @@ class Store:
                 finally:
                     for other in group:
                         other.done = True
+        finally:
+            self._end_turn()
         if request.error is not None:
             raise request.error
         return request.new

@@ -30,7 +30,8 @@ def _flat_object(event: dict, canonical: bool) -> str | None:
         if type(value) is str:
             parts.append(f"{_encode_str(key)}:{_encode_str(value)}")
         elif isinstance(value, Decimal):
-            parts.append(f"{_encode_str(key)}:{_canonical_number(value) if canonical else value}")
+            # str(): a Number's own text as sent (a format() would write it afresh)
+            parts.append(f"{_encode_str(key)}:{_canonical_number(value) if canonical else str(value)}")
         else:  # a bool, null, an object, an array: the general writer
             return None
     return "{" + ",".join(parts) + "}"

@@ -62,6 +62,7 @@ class SQLiteStore(SQLStore):
         self.path = self.name = path
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = int(busy_timeout_ms)
+        self.write_wait_s = self._busy_timeout_ms / 1000
         # Pages of -wal after which a commit folds it into the file (SQLite's default, 1000); 0
         # never: a tool that replicates the -wal (Litestream) does it instead.
         self._wal_autocheckpoint = int(wal_autocheckpoint)
@@ -215,13 +216,13 @@ class SQLiteStore(SQLStore):
     @contextmanager
     def _connected(self, failure: str) -> Iterator[sqlite3.Connection]:
         """Lend the writing connection, under the write lock, on the file at self.path."""
-        with self._lock, self._guarded(failure, begin=False, writes=False) as conn:
+        with self._write_turn(), self._guarded(failure, begin=False, writes=False) as conn:
             yield conn
 
     @contextmanager
     def _writing(self, failure: str) -> Iterator[sqlite3.Connection]:
         """Lend the writing connection in a write transaction, under the write lock."""
-        with self._lock, self._guarded(failure) as conn:
+        with self._write_turn(), self._guarded(failure) as conn:
             yield conn
 
     @contextmanager
@@ -233,6 +234,7 @@ class SQLiteStore(SQLStore):
         """
         try:
             self._check_file()
+            self._conn.execute(f"PRAGMA busy_timeout = {self._remaining_ms()}")  # the write's wait, not more
             if begin:
                 self._conn.execute("BEGIN IMMEDIATE")
             yield self._conn
