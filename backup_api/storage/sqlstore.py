@@ -68,6 +68,9 @@ class Statements:
             f" VALUES ({m}, {m}, {m}, {m}, {m}) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
             " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by"
         )
+        # An imported flag: added, or replacing an older one (times in one form: their text orders them).
+        self.merge_player = self.upsert_player + " WHERE excluded.updated_at > players.updated_at"
+        self.count_players = "SELECT count(*) FROM players"
         self.revoke = (f"INSERT INTO revocations (kind, value, revoked_at) VALUES ({m}, {m}, {m})"
                        " ON CONFLICT (kind, value) DO UPDATE SET revoked_at = excluded.revoked_at")
         self.lift = f"DELETE FROM revocations WHERE kind = {m} AND value = {m}"
@@ -190,6 +193,10 @@ class SQLStore(Store):
     def _finish_import(self, conn, kept_ids: bool) -> None:
         """Finish an import's transaction (after ids were kept: make the next id follow the last)."""
 
+    def _changes(self, conn) -> int | None:
+        """The rows the connection's statements have changed so far, or None where the backend cannot say."""
+        return None
+
     def _held_at(self, conn, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Return the updated_at of each player of keys held (locked until the commit, where that matters)."""
         raise NotImplementedError
@@ -303,10 +310,25 @@ class SQLStore(Store):
         return imported, held
 
     def import_players(self, records):
-        """Store exported VIP flags all or nothing; return (imported, updated, already held)."""
+        """Store exported VIP flags all or nothing; return (imported, updated, already held).
+
+        Where the backend counts the rows a statement changed, the database merges them by time
+        itself and the counts follow (added: the players held after less those before); else
+        merge_players looks up what is held.
+        """
         with self._writing("the import failed") as conn:
-            return merge_players(records, lambda keys: self._held_at(conn, keys),
-                                 lambda chosen: self._write_players(conn, chosen))
+            changes = self._changes(conn)
+            if changes is None:
+                return merge_players(records, lambda keys: self._held_at(conn, keys),
+                                     lambda chosen: self._write_players(conn, chosen))
+            (before,) = conn.execute(self.sql.count_players).fetchone()
+            given = 0
+            for chunk in chunks(records, PLAYERS_CHUNK):
+                conn.executemany(self.sql.merge_player, chunk)
+                given += len(chunk)
+            changed = self._changes(conn) - changes
+            (after,) = conn.execute(self.sql.count_players).fetchone()
+            return after - before, changed - (after - before), given - changed
 
     def forget(self, partners=None) -> None:
         """Delete every event and VIP flag of partners, or of everyone when None (the stand-in's reset)."""
