@@ -62,8 +62,7 @@ def issue(partners, days, sub, scopes, ns):
     """Print a bearer token that owns PARTNERS (partner_ids), signed with this database's secret."""
     if not all(partners):
         raise click.BadParameter("a partner_id cannot be empty", param_hint="PARTNERS")
-    if ns is not None and not (0 < len(ns) <= tokens.MAX_NAMESPACE_CHARS
-                               and schemas.NO_CONTROL_CHARACTERS.regex.match(ns)):
+    if ns is not None and not tokens.is_namespace(ns):
         raise click.BadParameter(f"a namespace is 1 to {tokens.MAX_NAMESPACE_CHARS} characters, without control"
                                  " characters", param_hint="--ns")
     chosen = [name for given in scopes for name in given.replace(",", " ").split()] if scopes else None

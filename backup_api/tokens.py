@@ -91,13 +91,16 @@ def _claims_problem(claims: dict) -> str | None:
         isinstance(partners, list) and all(isinstance(p, str) and p for p in partners)
     ):
         return "the 'partners' claim must be an array of partner_id strings"
-    ns = claims.get("ns")
-    if current_app.config["STAND_IN"] and "ns" in claims and not (
-        isinstance(ns, str) and 0 < len(ns) <= MAX_NAMESPACE_CHARS and schemas.NO_CONTROL_CHARACTERS.regex.match(ns)
-    ):
+    if current_app.config["STAND_IN"] and "ns" in claims and not is_namespace(claims["ns"]):
         return (f"the stand-in's 'ns' claim must be a non-empty string of at most {MAX_NAMESPACE_CHARS} characters,"
                 " without control characters")
     return None
+
+
+def is_namespace(value) -> bool:
+    """Tell whether value may name a stand-in's namespace: 1 to MAX_NAMESPACE_CHARS characters, no control ones."""
+    return (isinstance(value, str) and 0 < len(value) <= MAX_NAMESPACE_CHARS
+            and schemas.NO_CONTROL_CHARACTERS.regex.match(value) is not None)
 
 
 def _repeated_key() -> str | None:
