@@ -51,7 +51,15 @@ class Worlds:
         self._lock = threading.Lock()
         self._numbers = itertools.count()
         self._stores: OrderedDict[str, SQLiteStore] = OrderedDict()
+        self._observe_commit = None  # handed to every world, those opened later included
         self.get(DEFAULT)
+
+    def observe_commits(self, observe) -> None:
+        """Have every world, open now or opened later, call observe after each group commit (metrics)."""
+        with self._lock:
+            self._observe_commit = observe
+            for store in self._stores.values():
+                store.observe_commit = observe
 
     def get(self, ns: str) -> SQLiteStore:
         """The world of ns, opened now when it has none."""
@@ -62,6 +70,7 @@ class Worlds:
                 self._stores.move_to_end(ns)
                 return store
             store = self._stores[ns] = self._open_store(os.path.join(self._folder, f"world-{next(self._numbers)}.db"))
+            store.observe_commit = self._observe_commit
             while len(self._stores) > KEPT_NAMESPACES + 1:
                 oldest = next(name for name in self._stores if name != DEFAULT)
                 gone.append((oldest, self._stores.pop(oldest)))
@@ -164,18 +173,15 @@ class StandInStore:
     @observe_commit.setter
     def observe_commit(self, observe) -> None:
         self._observe_commit = observe
-        for store in self._state.worlds.each():
-            store.observe_commit = observe
+        self._state.worlds.observe_commits(observe)
 
     def _world(self) -> SQLiteStore:
-        store = self._state.worlds.get(namespace())
-        store.observe_commit = self._observe_commit
-        return store
+        return self._state.worlds.get(namespace())
 
     def _fault(self, partners: set[str], route: str):
         """The fault falling on this request, of those armed for the partners it names that its token owns."""
-        claims = g.get("claims") or {}
-        return self._state.faults.take(owned_keys(claims) & {(namespace(), partner) for partner in partners}, route)
+        keys = {key for key in owned_keys(g.get("claims") or {}) if key[1] in partners}
+        return self._state.faults.take(keys, route)
 
     def add_events(self, events: list[dict], sub: str) -> list[bool]:
         world = self._world()
