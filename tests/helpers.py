@@ -1,8 +1,10 @@
 """What the tests share beside their fixtures: tokens, events, posting them, and what a store holds."""
 
+import http.client
 import json
 import sqlite3
 import time
+import urllib.parse
 from decimal import Decimal
 
 import jwt
@@ -47,6 +49,23 @@ def make_token(sub="casino_alpha", secret=SECRET, algorithm="HS256", lifetime=36
 def bearer(token=None):
     """Return the Authorization header for token (a fresh casino_alpha token by default)."""
     return {"Authorization": f"Bearer {token or make_token()}"}
+
+
+def call_stand_in(stand_in, method, path, body=None, token=None, partner_id="casino_alpha", timeout=30,
+                  raw: bytes | None = None):
+    """One request to a running stand-in (body as JSON, or raw bytes) on a connection of its own; token: a token
+    owning partner_id by default. Return (status, headers, parsed answer), or (None, None, the error)."""
+    token = token or stand_in.token(partner_id)
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(stand_in.url).netloc, timeout=timeout)
+    try:
+        conn.request(method, path, body=raw if raw is not None else None if body is None else json.dumps(body),
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        return response.status, response.headers, json.loads(response.read())
+    except (OSError, http.client.HTTPException) as exc:
+        return None, None, exc
+    finally:
+        conn.close()
 
 
 def post_event(client, event, token=None, raw=None, content_type="application/json"):

@@ -12,24 +12,15 @@ from pathlib import Path
 import pytest
 
 from backup_api import create_app
-from tests.helpers import SECRET, bearer, make_token, valid_event
+from tests.helpers import SECRET, bearer, call_stand_in, make_token, valid_event
 from tests.server import ROOT, Server
 
 
 def post(backup_api, event, partner_id="casino_alpha", timeout=30, raw: bytes | None = None):
     """POST one event (or raw bytes) over a connection of its own; return (status, answer), or (None, the error)."""
-    token = backup_api.token(partner_id)
-    host, port = backup_api.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        conn.request("POST", "/player-events", body=json.dumps(event) if raw is None else raw,
-                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    except (OSError, http.client.HTTPException) as exc:
-        return None, exc
-    finally:
-        conn.close()
+    status, _, answer = call_stand_in(backup_api, "POST", "/player-events", event, partner_id=partner_id,
+                                      timeout=timeout, raw=raw)
+    return status, answer
 
 
 # The fixture --------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """The stand-in's namespaces (a world per token `ns` claim) and its faults on every route."""
 
 import http.client
-import json
 import os
 import threading
 import time
@@ -11,21 +10,7 @@ import pytest
 
 from backup_api.pytest_plugin import StandIn
 from tests.helpers import bearer, make_token, valid_event
-
-
-def call(backup_api, method, path, body=None, token=None, partner_id="casino_alpha", timeout=30):
-    """One request on a connection of its own: (status, headers, parsed answer), or (None, None, the error)."""
-    token = token or backup_api.token(partner_id)
-    conn = http.client.HTTPConnection(urllib.parse.urlsplit(backup_api.url).netloc, timeout=timeout)
-    try:
-        conn.request(method, path, body=None if body is None else json.dumps(body),
-                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-        response = conn.getresponse()
-        return response.status, response.headers, json.loads(response.read())
-    except (OSError, http.client.HTTPException) as exc:
-        return None, None, exc
-    finally:
-        conn.close()
+from tests.helpers import call_stand_in as call
 
 
 def in_namespace(backup_api, namespace):
