@@ -185,10 +185,12 @@ def export_events(partner, player, output):
 @events.command("import")
 @click.argument("file", type=click.File("rb"))
 def import_events(file):
-    """Load events written by `events export` from FILE (- for stdin), all or nothing.
+    """Load events written by `events export` from FILE (- for stdin), every line checked first.
 
-    Into an empty database everything comes back as it was, ids included; into one that holds
-    events, those already held are skipped and the rest get new ids.
+    A bad line stops it before anything is stored. The events then go in in pieces of about a
+    second, so that the service's own writes get their turn between them. Into an empty database
+    everything comes back as it was, ids included; into one that holds events, those already held
+    are skipped and the rest get new ids.
     """
     imported, held = _import(file, export_lines.load_exported_row, get_store().import_events)
     click.echo(f"imported {imported}, already held {held}")
@@ -235,9 +237,18 @@ def _import(file, load, store_all):
     except LineError as exc:
         raise click.ClickException(f"line {exc.line}: {_describe(exc.__cause__)}; nothing was imported") from None
     except storage.RecordError as exc:  # a conflict, or ids out of order: the index-th record is its line
-        raise click.ClickException(f"line {exc.index + 1}: {exc}; nothing was imported") from None
+        raise click.ClickException(f"line {exc.index + 1}: {exc}; {_kept(exc)}") from None
     except storage.StorageError as exc:
-        raise click.ClickException(f"{exc}; nothing was imported") from None
+        raise click.ClickException(f"{exc}; {_kept(exc)}") from None
+
+
+def _kept(exc: Exception) -> str:
+    """What an import that failed kept: nothing, or the pieces it stored before (exc.committed records)."""
+    committed = getattr(exc, "committed", 0)
+    if not committed:
+        return "nothing was imported"
+    return (f"lines 1 to {committed} were imported before it, the rest were not"
+            " (once it is mended, an import of the same file again stores the rest: those count as already held)")
 
 
 def _describe(exc: Exception) -> str:

@@ -264,17 +264,24 @@ class Store:
         raise NotImplementedError
 
     def import_events(self, records: Iterable[ImportedEvent]) -> tuple[int, int]:
-        """Store exported events all or nothing; return (imported, already held).
+        """Check exported events whole, then store them in pieces; return (imported, already held).
 
         Each record has ImportedEvent's fields, its row EventRow's: named, or plain tuples (what an
         import's worker processes send, as a NamedTuple takes five times as long to pickle).
 
-        Into an empty database every id is kept, so an export imported there exports again
-        byte for byte. Into one that holds events, the new ones get new ids after the last (an
-        id is never reused, and a reader paging through never misses one). An event already held
-        is skipped; an event_id held with other content raises EventConflict, ids that do not
-        increase from one record to the next raise RecordError (each with the record's index),
-        and so does any error raised by records: then nothing is kept.
+        Every record is checked before the first is stored: an event_id held (or earlier in the
+        records) with other content raises EventConflict, ids that do not increase from one record
+        to the next raise RecordError (each with the record's index), and so does any error raised
+        by records: then nothing is kept. The records then go in in pieces, each a transaction of
+        its own, so that other writers get their turn between them. A failure past the checks (a
+        write with the same event_id that came in meanwhile, the database lost) keeps the pieces
+        before it, and the exception's `committed` says how many records they held: the same
+        records again store the rest, the kept ones counting as already held.
+
+        Into an empty database every id is kept, so an export imported there exports again byte
+        for byte (as long as nothing else writes meanwhile: then the rest get new ids after it). Into
+        one that holds events, the new ones get new ids after the last (an id is never reused, and a
+        reader paging through never misses one). An event already held is skipped.
         """
         raise NotImplementedError
 

@@ -255,20 +255,26 @@ class PostgresStore(SQLStore):
                   if not is_new and row.event_id is not None]
         if resent:
             # Only on a resend or a conflict, both rare: so no content key is kept for these events.
-            held = dict(
-                ((partner_id, event_id), text)
-                for partner_id, event_id, text in conn.execute(
-                    "SELECT partner_id, event_id, event::text FROM events"
-                    " WHERE (partner_id, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                    ([row.partner_id for _, row in resent], [row.event_id for _, row in resent]),
-                )
-            )
+            held = PostgresStore._held_texts(conn, [(row.partner_id, row.event_id) for _, row in resent])
             for position, row in resent:
-                if parsed_content_key(held[row.partner_id, row.event_id]) != parsed_content_key(row.event):
+                text = held[row.partner_id, row.event_id]
+                if text != row.event and parsed_content_key(text) != parsed_content_key(row.event):
                     conflict = EventConflict(row.partner_id, row.event_id)
                     conflict.index = position
                     raise conflict
         return new
+
+    @staticmethod
+    def _held_texts(conn, keys):
+        """Return the text of each event held of keys, (partner_id, event_id) pairs."""
+        return {
+            (partner_id, event_id): text
+            for partner_id, event_id, text in conn.execute(
+                "SELECT partner_id, event_id, event::text FROM events"
+                " WHERE (partner_id, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                ([key[0] for key in keys], [key[1] for key in keys]),
+            )
+        }
 
     def _check_writable(self, conn):
         """Refuse a server that takes no writes: a standby, or read-only by setting."""
@@ -279,7 +285,10 @@ class PostgresStore(SQLStore):
             raise StorageError("the database is read-only" + (" (a standby in recovery)" if standby else ""))
 
     def _start_import(self, conn):
-        """No other writer while the import runs, in any process: ids stay in commit order."""
+        """No other writer during a piece of an import, in any process: ids stay in commit order.
+
+        Writers waiting for the lock are queued, and take it before the next piece.
+        """
         conn.execute("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
 
     def _import_chunk(self, conn, chunk, keep_ids):

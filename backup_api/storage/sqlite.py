@@ -20,9 +20,10 @@ from backup_api.storage.base import (
     layout_refused,
 )
 from backup_api.storage.files import create_private_file
+from backup_api.storage.importing import attached_staging
 from backup_api.storage.jsonform import parsed_content_key
 from backup_api.storage.layouts import create_sqlite_revocations, create_sqlite_tables
-from backup_api.storage.rows import SQLITE_COLUMNS, EventRow, ImportedEvent
+from backup_api.storage.rows import SQLITE_COLUMNS, EventRow
 from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
 
 # Raw SQL: the UNIQUE indexes decide, and the count of changes says whether they did. The columns
@@ -52,6 +53,9 @@ class SQLiteStore(SQLStore):
     """One SQLite database, shared by all threads of the process."""
 
     sql = Statements(DIALECT)
+    # After each piece of an import, longer than the 100 ms that SQLite's busy handler sleeps at
+    # most between two tries: a writer waiting in another process gets the lock in that time.
+    IMPORT_PAUSE_S = 0.15
 
     def __init__(self, path: str, synchronous: str = "FULL", busy_timeout_ms: int = 5000,
                  wal_autocheckpoint: int = 1000):
@@ -324,28 +328,41 @@ class SQLiteStore(SQLStore):
             (held,) = conn.execute(
                 "SELECT event FROM events WHERE partner_id = ? AND event_id = ?", (row.partner_id, row.event_id)
             ).fetchone()
-            if parsed_content_key(held) != parsed_content_key(row.event):
+            if held != row.event and parsed_content_key(held) != parsed_content_key(row.event):
                 raise EventConflict(row.partner_id, row.event_id)
         return False
 
-    def _import_chunk(self, conn, chunk: list[ImportedEvent], keep_ids: bool) -> list[bool]:
-        """Insert a chunk by one executemany; only a chunk where some row is held goes again row by row."""
+    def _staging(self):
+        """The staging database, attached to the writing connection: a piece then moves in one statement."""
+        return attached_staging(self._conn)
+
+    def _move_chunk(self, conn, staged, after, keep_ids):
+        """Copy a chunk of staged records by one INSERT ... SELECT; a chunk where some row is held goes row by row."""
         conn.execute("SAVEPOINT chunk")
         before = conn.total_changes
-        conn.executemany(_INSERT_EVENT, [(id_ if keep_ids else None, *row[:SQLITE_COLUMNS]) for id_, row in chunk])
-        if conn.total_changes - before == len(chunk):
+        conn.execute(staged.copy(keep_ids), (after, after + self.IMPORT_CHUNK))
+        count = min(self.IMPORT_CHUNK, staged.count - after)
+        if conn.total_changes - before == count:
             conn.execute("RELEASE chunk")
-            return [True] * len(chunk)
+            return [True] * count
         conn.execute("ROLLBACK TO chunk")
         conn.execute("RELEASE chunk")
         new = []
-        for position, (id_, row) in enumerate(chunk):
+        for position, (id_, row) in enumerate(staged.records(after, self.IMPORT_CHUNK)):
             try:
                 new.append(self._insert(conn, EventRow._make(row), id_ if keep_ids else None))
             except EventConflict as exc:
                 exc.index = position
                 raise
         return new
+
+    def _held_texts(self, conn, keys):
+        """Return the text of each event held of keys, (partner_id, event_id) pairs: a lookup in the index each."""
+        rows = ", ".join(["(?, ?)"] * len(keys))
+        return {(partner_id, event_id): text for partner_id, event_id, text in conn.execute(
+            f"WITH k (p, e) AS (VALUES {rows})"
+            " SELECT p, e, event FROM k JOIN events ON partner_id = p AND event_id = e",
+            [value for key in keys for value in key])}
 
     def _changes(self, conn):
         """The rows changed since the connection opened (an upsert that changed nothing adds none)."""

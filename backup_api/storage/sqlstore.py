@@ -6,12 +6,14 @@ stores a chunk of imported rows. The statements are built here from the dialect,
 stores' queries are the same text but for those words.
 """
 
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager
-from itertools import islice
+from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
 
-from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, RecordError, Store
+from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, RecordError, StorageError, Store
+from backup_api.storage.importing import PLAYERS_CHUNK, Staging, chunks, increasing_ids, merge_players
 from backup_api.storage.rows import (
     ExportedEvent,
     FoundEvent,
@@ -62,6 +64,7 @@ class Statements:
                                f" ORDER BY partner_id{d.by_bytes}, player_login{d.by_bytes}")
         self.any_event = "SELECT 1 FROM events LIMIT 1"
         self.empty = "SELECT NOT EXISTS (SELECT 1 FROM events)"
+        self.last_id = "SELECT coalesce(max(id), 0) FROM events"
         # A player's VIP flag, added or replaced.
         self.upsert_player = (
             "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
@@ -93,67 +96,16 @@ def fill_page(rows: Iterable[tuple], limit: int) -> tuple[list[StoredEvent], boo
     return page, False
 
 
-def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
-    """Pass exported event records on, refusing (RecordError) ids that do not increase."""
-    last_id = 0
-    for index, record in enumerate(records):
-        id_, _ = record
-        if id_ <= last_id:
-            error = RecordError(f"id {id_} does not follow id {last_id}: an export lists ids in increasing order")
-            error.index = index
-            raise error
-        last_id = id_
-        yield record
-
-
-def chunks(records: Iterable, size: int) -> Iterator[list]:
-    """Yield lists of up to size records, in order."""
-    records = iter(records)
-    while chunk := list(islice(records, size)):  # islice: no Python step per record
-        yield chunk
-
-
-# Records an import of VIP flags looks up and writes at a time.
-PLAYERS_CHUNK = 1000
-
-
-def merge_players(records: Iterable[tuple], held_at, write) -> tuple[int, int, int]:
-    """Merge exported VIP flags by time; return (imported, updated, already held).
-
-    A chunk of records at a time: held_at(keys) gives the updated_at of each (partner_id,
-    player_login) of keys held, as a dict; write(records) stores those records' flags, in order. A
-    player not held is added; one held with an older updated_at takes the record's flag; one held
-    with the same or a newer updated_at keeps its own (a player twice in the file included).
-    """
-    imported = updated = held = 0
-    for chunk in chunks(records, PLAYERS_CHUNK):
-        known = held_at({(partner_id, player_login) for partner_id, player_login, _, _, _ in chunk})
-        writes = []
-        for record in chunk:
-            partner_id, player_login, _, updated_at, _ = record
-            key = (partner_id, player_login)
-            existing = known.get(key)
-            if existing is not None and existing >= updated_at:
-                held += 1
-                continue
-            writes.append(record)
-            known[key] = updated_at
-            if existing is None:
-                imported += 1
-            else:
-                updated += 1
-        if writes:
-            write(writes)
-    return imported, updated, held
-
-
 class SQLStore(Store):
     """The reads, exports and imports of a store, over the hooks its backend supplies."""
 
     #: The backend's statements (Statements of its Dialect).
     sql: Statements
-    #: Rows an import stores at a time.
+    #: Rows an import stores at a time (a statement), the seconds it holds the write lock (a
+    #: transaction of chunks), and the seconds it then leaves to others.
     IMPORT_CHUNK = 1000
+    IMPORT_HOLD_S = 1.0
+    IMPORT_PAUSE_S = 0.0
 
     # The backend's hooks ---------------------------------------------------------------
 
@@ -181,7 +133,23 @@ class SQLStore(Store):
         """Raise StorageError, saying why, while the database cannot take writes (without writing)."""
 
     def _start_import(self, conn) -> None:
-        """Keep every other writer out until the import's transaction ends."""
+        """Keep every other writer out until a piece of an import ends (its transaction)."""
+
+    @contextmanager
+    def _staging(self) -> Iterator[Staging]:
+        """A staging database for an import: SQLite's private temporary file, on a connection of its own."""
+        conn = sqlite3.connect("", isolation_level=None)  # "": a private file, deleted once open
+        try:
+            yield Staging(conn)
+        finally:
+            conn.close()
+
+    def _move_chunk(self, conn, staged: Staging, after: int, keep_ids: bool) -> list[bool]:
+        """Store the next IMPORT_CHUNK records of staged after the first `after`; say of each whether it was new.
+
+        Raise EventConflict with its index in the chunk.
+        """
+        return self._import_chunk(conn, staged.records(after, self.IMPORT_CHUNK), keep_ids)
 
     def _import_chunk(self, conn, chunk: list[ImportedEvent], keep_ids: bool) -> list[bool]:
         """Store a chunk of an import (keeping its ids, when asked); say of each whether it was new.
@@ -191,7 +159,11 @@ class SQLStore(Store):
         raise NotImplementedError
 
     def _finish_import(self, conn, kept_ids: bool) -> None:
-        """Finish an import's transaction (after ids were kept: make the next id follow the last)."""
+        """Finish a piece of an import (after ids were kept: make the next id drawn follow the last)."""
+
+    def _held_texts(self, conn, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Return the text of each event held of keys, (partner_id, event_id) pairs."""
+        raise NotImplementedError
 
     def _changes(self, conn) -> int | None:
         """The rows the connection's statements have changed so far, or None where the backend cannot say."""
@@ -291,22 +263,54 @@ class SQLStore(Store):
             return [Revocation._make(row) for row in conn.execute(self.sql.revocations).fetchall()]
 
     def import_events(self, records):
-        """Store exported events all or nothing, a chunk at a time; return (imported, already held)."""
-        imported = held = 0
-        position = 0  # of the chunk's first record among records
-        with self._writing("the import failed") as conn:
-            self._start_import(conn)
-            (empty,) = conn.execute(self.sql.empty).fetchone()
-            for chunk in chunks(increasing_ids(records), self.IMPORT_CHUNK):
-                try:
-                    new = self._import_chunk(conn, chunk, keep_ids=bool(empty))
-                except RecordError as exc:
-                    exc.index += position
-                    raise
-                imported += sum(new)
-                held += len(new) - sum(new)
-                position += len(chunk)
-            self._finish_import(conn, kept_ids=bool(empty))
+        """Check every record, then store them in pieces of IMPORT_HOLD_S; return (imported, already held).
+
+        The records go to a staging database first, so that a bad line, ids out of order or an
+        event_id taken stop the import before any of it is stored. Between two pieces, the
+        service's writes get their turn (IMPORT_PAUSE_S).
+        """
+        with self._staging() as staged:
+            staged.load(increasing_ids(records))
+            with self._connected("the import failed") as conn:  # the writer's: no reader left open behind
+                (empty,) = conn.execute(self.sql.empty).fetchone()
+                staged.check(None if empty else lambda keys: self._held_texts(conn, keys))
+            return self._move(staged, keep_ids=bool(empty))
+
+    def _move(self, staged: Staging, keep_ids: bool) -> tuple[int, int]:
+        """Store the checked records of staged, a transaction of IMPORT_HOLD_S at a time; return (imported, held).
+
+        keep_ids: the records' ids are kept, until something else is written meanwhile at or past
+        the next of them (then the rest get new ids after the last). A failure (a write that came
+        in meanwhile with the same event_id, the database gone) keeps the pieces before it: the
+        exception's `committed` says how many records they held.
+        """
+        imported = held = position = committed = 0
+        try:
+            while position < staged.count:
+                with self._writing("the import failed") as conn:
+                    self._start_import(conn)
+                    if keep_ids:
+                        (last,) = conn.execute(self.sql.last_id).fetchone()
+                        keep_ids = last < staged.first_id(position)
+                    started = time.monotonic()
+                    while position < staged.count:  # one chunk at least
+                        try:
+                            new = self._move_chunk(conn, staged, position, keep_ids)
+                        except RecordError as exc:
+                            exc.index += position
+                            raise
+                        imported += sum(new)
+                        held += len(new) - sum(new)
+                        position += len(new)
+                        if time.monotonic() - started >= self.IMPORT_HOLD_S:
+                            break
+                    self._finish_import(conn, kept_ids=keep_ids)
+                committed = position
+                if position < staged.count:
+                    time.sleep(self.IMPORT_PAUSE_S)
+        except (RecordError, StorageError) as exc:
+            exc.committed = committed
+            raise
         return imported, held
 
     def import_players(self, records):

@@ -1,0 +1,136 @@
+"""An import checks the whole file first, then stores it in pieces: the service's writes get their turn between them."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from backup_api import loading, storage
+from backup_api.storage.postgres import PostgresStore
+from backup_api.storage.sqlite import SQLiteStore
+from backup_api.storage.sqlstore import SQLStore
+from tests.helpers import valid_event
+from tests.test_restore import new_app, run
+
+LINES = 3000
+WHEN = "2026-11-24T05:12:03.120512Z"
+
+
+def export_lines(count: int, step: int = 1) -> list[str]:
+    """Lines as `events export` writes them, count of them, ids step apart, each event with an event_id."""
+    return [json.dumps({"id": n * step, "received_at": WHEN, "sub": "x",
+                        "event": valid_event("bet", event_id=f"e{n}", amount=n)})
+            for n in range(1, count + 1)]
+
+
+@pytest.fixture
+def small_pieces(monkeypatch):
+    """Pieces of one chunk of 250 rows, lines checked in this process (no fork beside a writing thread)."""
+    monkeypatch.setattr(SQLStore, "IMPORT_HOLD_S", 0.0)
+    for store in (SQLiteStore, PostgresStore):
+        monkeypatch.setattr(store, "IMPORT_CHUNK", 250)
+    monkeypatch.setattr(loading, "worker_count", lambda: 1)
+
+
+def until_imported(store) -> None:
+    """Wait (5 s at most) until a piece of the import is stored."""
+    deadline = time.monotonic() + 5
+    while not store.read_events("casino_alpha", event_id="e1")[0] and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+def conflicting(store) -> None:
+    """Once a piece of the import is stored, send the last line's event_id with other content."""
+    until_imported(store)
+    store.add_events([valid_event("bet", event_id=f"e{LINES}", amount=-1)], "live")
+
+
+class Writer(threading.Thread):
+    """Posts an event to a store of its own every 10 ms until stopped, timing each; `first` runs before them."""
+
+    def __init__(self, database, first=None):
+        super().__init__()
+        self.app = new_app(database)
+        self.store = storage.get_store(self.app)
+        self.first = first
+        self.stop = threading.Event()
+        self.sent, self.errors, self.longest = [], [], 0.0
+
+    def run(self):
+        try:
+            if self.first is not None:
+                self.first(self.store)
+            while not self.stop.is_set():
+                event_id = f"live{len(self.sent)}"
+                started = time.monotonic()
+                self.store.add_events([valid_event("bet", event_id=event_id)], "live")
+                self.longest = max(self.longest, time.monotonic() - started)
+                self.sent.append(event_id)
+                time.sleep(0.01)
+        except Exception as exc:  # noqa: BLE001 - the test says what failed
+            self.errors.append(exc)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join(30)
+        self.store.close()
+
+
+def stored(app) -> list[tuple[int, str]]:
+    """(id, event_id) of every event held, by id."""
+    return [(line["id"], line["event"]["event_id"]) for line in map(json.loads, run(app, "events", "export")
+                                                                     .output.splitlines())]
+
+
+def test_writes_go_in_between_the_pieces_of_an_import(database, small_pieces, tmp_path):
+    source = tmp_path / "export.jsonl"
+    source.write_text("\n".join(export_lines(LINES)) + "\n")
+    app = new_app(database)
+    # Into an empty database: its ids are kept until a write comes in, then new ones follow it.
+    with Writer(database, first=until_imported) as writer:
+        result = run(app, "events", "import", str(source))
+    assert result.output == f"imported {LINES}, already held 0\n", result.output
+    assert not writer.errors and writer.longest < 1, (writer.errors, writer.longest)
+    held = stored(app)
+    imported = [event_id for _, event_id in held if event_id.startswith("e")]
+    assert imported == [f"e{n}" for n in range(1, LINES + 1)]  # in the file's order, none lost
+    assert [event_id for _, event_id in held if event_id.startswith("live")] == writer.sent
+    order = [event_id for _, event_id in held]
+    first, last = order.index("e1"), order.index(f"e{LINES}")
+    assert any(event_id.startswith("live") for event_id in order[first:last]), "no write went in meanwhile"
+    app.extensions["store"].close()
+
+
+def test_ids_are_kept_across_pieces_when_nothing_else_writes(database, small_pieces, tmp_path):
+    lines = export_lines(LINES, step=7)
+    app = new_app(database)
+    assert run(app, "events", "import", "-", stdin=("\n".join(lines) + "\n").encode()).exit_code == 0
+    assert run(app, "events", "export").output == "\n".join(lines) + "\n"
+    app.extensions["store"].close()
+
+
+def test_a_write_that_conflicts_meanwhile_stops_the_import_at_its_line(database, small_pieces, tmp_path):
+    source = tmp_path / "export.jsonl"
+    source.write_text("\n".join(export_lines(LINES)) + "\n")
+    app = new_app(database)
+    with Writer(database, first=conflicting) as writer:
+        result = run(app, "events", "import", str(source))
+    assert not writer.errors, writer.errors
+    assert result.exit_code == 1 and result.output.startswith(f"Error: line {LINES}: "), result.output
+    assert f"'e{LINES}'" in result.output and "were imported before it, the rest were not" in result.output
+    kept = int(result.output.split("lines 1 to ")[1].split()[0])
+    assert 0 < kept < LINES and kept % 250 == 0  # whole pieces
+    imported = [event_id for _, event_id in stored(app) if event_id.startswith("e") and event_id != f"e{LINES}"]
+    assert imported == [f"e{n}" for n in range(1, kept + 1)]
+    # Again, the file as it is: checked whole, refused, nothing more stored. Without the line: the rest.
+    again = run(app, "events", "import", str(source))
+    assert again.exit_code == 1 and "nothing was imported" in again.output, again.output
+    source.write_text("\n".join(export_lines(LINES - 1)) + "\n")
+    finish = run(app, "events", "import", str(source))
+    assert finish.output == f"imported {LINES - 1 - kept}, already held {kept}\n", finish.output
+    app.extensions["store"].close()
