@@ -134,3 +134,29 @@ def test_a_write_that_conflicts_meanwhile_stops_the_import_at_its_line(database,
     finish = run(app, "events", "import", str(source))
     assert finish.output == f"imported {LINES - 1 - kept}, already held {kept}\n", finish.output
     app.extensions["store"].close()
+
+
+def test_flags_are_set_in_between_the_pieces_of_a_players_import(database, small_pieces, tmp_path):
+    source = tmp_path / "players.jsonl"
+    source.write_text("".join(json.dumps({"partner_id": "casino_alpha", "player_login": f"p{n}", "is_vip": True,
+                                          "updated_at": "2026-11-24T05:12:03.120512Z", "updated_by": "x"}) + "\n"
+                              for n in range(1, LINES + 1)))
+    seen = []
+
+    def flag_meanwhile(store):
+        """Once the first flag is held, set one: say whether the last was held by then."""
+        deadline = time.monotonic() + 5
+        while store.get_vip("casino_alpha", "p1") is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        store.set_vip("casino_alpha", "live", True, "live")
+        seen.append(store.get_vip("casino_alpha", f"p{LINES}"))
+
+    app = new_app(database)
+    with Writer(database, first=flag_meanwhile) as writer:
+        result = run(app, "players", "import", str(source))
+    assert result.output == f"imported {LINES}, updated 0, already held 0\n", result.output
+    assert not writer.errors, writer.errors
+    assert seen == [None], "the flag was set only once the import had ended"
+    flags = [json.loads(line)["player_login"] for line in run(app, "players", "export").output.splitlines()]
+    assert len(flags) == LINES + 1 and "live" in flags
+    app.extensions["store"].close()

@@ -16,46 +16,47 @@ moves a piece by INSERT ... SELECT.
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from itertools import islice
 
 from backup_api.storage.base import EventConflict, RecordError
 from backup_api.storage.jsonform import parsed_content_key
-from backup_api.storage.rows import SQLITE_COLUMNS, EventRow
+from backup_api.storage.rows import SQLITE_COLUMNS, EventRow, PlayerRecord
 
 # Records written to the staging database, and event_ids looked up in the database, at a time.
 LOAD_ROWS = 2000
 LOOKUP_KEYS = 500
 
-_COLUMNS = ", ".join(EventRow._fields)
-_SQLITE_COLUMNS = ", ".join(EventRow._fields[:SQLITE_COLUMNS])
-_MARKS = ", ".join(["?"] * (len(EventRow._fields) + 2))
+# The columns staged of an event (its id, then its row's) and of a VIP flag.
+EVENT_COLUMNS = ("id", *EventRow._fields)
+PLAYER_COLUMNS = PlayerRecord._fields
 
 
 class Staging:
-    """A staging table of an import's records: line (from 1), the record's id, and its EventRow's columns.
+    """A staging table of an import's records: line (from 1), then the record's columns, in a schema of conn.
 
-    In the database schema of conn (a connection's own, or one attached to it).
+    The schema is a connection's own ("main"), or one attached to it.
     """
 
-    def __init__(self, conn: sqlite3.Connection, schema: str = "main"):
+    def __init__(self, conn: sqlite3.Connection, columns: tuple[str, ...], schema: str = "main"):
         self._conn = conn
         self.schema = schema
+        self.table = f"{schema}.staged"
+        self._columns = ", ".join(columns)
         conn.execute(f"PRAGMA {schema}.journal_mode = OFF")  # thrown away on any failure: nothing to roll back
         conn.execute(f"PRAGMA {schema}.synchronous = OFF")
-        conn.execute(f"CREATE TABLE {schema}.staged (line INTEGER PRIMARY KEY, id INTEGER NOT NULL, {_COLUMNS})")
+        conn.execute(f"CREATE TABLE {self.table} (line INTEGER PRIMARY KEY, {self._columns})")
+        self._insert = f"INSERT INTO {self.table} VALUES ({', '.join(['?'] * (len(columns) + 1))})"
         self.count = 0
 
     def load(self, records: Iterable[tuple]) -> None:
-        """Write records ((id, row) each, in the file's order) to the staging database."""
-        insert = f"INSERT INTO {self.schema}.staged VALUES ({_MARKS})"
+        """Write records (tuples of the columns, in the file's order) to the staging table."""
         batch = []
-        for id_, row in records:
+        for record in records:
             self.count += 1
-            batch.append((self.count, id_, *row))
+            batch.append((self.count, *record))
             if len(batch) == LOAD_ROWS:
-                self._conn.executemany(insert, batch)
+                self._conn.executemany(self._insert, batch)
                 batch = []
-        self._conn.executemany(insert, batch)
+        self._conn.executemany(self._insert, batch)
 
     def check(self, held_texts: Callable[[list[tuple[str, str]]], dict] | None) -> None:
         """Raise EventConflict (index: its line - 1) for the first line whose event_id is taken by other content.
@@ -64,7 +65,7 @@ class Staging:
         gives the text of each (partner_id, event_id) of keys the database holds (None: it holds
         no events, and only event_ids repeated in the file are read back).
         """
-        staged = f"{self.schema}.staged"
+        staged = self.table
         self._conn.execute(f"CREATE INDEX {self.schema}.staged_by_event_id ON staged (partner_id, event_id, line)"
                            " WHERE event_id IS NOT NULL")
         repeated = ("" if held_texts is not None else
@@ -97,36 +98,63 @@ class Staging:
             conflict.index = line - 1
             raise conflict
 
-    def copy(self, keep_ids: bool) -> str:
-        """The INSERT that copies the records of lines after + 1 to up (its two parameters) into the events.
+    def select(self, columns: str) -> str:
+        """The SELECT of columns of the records of lines after + 1 to up (its two parameters), in order."""
+        return f"SELECT {columns} FROM {self.table} WHERE line > ? AND line <= ? ORDER BY line"
 
-        With their ids, or new ones. Held keys are skipped: each row copied is a change of the connection.
-        """
-        # WHERE before ON CONFLICT: else SQLite would read ON as a join's constraint.
-        return (f"INSERT INTO main.events (id, {_SQLITE_COLUMNS}) SELECT {'id' if keep_ids else 'NULL'},"
-                f" {_SQLITE_COLUMNS} FROM {self.schema}.staged WHERE line > ? AND line <= ? ORDER BY line"
-                " ON CONFLICT DO NOTHING")
+    def first(self, after: int) -> object:
+        """The first column of the record of line after + 1."""
+        return self._conn.execute(f"SELECT {self._columns} FROM {self.table} WHERE line = ?",
+                                  (after + 1,)).fetchone()[0]
 
-    def first_id(self, after: int) -> int:
-        """The id of the record of line after + 1."""
-        return self._conn.execute(f"SELECT id FROM {self.schema}.staged WHERE line = ?", (after + 1,)).fetchone()[0]
-
-    def records(self, after: int, count: int) -> list[tuple[int, tuple]]:
-        """The records of lines after + 1 to after + count, (id, row) each, in the file's order."""
-        rows = self._conn.execute(f"SELECT id, {_COLUMNS} FROM {self.schema}.staged WHERE line > ? AND line <= ?"
-                                  " ORDER BY line", (after, after + count))
-        return [(record[0], record[1:]) for record in rows]
+    def records(self, after: int, count: int) -> list[tuple]:
+        """The records of lines after + 1 to after + count, in the file's order."""
+        return self._conn.execute(self.select(self._columns), (after, after + count)).fetchall()
 
 
 @contextmanager
-def attached_staging(conn: sqlite3.Connection) -> Iterator[Staging]:
-    """A staging database attached to conn, as "staging"; detached after."""
+def attached_staging(conn: sqlite3.Connection, columns: tuple[str, ...]) -> Iterator[Staging]:
+    """A staging table of columns in a database attached to conn, as "staging"; detached after."""
     conn.execute("ATTACH DATABASE '' AS staging")  # '': a private file, deleted once open
     try:
-        yield Staging(conn, "staging")
+        yield Staging(conn, columns, "staging")
     finally:
         with suppress(sqlite3.Error):  # the connection is gone (the store's file replaced meanwhile)
             conn.execute("DETACH DATABASE staging")
+
+
+# The SQLite store's columns of an event but its id (it reads event_type from the event), and of a flag.
+_SQLITE_EVENT = ", ".join(EventRow._fields[:SQLITE_COLUMNS])
+_PLAYER = ", ".join(PLAYER_COLUMNS)
+
+
+def copy_events(conn: sqlite3.Connection, staged: Staging, after: int, count: int, keep_ids: bool) -> int:
+    """Copy the count events staged after the first `after` into a SQLite store's events, in one statement.
+
+    With their ids, or new ones; an event whose key is held is skipped. Return the events copied.
+    """
+    before = conn.total_changes
+    # WHERE before ON CONFLICT: else SQLite would read ON as a join's constraint.
+    select = staged.select(("id, " if keep_ids else "NULL, ") + _SQLITE_EVENT)
+    conn.execute(f"INSERT INTO main.events (id, {_SQLITE_EVENT}) {select} ON CONFLICT DO NOTHING",
+                 (after, after + count))
+    return conn.total_changes - before
+
+
+def merge_flags(conn: sqlite3.Connection, staged: Staging, after: int, count: int, merge: str):
+    """Merge the count VIP flags staged after the first `after` into a SQLite store; return (imported, updated, held).
+
+    Two statements: the players not held are added, then merge (an upsert of one flag, replacing
+    only an older one) runs with its VALUES replaced by the same rows. The rows each changes are
+    the counts.
+    """
+    changes = []
+    select = " " + staged.select(_PLAYER)
+    for statement in (f"INSERT INTO main.players ({_PLAYER}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", merge):
+        before = conn.total_changes
+        conn.execute(statement.replace(" VALUES (?, ?, ?, ?, ?)", select), (after, after + count))
+        changes.append(conn.total_changes - before)
+    return changes[0], changes[1], min(count, staged.count - after) - sum(changes)
 
 
 def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
@@ -142,42 +170,30 @@ def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
         yield record
 
 
-def chunks(records: Iterable, size: int) -> Iterator[list]:
-    """Yield lists of up to size records, in order."""
-    records = iter(records)
-    while chunk := list(islice(records, size)):  # islice: no Python step per record
-        yield chunk
+def merge_players(chunk: list[tuple], held_at, write) -> tuple[int, int, int]:
+    """Merge a chunk of exported VIP flags by time; return (imported, updated, already held).
 
-
-# Records an import of VIP flags looks up and writes at a time.
-PLAYERS_CHUNK = 1000
-
-
-def merge_players(records: Iterable[tuple], held_at, write) -> tuple[int, int, int]:
-    """Merge exported VIP flags by time; return (imported, updated, already held).
-
-    A chunk of records at a time: held_at(keys) gives the updated_at of each (partner_id,
-    player_login) of keys held, as a dict; write(records) stores those records' flags, in order. A
-    player not held is added; one held with an older updated_at takes the record's flag; one held
-    with the same or a newer updated_at keeps its own (a player twice in the file included).
+    held_at(keys) gives the updated_at of each (partner_id, player_login) of keys held, as a dict;
+    write(records) stores those records' flags, in order. A player not held is added; one held with
+    an older updated_at takes the record's flag; one held with the same or a newer updated_at keeps
+    its own (a player twice in the file included).
     """
     imported = updated = held = 0
-    for chunk in chunks(records, PLAYERS_CHUNK):
-        known = held_at({(partner_id, player_login) for partner_id, player_login, _, _, _ in chunk})
-        writes = []
-        for record in chunk:
-            partner_id, player_login, _, updated_at, _ = record
-            key = (partner_id, player_login)
-            existing = known.get(key)
-            if existing is not None and existing >= updated_at:
-                held += 1
-                continue
-            writes.append(record)
-            known[key] = updated_at
-            if existing is None:
-                imported += 1
-            else:
-                updated += 1
-        if writes:
-            write(writes)
+    known = held_at({(partner_id, player_login) for partner_id, player_login, _, _, _ in chunk})
+    writes = []
+    for record in chunk:
+        partner_id, player_login, _, updated_at, _ = record
+        key = (partner_id, player_login)
+        existing = known.get(key)
+        if existing is not None and existing >= updated_at:
+            held += 1
+            continue
+        writes.append(record)
+        known[key] = updated_at
+        if existing is None:
+            imported += 1
+        else:
+            updated += 1
+    if writes:
+        write(writes)
     return imported, updated, held

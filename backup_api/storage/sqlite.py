@@ -20,7 +20,7 @@ from backup_api.storage.base import (
     layout_refused,
 )
 from backup_api.storage.files import create_private_file
-from backup_api.storage.importing import attached_staging
+from backup_api.storage.importing import attached_staging, copy_events, merge_flags
 from backup_api.storage.jsonform import parsed_content_key
 from backup_api.storage.layouts import create_sqlite_revocations, create_sqlite_tables
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow
@@ -332,29 +332,31 @@ class SQLiteStore(SQLStore):
                 raise EventConflict(row.partner_id, row.event_id)
         return False
 
-    def _staging(self):
-        """The staging database, attached to the writing connection: a piece then moves in one statement."""
-        return attached_staging(self._conn)
+    def _staging(self, columns):
+        """The staging table, attached to the writing connection: a chunk then moves in one statement."""
+        return attached_staging(self._conn, columns)
 
     def _move_chunk(self, conn, staged, after, keep_ids):
-        """Copy a chunk of staged records by one INSERT ... SELECT; a chunk where some row is held goes row by row."""
+        """Copy a chunk of staged events by one INSERT ... SELECT; a chunk where some row is held goes row by row."""
         conn.execute("SAVEPOINT chunk")
-        before = conn.total_changes
-        conn.execute(staged.copy(keep_ids), (after, after + self.IMPORT_CHUNK))
         count = min(self.IMPORT_CHUNK, staged.count - after)
-        if conn.total_changes - before == count:
+        if copy_events(conn, staged, after, self.IMPORT_CHUNK, keep_ids) == count:
             conn.execute("RELEASE chunk")
             return [True] * count
         conn.execute("ROLLBACK TO chunk")
         conn.execute("RELEASE chunk")
         new = []
-        for position, (id_, row) in enumerate(staged.records(after, self.IMPORT_CHUNK)):
+        for position, (id_, *row) in enumerate(staged.records(after, self.IMPORT_CHUNK)):
             try:
                 new.append(self._insert(conn, EventRow._make(row), id_ if keep_ids else None))
             except EventConflict as exc:
                 exc.index = position
                 raise
         return new
+
+    def _merge_chunk(self, conn, staged, after):
+        """Merge a chunk of staged VIP flags in the database, which compares the times itself."""
+        return merge_flags(conn, staged, after, self.IMPORT_CHUNK, self.sql.merge_player)
 
     def _held_texts(self, conn, keys):
         """Return the text of each event held of keys, (partner_id, event_id) pairs: a lookup in the index each."""
@@ -363,10 +365,6 @@ class SQLiteStore(SQLStore):
             f"WITH k (p, e) AS (VALUES {rows})"
             " SELECT p, e, event FROM k JOIN events ON partner_id = p AND event_id = e",
             [value for key in keys for value in key])}
-
-    def _changes(self, conn):
-        """The rows changed since the connection opened (an upsert that changed nothing adds none)."""
-        return conn.total_changes
 
     def gauges(self):
         """The sizes of the database file and of its write-ahead log."""

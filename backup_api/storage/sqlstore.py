@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
 
 from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, RecordError, StorageError, Store
-from backup_api.storage.importing import PLAYERS_CHUNK, Staging, chunks, increasing_ids, merge_players
+from backup_api.storage.importing import EVENT_COLUMNS, PLAYER_COLUMNS, Staging, increasing_ids, merge_players
 from backup_api.storage.rows import (
     ExportedEvent,
     FoundEvent,
@@ -73,7 +73,6 @@ class Statements:
         )
         # An imported flag: added, or replacing an older one (times in one form: their text orders them).
         self.merge_player = self.upsert_player + " WHERE excluded.updated_at > players.updated_at"
-        self.count_players = "SELECT count(*) FROM players"
         self.revoke = (f"INSERT INTO revocations (kind, value, revoked_at) VALUES ({m}, {m}, {m})"
                        " ON CONFLICT (kind, value) DO UPDATE SET revoked_at = excluded.revoked_at")
         self.lift = f"DELETE FROM revocations WHERE kind = {m} AND value = {m}"
@@ -136,20 +135,28 @@ class SQLStore(Store):
         """Keep every other writer out until a piece of an import ends (its transaction)."""
 
     @contextmanager
-    def _staging(self) -> Iterator[Staging]:
-        """A staging database for an import: SQLite's private temporary file, on a connection of its own."""
+    def _staging(self, columns: tuple[str, ...]) -> Iterator[Staging]:
+        """A staging table of columns: in SQLite's private temporary file, on a connection of its own."""
         conn = sqlite3.connect("", isolation_level=None)  # "": a private file, deleted once open
         try:
-            yield Staging(conn)
+            yield Staging(conn, columns)
         finally:
             conn.close()
 
     def _move_chunk(self, conn, staged: Staging, after: int, keep_ids: bool) -> list[bool]:
-        """Store the next IMPORT_CHUNK records of staged after the first `after`; say of each whether it was new.
+        """Store the next IMPORT_CHUNK events staged after the first `after`; say of each whether it was new.
 
         Raise EventConflict with its index in the chunk.
         """
-        return self._import_chunk(conn, staged.records(after, self.IMPORT_CHUNK), keep_ids)
+        chunk = [(record[0], record[1:]) for record in staged.records(after, self.IMPORT_CHUNK)]
+        return self._import_chunk(conn, chunk, keep_ids)
+
+    def _merge_chunk(self, conn, staged: Staging, after: int) -> tuple[int, int, int]:
+        """Merge the next IMPORT_CHUNK VIP flags staged after the first `after`; return (imported, updated, held)."""
+        chunk = [(partner_id, login, bool(is_vip), updated_at, updated_by)
+                 for partner_id, login, is_vip, updated_at, updated_by in staged.records(after, self.IMPORT_CHUNK)]
+        return merge_players(chunk, lambda keys: self._held_at(conn, keys),
+                             lambda chosen: self._write_players(conn, chosen))
 
     def _import_chunk(self, conn, chunk: list[ImportedEvent], keep_ids: bool) -> list[bool]:
         """Store a chunk of an import (keeping its ids, when asked); say of each whether it was new.
@@ -164,10 +171,6 @@ class SQLStore(Store):
     def _held_texts(self, conn, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Return the text of each event held of keys, (partner_id, event_id) pairs."""
         raise NotImplementedError
-
-    def _changes(self, conn) -> int | None:
-        """The rows the connection's statements have changed so far, or None where the backend cannot say."""
-        return None
 
     def _held_at(self, conn, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Return the updated_at of each player of keys held (locked until the commit, where that matters)."""
@@ -265,74 +268,81 @@ class SQLStore(Store):
     def import_events(self, records):
         """Check every record, then store them in pieces of IMPORT_HOLD_S; return (imported, already held).
 
-        The records go to a staging database first, so that a bad line, ids out of order or an
-        event_id taken stop the import before any of it is stored. Between two pieces, the
-        service's writes get their turn (IMPORT_PAUSE_S).
+        The records go to a staging table first, so that a bad line, ids out of order or an
+        event_id taken stop the import before any of it is stored.
         """
-        with self._staging() as staged:
-            staged.load(increasing_ids(records))
+        with self._staging(EVENT_COLUMNS) as staged:
+            staged.load((id_, *row) for id_, row in increasing_ids(records))
             with self._connected("the import failed") as conn:  # the writer's: no reader left open behind
                 (empty,) = conn.execute(self.sql.empty).fetchone()
                 staged.check(None if empty else lambda keys: self._held_texts(conn, keys))
-            return self._move(staged, keep_ids=bool(empty))
+            keep_ids, imported = bool(empty), 0
 
-    def _move(self, staged: Staging, keep_ids: bool) -> tuple[int, int]:
-        """Store the checked records of staged, a transaction of IMPORT_HOLD_S at a time; return (imported, held).
+            def begin(conn, after):
+                # The ids are kept until a write that came in meanwhile took one at or past the next.
+                nonlocal keep_ids
+                self._start_import(conn)
+                if keep_ids:
+                    (last,) = conn.execute(self.sql.last_id).fetchone()
+                    keep_ids = last < staged.first(after)
 
-        keep_ids: the records' ids are kept, until something else is written meanwhile at or past
-        the next of them (then the rest get new ids after the last). A failure (a write that came
-        in meanwhile with the same event_id, the database gone) keeps the pieces before it: the
-        exception's `committed` says how many records they held.
+            def store(conn, after):
+                nonlocal imported
+                imported += sum(self._move_chunk(conn, staged, after, keep_ids))
+
+            self._in_pieces(staged, store, begin, lambda conn: self._finish_import(conn, kept_ids=keep_ids))
+            return imported, staged.count - imported
+
+    def import_players(self, records):
+        """Store exported VIP flags, checked whole first, in pieces as import_events; return (imported, updated, held).
+
+        A player not held is added; one held with an older updated_at takes the file's flag; one
+        held with the same or a newer updated_at keeps its own.
         """
-        imported = held = position = committed = 0
+        counts = [0, 0, 0]
+
+        def store(conn, after):
+            for n, count in enumerate(self._merge_chunk(conn, staged, after)):
+                counts[n] += count
+
+        with self._staging(PLAYER_COLUMNS) as staged:
+            staged.load(records)
+            self._in_pieces(staged, store)
+        return tuple(counts)
+
+    def _in_pieces(self, staged: Staging, store, begin=None, end=None) -> None:
+        """Call store(conn, after) for each chunk of the staged lines, in transactions of about IMPORT_HOLD_S.
+
+        A chunk is the IMPORT_CHUNK lines after the first `after`; begin(conn, after) and end(conn)
+        run at the start and the end of each transaction, and the service's writes get their turn
+        between two (IMPORT_PAUSE_S). A failure keeps the transactions before it: the exception's
+        `committed` says how many records they held (the index of a RecordError counts from the
+        first line).
+        """
+        after = committed = 0
         try:
-            while position < staged.count:
+            while after < staged.count:
                 with self._writing("the import failed") as conn:
-                    self._start_import(conn)
-                    if keep_ids:
-                        (last,) = conn.execute(self.sql.last_id).fetchone()
-                        keep_ids = last < staged.first_id(position)
+                    if begin is not None:
+                        begin(conn, after)
                     started = time.monotonic()
-                    while position < staged.count:  # one chunk at least
+                    while after < staged.count:  # one chunk at least
                         try:
-                            new = self._move_chunk(conn, staged, position, keep_ids)
+                            store(conn, after)
                         except RecordError as exc:
-                            exc.index += position
+                            exc.index += after
                             raise
-                        imported += sum(new)
-                        held += len(new) - sum(new)
-                        position += len(new)
+                        after += self.IMPORT_CHUNK
                         if time.monotonic() - started >= self.IMPORT_HOLD_S:
                             break
-                    self._finish_import(conn, kept_ids=keep_ids)
-                committed = position
-                if position < staged.count:
+                    if end is not None:
+                        end(conn)
+                committed = min(after, staged.count)
+                if after < staged.count:
                     time.sleep(self.IMPORT_PAUSE_S)
         except (RecordError, StorageError) as exc:
             exc.committed = committed
             raise
-        return imported, held
-
-    def import_players(self, records):
-        """Store exported VIP flags all or nothing; return (imported, updated, already held).
-
-        Where the backend counts the rows a statement changed, the database merges them by time
-        itself and the counts follow (added: the players held after less those before); else
-        merge_players looks up what is held.
-        """
-        with self._writing("the import failed") as conn:
-            changes = self._changes(conn)
-            if changes is None:
-                return merge_players(records, lambda keys: self._held_at(conn, keys),
-                                     lambda chosen: self._write_players(conn, chosen))
-            (before,) = conn.execute(self.sql.count_players).fetchone()
-            given = 0
-            for chunk in chunks(records, PLAYERS_CHUNK):
-                conn.executemany(self.sql.merge_player, chunk)
-                given += len(chunk)
-            changed = self._changes(conn) - changes
-            (after,) = conn.execute(self.sql.count_players).fetchone()
-            return after - before, changed - (after - before), given - changed
 
     def forget(self, partners=None) -> None:
         """Delete every event and VIP flag of partners, or of everyone when None (the stand-in's reset)."""
