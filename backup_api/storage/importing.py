@@ -1,9 +1,9 @@
-"""What an import needs besides a store: its events checked whole before the first is stored (Staging),
-ids in order, chunks, VIP flags merged by time.
+"""What an import needs beside a store: its records checked whole before the first is stored (Staging),
+copied from there on SQLite, ids in order, VIP flags merged by time.
 
-An import stores its events in pieces, each a transaction of its own, so that the service's own
+An import stores its records in pieces, each a transaction of its own, so that the service's own
 writes get their turn between them rather than waiting out the whole import. Yet a bad file must
-leave the database as it was: so every record goes first into a staging database, and its
+leave the database as it was: so every record goes first into a staging table, and the events'
 event_ids are checked against each other and against the database. Only a file that passes every
 check is moved, in pieces.
 
@@ -41,6 +41,7 @@ class Staging:
         self.schema = schema
         self.table = f"{schema}.staged"
         self._columns = ", ".join(columns)
+        self._first = columns[0]
         conn.execute(f"PRAGMA {schema}.journal_mode = OFF")  # thrown away on any failure: nothing to roll back
         conn.execute(f"PRAGMA {schema}.synchronous = OFF")
         conn.execute(f"CREATE TABLE {self.table} (line INTEGER PRIMARY KEY, {self._columns})")
@@ -104,8 +105,7 @@ class Staging:
 
     def first(self, after: int) -> object:
         """The first column of the record of line after + 1."""
-        return self._conn.execute(f"SELECT {self._columns} FROM {self.table} WHERE line = ?",
-                                  (after + 1,)).fetchone()[0]
+        return self._conn.execute(f"SELECT {self._first} FROM {self.table} WHERE line = ?", (after + 1,)).fetchone()[0]
 
     def records(self, after: int, count: int) -> list[tuple]:
         """The records of lines after + 1 to after + count, in the file's order."""
