@@ -222,7 +222,7 @@ def _write_lines(lines, output: str | None) -> None:
 @players.command("import")
 @click.argument("file", type=click.File("rb"))
 def import_players(file):
-    """Load VIP flags written by `players export` from FILE (- for stdin), all or nothing.
+    """Load VIP flags written by `players export` from FILE (- for stdin), every line checked first.
 
     A flag newer than the one held (by updated_at) replaces it; an older one is skipped.
     """

@@ -81,28 +81,34 @@ class Writer(threading.Thread):
         self.store.close()
 
 
-def stored(app) -> list[tuple[int, str]]:
-    """(id, event_id) of every event held, by id."""
-    return [(line["id"], line["event"]["event_id"]) for line in map(json.loads, run(app, "events", "export")
-                                                                     .output.splitlines())]
+def stored(app) -> list[str]:
+    """The event_id of every event held, by id."""
+    return [json.loads(line)["event"]["event_id"] for line in run(app, "events", "export").output.splitlines()]
 
 
-def test_writes_go_in_between_the_pieces_of_an_import(database, small_pieces, tmp_path):
+def import_while_writing(database, tmp_path, first):
+    """Import LINES lines from a file while a Writer posts (first: what it does before); return what there is to see.
+
+    The app, the writer, the import's result, and the file.
+    """
     source = tmp_path / "export.jsonl"
     source.write_text("\n".join(export_lines(LINES)) + "\n")
     app = new_app(database)
-    # Into an empty database: its ids are kept until a write comes in, then new ones follow it.
-    with Writer(database, first=until_imported) as writer:
+    with Writer(database, first=first) as writer:
         result = run(app, "events", "import", str(source))
+    return app, writer, result, source
+
+
+def test_writes_go_in_between_the_pieces_of_an_import(database, small_pieces, tmp_path):
+    # Into an empty database: its ids are kept until a write comes in, then new ones follow it.
+    app, writer, result, _ = import_while_writing(database, tmp_path, until_imported)
     assert result.output == f"imported {LINES}, already held 0\n", result.output
     assert not writer.errors and writer.longest < 1, (writer.errors, writer.longest)
     held = stored(app)
-    imported = [event_id for _, event_id in held if event_id.startswith("e")]
-    assert imported == [f"e{n}" for n in range(1, LINES + 1)]  # in the file's order, none lost
-    assert [event_id for _, event_id in held if event_id.startswith("live")] == writer.sent
-    order = [event_id for _, event_id in held]
-    first, last = order.index("e1"), order.index(f"e{LINES}")
-    assert any(event_id.startswith("live") for event_id in order[first:last]), "no write went in meanwhile"
+    assert [event_id for event_id in held if event_id.startswith("e")] == [f"e{n}" for n in range(1, LINES + 1)]
+    assert [event_id for event_id in held if event_id.startswith("live")] == writer.sent
+    written_meanwhile = held[held.index("e1") : held.index(f"e{LINES}")]
+    assert any(event_id.startswith("live") for event_id in written_meanwhile), "no write went in meanwhile"
     app.extensions["store"].close()
 
 
@@ -115,17 +121,13 @@ def test_ids_are_kept_across_pieces_when_nothing_else_writes(database, small_pie
 
 
 def test_a_write_that_conflicts_meanwhile_stops_the_import_at_its_line(database, small_pieces, tmp_path):
-    source = tmp_path / "export.jsonl"
-    source.write_text("\n".join(export_lines(LINES)) + "\n")
-    app = new_app(database)
-    with Writer(database, first=conflicting) as writer:
-        result = run(app, "events", "import", str(source))
+    app, writer, result, source = import_while_writing(database, tmp_path, conflicting)
     assert not writer.errors, writer.errors
     assert result.exit_code == 1 and result.output.startswith(f"Error: line {LINES}: "), result.output
     assert f"'e{LINES}'" in result.output and "were imported before it, the rest were not" in result.output
     kept = int(result.output.split("lines 1 to ")[1].split()[0])
     assert 0 < kept < LINES and kept % 250 == 0  # whole pieces
-    imported = [event_id for _, event_id in stored(app) if event_id.startswith("e") and event_id != f"e{LINES}"]
+    imported = [event_id for event_id in stored(app) if event_id.startswith("e") and event_id != f"e{LINES}"]
     assert imported == [f"e{n}" for n in range(1, kept + 1)]
     # Again, the file as it is: checked whole, refused, nothing more stored. Without the line: the rest.
     again = run(app, "events", "import", str(source))

@@ -286,7 +286,7 @@ class Store:
         raise NotImplementedError
 
     def import_players(self, records: Iterable[PlayerRecord]) -> tuple[int, int, int]:
-        """Store exported VIP flags all or nothing; return (imported, updated, already held).
+        """Store exported VIP flags, checked whole, then in pieces as import_events; return (imported, updated, held).
 
         Each record has PlayerRecord's fields, named or a plain tuple (as for import_events).
 
