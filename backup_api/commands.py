@@ -240,15 +240,17 @@ def _import(file, load, store_all):
         raise click.ClickException(f"line {exc.index + 1}: {exc}; {_kept(exc)}") from None
     except storage.StorageError as exc:
         raise click.ClickException(f"{exc}; {_kept(exc)}") from None
+    except KeyboardInterrupt as exc:
+        raise click.ClickException(f"interrupted; {_kept(exc)}") from None
 
 
-def _kept(exc: Exception) -> str:
+def _kept(exc: BaseException) -> str:
     """What an import that failed kept: nothing, or the pieces it stored before (exc.committed records)."""
     committed = getattr(exc, "committed", 0)
     if not committed:
         return "nothing was imported"
-    return (f"lines 1 to {committed} were imported before it, the rest were not"
-            " (once it is mended, an import of the same file again stores the rest: those count as already held)")
+    return (f"lines 1 to {committed} were imported before it, the rest were not: run the import again"
+            " (after mending the line, if it is at fault) and those count as already held")
 
 
 def _describe(exc: Exception) -> str:

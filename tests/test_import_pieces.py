@@ -162,3 +162,27 @@ def test_flags_are_set_in_between_the_pieces_of_a_players_import(database, small
     flags = [json.loads(line)["player_login"] for line in run(app, "players", "export").output.splitlines()]
     assert len(flags) == LINES + 1 and "live" in flags
     app.extensions["store"].close()
+
+
+def test_an_import_interrupted_while_it_stores_says_what_it_kept(database, small_pieces, monkeypatch):
+    store_class = SQLiteStore if database.endswith(".db") else PostgresStore
+    moved = store_class._move_chunk
+    calls = []
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C in the third piece
+            raise KeyboardInterrupt
+        return moved(self, *args)
+
+    monkeypatch.setattr(store_class, "_move_chunk", interrupted)
+    app = new_app(database)
+    lines = "\n".join(export_lines(LINES)) + "\n"
+    result = run(app, "events", "import", "-", stdin=lines.encode())
+    assert result.exit_code == 1 and result.output.startswith("Error: interrupted; lines 1 to 500 were imported"), (
+        result.output)
+    assert stored(app) == [f"e{n}" for n in range(1, 501)]
+    monkeypatch.setattr(store_class, "_move_chunk", moved)
+    again = run(app, "events", "import", "-", stdin=lines.encode())
+    assert again.output == f"imported {LINES - 500}, already held 500\n", again.output
+    app.extensions["store"].close()

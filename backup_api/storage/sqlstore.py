@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
 
-from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, RecordError, StorageError, Store
+from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, RecordError, Store
 from backup_api.storage.importing import EVENT_COLUMNS, PLAYER_COLUMNS, Staging, increasing_ids, merge_players
 from backup_api.storage.rows import (
     ExportedEvent,
@@ -316,8 +316,8 @@ class SQLStore(Store):
         A chunk is the IMPORT_CHUNK lines after the first `after`; begin(conn, after) and end(conn)
         run at the start and the end of each transaction, and the service's writes get their turn
         between two (IMPORT_PAUSE_S). A failure keeps the transactions before it: the exception's
-        `committed` says how many records they held (the index of a RecordError counts from the
-        first line).
+        `committed` says how many records they held, whatever it is (KeyboardInterrupt too); the
+        index of a RecordError counts from the first line.
         """
         after = committed = 0
         try:
@@ -340,7 +340,7 @@ class SQLStore(Store):
                 committed = min(after, staged.count)
                 if after < staged.count:
                     time.sleep(self.IMPORT_PAUSE_S)
-        except (RecordError, StorageError) as exc:
+        except BaseException as exc:  # a conflict, the database lost, Ctrl-C: say what is kept
             exc.committed = committed
             raise
 
