@@ -12,6 +12,7 @@ import collections
 import itertools
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
@@ -97,7 +98,7 @@ def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object]) -> It
         return
     # fork: the workers start at once, with load and this process's modules; none touches the
     # store (nor any of this process's files) and they end by os._exit, closing nothing of ours.
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_leave_interrupts_to_the_parent) as pool:
         pending: collections.deque = collections.deque()
         number = 1
 
@@ -122,6 +123,11 @@ def checked_lines(lines: Iterable[bytes], load: Callable[[bytes], object]) -> It
             if bad is not None:
                 _load(load, block[bad], start + bad)  # raises, here, the line's own error
                 raise RuntimeError(f"line {start + bad} failed in a worker and passed here")
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    """A worker ignores Ctrl-C (SIGINT, sent to the terminal's whole group): the importing process stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _checked_here(lines: Iterable[bytes], load, first: int) -> Iterator:

@@ -1,6 +1,8 @@
 """An import checks the whole file first, then stores it in pieces: the service's writes get their turn between them."""
 
 import json
+import os
+import signal
 import threading
 import time
 
@@ -186,3 +188,33 @@ def test_an_import_interrupted_while_it_stores_says_what_it_kept(database, small
     again = run(app, "events", "import", "-", stdin=lines.encode())
     assert again.output == f"imported {LINES - 500}, already held 500\n", again.output
     app.extensions["store"].close()
+
+
+def test_ctrl_c_during_a_piece_waits_for_its_commit_and_counts_it(database, small_pieces, monkeypatch):
+    store_class = SQLiteStore if database.endswith(".db") else PostgresStore
+    moved = store_class._move_chunk
+    calls = []
+
+    def signalled(self, *args):
+        calls.append(1)
+        if len(calls) == 2:  # SIGINT in the middle of the second piece: held until it is committed
+            os.kill(os.getpid(), signal.SIGINT)
+        return moved(self, *args)
+
+    monkeypatch.setattr(store_class, "_move_chunk", signalled)
+    app = new_app(database)
+    result = run(app, "events", "import", "-", stdin=("\n".join(export_lines(LINES)) + "\n").encode())
+    assert result.output.startswith("Error: interrupted; lines 1 to 500 were imported"), result.output
+    assert stored(app) == [f"e{n}" for n in range(1, 501)]
+    app.extensions["store"].close()
+
+
+def interrupt_handler(raw: bytes):
+    """What the process checking a line does with Ctrl-C."""
+    return signal.getsignal(signal.SIGINT)
+
+
+def test_the_workers_leave_ctrl_c_to_the_importing_process(monkeypatch):
+    monkeypatch.setattr(loading, "worker_count", lambda: 2)
+    handlers = set(loading.checked_lines([b"x\n"] * (2 * loading.BLOCK_LINES + 1), interrupt_handler))
+    assert handlers == {signal.SIG_IGN}  # so a terminal's Ctrl-C prints no worker's traceback

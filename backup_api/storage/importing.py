@@ -13,7 +13,9 @@ opened on a connection of its own, or attached to the SQLite store's writing con
 moves a piece by INSERT ... SELECT.
 """
 
+import signal
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 
@@ -155,6 +157,27 @@ def merge_flags(conn: sqlite3.Connection, staged: Staging, after: int, count: in
         conn.execute(statement.replace(" VALUES (?, ?, ?, ?, ?)", select), (after, after + count))
         changes.append(conn.total_changes - before)
     return changes[0], changes[1], min(count, staged.count - after) - sum(changes)
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then let it in, to the handler there was.
+
+    So an import's transaction and its count of what it stored end together: interrupted, the
+    import says exactly which lines it kept (a KeyboardInterrupt between a COMMIT and its count
+    would leave them unsaid). Only Python's main thread receives signals: elsewhere, nothing to do.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)
 
 
 def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:

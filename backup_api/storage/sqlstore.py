@@ -13,7 +13,14 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
 
 from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, RecordError, Store
-from backup_api.storage.importing import EVENT_COLUMNS, PLAYER_COLUMNS, Staging, increasing_ids, merge_players
+from backup_api.storage.importing import (
+    EVENT_COLUMNS,
+    PLAYER_COLUMNS,
+    Staging,
+    increasing_ids,
+    interrupts_held,
+    merge_players,
+)
 from backup_api.storage.rows import (
     ExportedEvent,
     FoundEvent,
@@ -322,27 +329,32 @@ class SQLStore(Store):
         after = committed = 0
         try:
             while after < staged.count:
-                with self._writing("the import failed") as conn:
-                    if begin is not None:
-                        begin(conn, after)
-                    started = time.monotonic()
-                    while after < staged.count:  # one chunk at least
-                        try:
-                            store(conn, after)
-                        except RecordError as exc:
-                            exc.index += after
-                            raise
-                        after += self.IMPORT_CHUNK
-                        if time.monotonic() - started >= self.IMPORT_HOLD_S:
-                            break
-                    if end is not None:
-                        end(conn)
-                committed = min(after, staged.count)
+                with interrupts_held():  # Ctrl-C waits for the piece's commit, and its count
+                    after = committed = self._piece(staged, store, begin, end, after)
                 if after < staged.count:
                     time.sleep(self.IMPORT_PAUSE_S)
         except BaseException as exc:  # a conflict, the database lost, Ctrl-C: say what is kept
             exc.committed = committed
             raise
+
+    def _piece(self, staged: Staging, store, begin, end, after: int) -> int:
+        """Store chunks from line after + 1 in one transaction of IMPORT_HOLD_S (a chunk at least); return the last."""
+        with self._writing("the import failed") as conn:
+            if begin is not None:
+                begin(conn, after)
+            started = time.monotonic()
+            while after < staged.count:
+                try:
+                    store(conn, after)
+                except RecordError as exc:
+                    exc.index += after
+                    raise
+                after += self.IMPORT_CHUNK
+                if time.monotonic() - started >= self.IMPORT_HOLD_S:
+                    break
+            if end is not None:
+                end(conn)
+        return min(after, staged.count)
 
     def forget(self, partners=None) -> None:
         """Delete every event and VIP flag of partners, or of everyone when None (the stand-in's reset)."""
