@@ -9,6 +9,7 @@ import time
 import pytest
 
 from backup_api import loading, storage
+from backup_api.storage.importing import Staging
 from backup_api.storage.postgres import PostgresStore
 from backup_api.storage.sqlite import SQLiteStore
 from backup_api.storage.sqlstore import SQLStore
@@ -218,3 +219,20 @@ def test_the_workers_leave_ctrl_c_to_the_importing_process(monkeypatch):
     monkeypatch.setattr(loading, "worker_count", lambda: 2)
     handlers = set(loading.checked_lines([b"x\n"] * (2 * loading.BLOCK_LINES + 1), interrupt_handler))
     assert handlers == {signal.SIG_IGN}  # so a terminal's Ctrl-C prints no worker's traceback
+
+
+def test_a_staging_table_out_of_room_is_a_clear_error(database, monkeypatch, tmp_path):
+    opened = Staging.__init__
+
+    def cramped(self, conn, columns, schema="main"):
+        opened(self, conn, columns, schema)
+        conn.execute(f"PRAGMA {schema}.max_page_count = 20")  # as a full temporary folder would
+
+    monkeypatch.setattr(Staging, "__init__", cramped)
+    app = new_app(database)
+    result = run(app, "events", "import", "-", stdin=("\n".join(export_lines(LINES)) + "\n").encode())
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: the import's staging table failed: database or disk is full")
+    assert "TMPDIR" in result.output and result.output.rstrip().endswith("nothing was imported")
+    assert stored(app) == []
+    app.extensions["store"].close()

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 
-from backup_api.storage.base import EventConflict, RecordError
+from backup_api.storage.base import EventConflict, RecordError, StorageError
 from backup_api.storage.jsonform import parsed_content_key
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow, PlayerRecord
 
@@ -44,22 +44,24 @@ class Staging:
         self.table = f"{schema}.staged"
         self._columns = ", ".join(columns)
         self._first = columns[0]
-        conn.execute(f"PRAGMA {schema}.journal_mode = OFF")  # thrown away on any failure: nothing to roll back
-        conn.execute(f"PRAGMA {schema}.synchronous = OFF")
-        conn.execute(f"CREATE TABLE {self.table} (line INTEGER PRIMARY KEY, {self._columns})")
+        with _staging_errors():
+            conn.execute(f"PRAGMA {schema}.journal_mode = OFF")  # thrown away on any failure: nothing to roll back
+            conn.execute(f"PRAGMA {schema}.synchronous = OFF")
+            conn.execute(f"CREATE TABLE {self.table} (line INTEGER PRIMARY KEY, {self._columns})")
         self._insert = f"INSERT INTO {self.table} VALUES ({', '.join(['?'] * (len(columns) + 1))})"
         self.count = 0
 
     def load(self, records: Iterable[tuple]) -> None:
         """Write records (tuples of the columns, in the file's order) to the staging table."""
         batch = []
-        for record in records:
-            self.count += 1
-            batch.append((self.count, *record))
-            if len(batch) == LOAD_ROWS:
-                self._conn.executemany(self._insert, batch)
-                batch = []
-        self._conn.executemany(self._insert, batch)
+        with _staging_errors():
+            for record in records:
+                self.count += 1
+                batch.append((self.count, *record))
+                if len(batch) == LOAD_ROWS:
+                    self._conn.executemany(self._insert, batch)
+                    batch = []
+            self._conn.executemany(self._insert, batch)
 
     def check(self, held_texts: Callable[[list[tuple[str, str]]], dict] | None) -> None:
         """Raise EventConflict (index: its line - 1) for the first line whose event_id is taken by other content.
@@ -112,6 +114,16 @@ class Staging:
     def records(self, after: int, count: int) -> list[tuple]:
         """The records of lines after + 1 to after + count, in the file's order."""
         return self._conn.execute(self.select(self._columns), (after, after + count)).fetchall()
+
+
+@contextmanager
+def _staging_errors() -> Iterator[None]:
+    """Make the staging database's failures (its disk full, say) StorageError, saying where it is."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StorageError(f"the import's staging table failed: {exc} (it takes about the events' size, in"
+                           " SQLITE_TMPDIR or TMPDIR, else /var/tmp or /tmp)") from exc
 
 
 @contextmanager
