@@ -167,15 +167,27 @@ def test_flags_are_set_in_between_the_pieces_of_a_players_import(database, small
     app.extensions["store"].close()
 
 
-def test_an_import_interrupted_while_it_stores_says_what_it_kept(database, small_pieces, monkeypatch):
+def interrupt(self, *args):
+    """Ctrl-C as a Python exception (KeyboardInterrupt at once)."""
+    raise KeyboardInterrupt
+
+
+def sigint(self, *args):
+    """Ctrl-C as the signal: held until the piece under way is committed, then let in."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize(("ctrl_c", "during"), [(interrupt, 3), (sigint, 2)])
+def test_an_import_interrupted_while_it_stores_says_exactly_what_it_kept(database, small_pieces, monkeypatch,
+                                                                          ctrl_c, during):
     store_class = SQLiteStore if database.endswith(".db") else PostgresStore
     moved = store_class._move_chunk
     calls = []
 
     def interrupted(self, *args):
         calls.append(1)
-        if len(calls) == 3:  # Ctrl-C in the third piece
-            raise KeyboardInterrupt
+        if len(calls) == during:  # in the piece of lines 501 to 750, or in the one of 251 to 500
+            ctrl_c(self, *args)
         return moved(self, *args)
 
     monkeypatch.setattr(store_class, "_move_chunk", interrupted)
@@ -188,25 +200,6 @@ def test_an_import_interrupted_while_it_stores_says_what_it_kept(database, small
     monkeypatch.setattr(store_class, "_move_chunk", moved)
     again = run(app, "events", "import", "-", stdin=lines.encode())
     assert again.output == f"imported {LINES - 500}, already held 500\n", again.output
-    app.extensions["store"].close()
-
-
-def test_ctrl_c_during_a_piece_waits_for_its_commit_and_counts_it(database, small_pieces, monkeypatch):
-    store_class = SQLiteStore if database.endswith(".db") else PostgresStore
-    moved = store_class._move_chunk
-    calls = []
-
-    def signalled(self, *args):
-        calls.append(1)
-        if len(calls) == 2:  # SIGINT in the middle of the second piece: held until it is committed
-            os.kill(os.getpid(), signal.SIGINT)
-        return moved(self, *args)
-
-    monkeypatch.setattr(store_class, "_move_chunk", signalled)
-    app = new_app(database)
-    result = run(app, "events", "import", "-", stdin=("\n".join(export_lines(LINES)) + "\n").encode())
-    assert result.output.startswith("Error: interrupted; lines 1 to 500 were imported"), result.output
-    assert stored(app) == [f"e{n}" for n in range(1, 501)]
     app.extensions["store"].close()
 
 
