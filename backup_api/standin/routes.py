@@ -11,6 +11,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from backup_api import storage
 from backup_api.errors import error_response
 from backup_api.jsontext import BodyError, parse_json
+from backup_api.schemas import require_object
 from backup_api.standin.channel import DROP_CONNECTION
 from backup_api.standin.faults import DropConnection, FaultSchema, InjectedFault
 from backup_api.standin.journal import KEPT_PER_PARTNER, KEPT_UNVERIFIED, cut
@@ -157,8 +158,7 @@ def arm_fault():
     """Queue a fault for the token's partners: it falls on the next `count` requests of its route naming one."""
     keys = owned_keys(authenticate())
     payload = read_json()
-    if not isinstance(payload, dict):
-        raise ValidationError({"_body": ["Must be a JSON object."]})
+    require_object(payload)
     current_app.extensions["stand_in"].faults.arm(keys, _fault_schema.load(payload))
     return ok_response()
 
