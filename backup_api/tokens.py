@@ -36,12 +36,17 @@ def issue(partners: list[str], days: int = 90, sub: str | None = None, scopes: l
     if ns is not None:
         claims["ns"] = ns
     if scopes is not None:
-        unknown = sorted(set(scopes) - set(SCOPES))
-        if unknown or not scopes:
-            raise ValueError(f"a scope is one of {', '.join(SCOPES)}, not {', '.join(unknown) or 'nothing'}")
-        claims["scope"] = " ".join(scope for scope in SCOPES if scope in scopes)
+        claims["scope"] = scope_claim(scopes)
     return create_access_token(identity=sub or partners[0], expires_delta=timedelta(days=days),
                                additional_claims=claims, additional_headers={"kid": key_id(secret_key())})
+
+
+def scope_claim(scopes: list[str]) -> str:
+    """The `scope` claim of a token that may do scopes; ValueError when one is unknown, or none is given."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ValueError(f"a scope is one of {', '.join(SCOPES)}, not {', '.join(unknown) or 'nothing'}")
+    return " ".join(scope for scope in SCOPES if scope in scopes)
 
 
 class InsufficientScope(Forbidden):
