@@ -7,7 +7,6 @@ parsed whole (the import's fast path); any other is parsed, and refused with wha
 
 import re
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
 from decimal import Decimal
 
 from marshmallow import ValidationError
@@ -21,6 +20,7 @@ from backup_api.schemas import (
     validate_event,
 )
 from backup_api.storage import ExportedEvent, PlayerRecord, event_row
+from backup_api.storage.rows import us_of_utc
 from backup_api.wire import format_event, format_player
 
 EXPORTED_EVENT_KEYS = ("id", "received_at", "sub", "event")
@@ -47,13 +47,9 @@ def _stored_time(value, name: str) -> int:
     try:
         # Its form known, UTC: read as a naive time (no leap second: the store writes none, and
         # datetime refuses second 60 as it refuses a day that does not exist).
-        return (datetime.fromisoformat(value[:-1]) - _NAIVE_EPOCH) // _MICROSECOND
+        return us_of_utc(value[:-1])
     except ValueError:
         raise ValidationError({name: ["Not a valid date and time."]}) from None
-
-
-_NAIVE_EPOCH = datetime(1970, 1, 1)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def _holder(value, name: str) -> str:

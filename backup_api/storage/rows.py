@@ -122,3 +122,14 @@ def rfc3339_us(us: int) -> str:
     """Write microseconds since the epoch as an RFC 3339 UTC timestamp, the year in four digits (0001 too)."""
     # isoformat, not strftime: strftime's %Y writes the year 1 as "1", which no RFC 3339 reader takes.
     return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds") + "Z"
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def us_of_utc(text: str) -> int:
+    """Read a UTC time written as rfc3339_us writes it, its Z cut off, as microseconds since the epoch.
+
+    ValueError for a date or time that does not exist (a second 60 among them).
+    """
+    return (datetime.fromisoformat(text) - _EPOCH) // _MICROSECOND
