@@ -13,7 +13,7 @@ from backup_api.storage.importing import Staging
 from backup_api.storage.postgres import PostgresStore
 from backup_api.storage.sqlite import SQLiteStore
 from backup_api.storage.sqlstore import SQLStore
-from tests.helpers import valid_event
+from tests.helpers import stored_events, stored_players, valid_event
 from tests.test_restore import new_app, run
 
 LINES = 3000
@@ -86,7 +86,7 @@ class Writer(threading.Thread):
 
 def stored(app) -> list[str]:
     """The event_id of every event held, by id."""
-    return [json.loads(line)["event"]["event_id"] for line in run(app, "events", "export").output.splitlines()]
+    return [line["event"]["event_id"] for line in stored_events(app)]
 
 
 def import_while_writing(database, tmp_path, first):
@@ -162,7 +162,7 @@ def test_flags_are_set_in_between_the_pieces_of_a_players_import(database, small
     assert result.output == f"imported {LINES}, updated 0, already held 0\n", result.output
     assert not writer.errors, writer.errors
     assert seen == [None], "the flag was set only once the import had ended"
-    flags = [json.loads(line)["player_login"] for line in run(app, "players", "export").output.splitlines()]
+    flags = [flag["player_login"] for flag in stored_players(app)]
     assert len(flags) == LINES + 1 and "live" in flags
     app.extensions["store"].close()
 
