@@ -14,7 +14,9 @@ from marshmallow import ValidationError
 from backup_api.jsontext import BodyError, Number, parse_json, parse_json_text
 from backup_api.schemas import (
     flag_errors,
+    holder_errors,
     identifier_errors,
+    is_holder,
     is_identifier,
     require_object,
     validate_event,
@@ -53,9 +55,9 @@ def _stored_time(value, name: str) -> int:
 
 
 def _holder(value, name: str) -> str:
-    """Check a token holder (sub) as the service records it."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError({name: ["Must be a non-empty string."]})
+    """Check a token holder (sub) by the rule a token's sub meets."""
+    if not is_holder(value):
+        raise ValidationError({name: holder_errors(value)})
     return value
 
 

@@ -248,6 +248,21 @@ _QUICK_CHECKS = {name: quick_check(field) for name, field in _event_schema.field
 # An identifier's rule, for the export lines' quick checks.
 is_identifier = quick_check(Identifier())
 
+# Who wrote an event or a flag (a token's sub, recorded with it): one rule for every way in, the
+# token's claim and an import line alike. No control characters, as for an identifier (and
+# PostgreSQL's text holds no NUL); no length cap, since a token's sub has none.
+_holder_field = fields.String(required=True, validate=[validate.Length(min=1), NO_CONTROL_CHARACTERS])
+is_holder = quick_check(_holder_field)
+
+
+def holder_errors(value) -> list[str]:
+    """Say what is wrong with a holder (a token's sub), or [] when it may be recorded."""
+    try:
+        _holder_field.deserialize(value)
+    except ValidationError as exc:
+        return exc.messages
+    return []
+
 
 # Every field an event of each type needs, as a set.
 _REQUIRED = {event_type: frozenset((*ALWAYS_REQUIRED, *rules)) for event_type, rules in EVENT_RULES.items()}

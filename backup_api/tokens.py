@@ -84,10 +84,8 @@ def _claims_problem(claims: dict) -> str | None:
     if claims["exp"] - time.time() > most * 86400:
         return (f"the token's exp lies more than {most} days ahead (BACKUP_API_MAX_TOKEN_DAYS): mint one that"
                 " expires sooner")
-    sub = claims.get("sub")
-    # Recorded with what the holder writes: no control characters, as for every identifier (and
-    # PostgreSQL's text holds no NUL).
-    if not isinstance(sub, str) or not sub or not schemas.NO_CONTROL_CHARACTERS.regex.match(sub):
+    # Recorded with what the holder writes: the rule an import line's holder meets too.
+    if not schemas.is_holder(claims.get("sub")):
         return "the token needs a non-empty string 'sub' claim, without control characters"
     if "scope" in claims and not isinstance(claims["scope"], str):
         return "the 'scope' claim must be a string of space-separated scopes"

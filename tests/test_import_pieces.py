@@ -229,3 +229,49 @@ def test_a_staging_table_out_of_room_is_a_clear_error(database, monkeypatch, tmp
     assert "TMPDIR" in result.output and result.output.rstrip().endswith("nothing was imported")
     assert stored(app) == []
     app.extensions["store"].close()
+
+
+BAD_CHARACTERS = ["\u0000", "\u001f", "\u007f", "\u0085"]
+
+
+def event_line(n: int, **changes) -> str:
+    """Line n of an events export, its holder or event fields changed."""
+    line = {"id": n, "received_at": WHEN, "sub": "x", "event": valid_event("bet", event_id=f"e{n}", amount=n)}
+    for key, value in changes.items():
+        (line if key == "sub" else line["event"])[key] = value
+    return json.dumps(line)
+
+
+@pytest.mark.parametrize("field", ["sub", "partner_id", "player_login", "event_id", "session_id"])
+@pytest.mark.parametrize("character", BAD_CHARACTERS)
+def test_a_control_character_in_an_events_import_is_refused_by_line_before_anything_is_stored(
+        database, small_pieces, field, character):
+    bad = LINES - 500
+    lines = [event_line(n, **({field: f"casino_alpha{character}evil"} if n == bad else {}))
+             for n in range(1, LINES + 1)]
+    app = new_app(database)
+    result = run(app, "events", "import", "-", stdin=("\n".join(lines) + "\n").encode())
+    assert result.exit_code == 1 and result.output.startswith(f"Error: line {bad}: "), result.output
+    assert "control characters" in result.output and "nothing was imported" in result.output, result.output
+    assert stored(app) == []
+    app.extensions["store"].close()
+
+
+@pytest.mark.parametrize("field", ["partner_id", "player_login", "updated_by"])
+@pytest.mark.parametrize("character", BAD_CHARACTERS)
+def test_a_control_character_in_a_players_import_is_refused_by_line_before_anything_is_stored(
+        database, small_pieces, field, character):
+    bad = LINES - 500
+    lines = []
+    for n in range(1, LINES + 1):
+        line = {"partner_id": "casino_alpha", "player_login": f"p{n}", "is_vip": True, "updated_at": WHEN,
+                "updated_by": "x"}
+        if n == bad:
+            line[field] = f"casino_alpha{character}evil"
+        lines.append(json.dumps(line))
+    app = new_app(database)
+    result = run(app, "players", "import", "-", stdin=("\n".join(lines) + "\n").encode())
+    assert result.exit_code == 1 and result.output.startswith(f"Error: line {bad}: "), result.output
+    assert "control characters" in result.output and "nothing was imported" in result.output, result.output
+    assert stored_players(app) == []
+    app.extensions["store"].close()

@@ -1,5 +1,5 @@
 """What an import needs beside a store: its records checked whole before the first is stored (Staging),
-copied from there on SQLite, ids in order, VIP flags merged by time.
+copied from there on SQLite, ids in order.
 
 An import stores its records in pieces, each a transaction of its own, so that the service's own
 writes get their turn between them rather than waiting out the whole import. Yet a bad file must
@@ -139,7 +139,7 @@ def attached_staging(conn: sqlite3.Connection, columns: tuple[str, ...]) -> Iter
 
 # The SQLite store's columns of an event but its id (it reads event_type from the event), and of a flag.
 _SQLITE_EVENT = ", ".join(EventRow._fields[:SQLITE_COLUMNS])
-_PLAYER = ", ".join(PLAYER_COLUMNS)
+PLAYER_SELECT = ", ".join(PLAYER_COLUMNS)
 
 
 def copy_events(conn: sqlite3.Connection, staged: Staging, after: int, count: int, keep_ids: bool) -> int:
@@ -153,22 +153,6 @@ def copy_events(conn: sqlite3.Connection, staged: Staging, after: int, count: in
     conn.execute(f"INSERT INTO main.events (id, {_SQLITE_EVENT}) {select} ON CONFLICT DO NOTHING",
                  (after, after + count))
     return conn.total_changes - before
-
-
-def merge_flags(conn: sqlite3.Connection, staged: Staging, after: int, count: int, merge: str):
-    """Merge the count VIP flags staged after the first `after` into a SQLite store; return (imported, updated, held).
-
-    Two statements: the players not held are added, then merge (an upsert of one flag, replacing
-    only an older one) runs with its VALUES replaced by the same rows. The rows each changes are
-    the counts.
-    """
-    changes = []
-    select = " " + staged.select(_PLAYER)
-    for statement in (f"INSERT INTO main.players ({_PLAYER}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", merge):
-        before = conn.total_changes
-        conn.execute(statement.replace(" VALUES (?, ?, ?, ?, ?)", select), (after, after + count))
-        changes.append(conn.total_changes - before)
-    return changes[0], changes[1], min(count, staged.count - after) - sum(changes)
 
 
 @contextmanager
@@ -203,32 +187,3 @@ def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
             raise error
         last_id = id_
         yield record
-
-
-def merge_players(chunk: list[tuple], held_at, write) -> tuple[int, int, int]:
-    """Merge a chunk of exported VIP flags by time; return (imported, updated, already held).
-
-    held_at(keys) gives the updated_at of each (partner_id, player_login) of keys held, as a dict;
-    write(records) stores those records' flags, in order. A player not held is added; one held with
-    an older updated_at takes the record's flag; one held with the same or a newer updated_at keeps
-    its own (a player twice in the file included).
-    """
-    imported = updated = held = 0
-    known = held_at({(partner_id, player_login) for partner_id, player_login, _, _, _ in chunk})
-    writes = []
-    for record in chunk:
-        partner_id, player_login, _, updated_at, _ = record
-        key = (partner_id, player_login)
-        existing = known.get(key)
-        if existing is not None and existing >= updated_at:
-            held += 1
-            continue
-        writes.append(record)
-        known[key] = updated_at
-        if existing is None:
-            imported += 1
-        else:
-            updated += 1
-    if writes:
-        write(writes)
-    return imported, updated, held

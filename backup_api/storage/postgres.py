@@ -19,7 +19,15 @@ from backup_api.storage.base import (
 )
 from backup_api.storage.jsonform import parsed_content_key
 from backup_api.storage.layouts import POSTGRES_REVOCATIONS, POSTGRES_TABLES
-from backup_api.storage.postgres_sql import INSERT, INSERT_WITH_IDS, LAYOUT_LOCK, dedupe_key, partner_lock, records
+from backup_api.storage.postgres_sql import (
+    FLAGS,
+    INSERT,
+    INSERT_WITH_IDS,
+    LAYOUT_LOCK,
+    dedupe_key,
+    partner_lock,
+    records,
+)
 from backup_api.storage.rows import EventRow
 from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
 
@@ -306,22 +314,23 @@ class PostgresStore(SQLStore):
                 " FROM events"
             )
 
-    def _held_at(self, conn, keys):
-        """The updated_at of each player of keys held, locked until the commit."""
-        keys = list(keys)
-        return dict(
-            ((partner_id, player_login), updated_at)
-            for partner_id, player_login, updated_at in conn.execute(
-                "SELECT partner_id, player_login, updated_at FROM players"
-                " WHERE (partner_id, player_login) IN (SELECT * FROM unnest(%s::text[], %s::text[])) FOR UPDATE",
-                ([key[0] for key in keys], [key[1] for key in keys]),
-            )
-        )
+    def _flag_selects(self, conn, staged, after):
+        """SELECTs of the flags as arrays, in rounds that hold a player once each, in the file's order.
 
-    def _write_players(self, conn, records):
-        """Write the flags of records, in order."""
-        with conn.cursor() as cursor:
-            cursor.executemany(self.sql.upsert_player, records)
+        PostgreSQL refuses a statement that would change one row twice: a player's second line in a
+        chunk goes in the round after its first.
+        """
+        rounds: list[dict] = []
+        for partner_id, login, is_vip, updated_at, updated_by in staged.records(after, self.IMPORT_CHUNK):
+            record = (partner_id, login, bool(is_vip), updated_at, updated_by)
+            for round_ in rounds:
+                if record[:2] not in round_:
+                    round_[record[:2]] = record
+                    break
+            else:
+                rounds.append({record[:2]: record})
+        for round_ in rounds:
+            yield FLAGS, [list(column) for column in zip(*round_.values(), strict=True)]
 
     def gauges(self):
         """This process's pool of connections: its size, those lent out, and the requests waiting for one."""

@@ -26,6 +26,9 @@ INSERT = (
 # The same with the ids given (an import into an empty database).
 INSERT_WITH_IDS = INSERT.replace(f"({COLUMNS}) SELECT p,", f"(id, {COLUMNS}) SELECT i, p,")
 
+# VIP flags as five arrays, one a column, unpacked by the server row by row.
+FLAGS = "SELECT * FROM unnest(%s::text[], %s::text[], %s::boolean[], %s::text[], %s::text[])"
+
 _encode_str = json.encoder.encode_basestring
 
 

@@ -20,7 +20,7 @@ from backup_api.storage.base import (
     layout_refused,
 )
 from backup_api.storage.files import create_private_file
-from backup_api.storage.importing import attached_staging, copy_events, merge_flags
+from backup_api.storage.importing import PLAYER_SELECT, attached_staging, copy_events
 from backup_api.storage.jsonform import parsed_content_key
 from backup_api.storage.layouts import create_sqlite_revocations, create_sqlite_tables
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow
@@ -354,9 +354,9 @@ class SQLiteStore(SQLStore):
                 raise
         return new
 
-    def _merge_chunk(self, conn, staged, after):
-        """Merge a chunk of staged VIP flags in the database, which compares the times itself."""
-        return merge_flags(conn, staged, after, self.IMPORT_CHUNK, self.sql.merge_player)
+    def _flag_selects(self, conn, staged, after):
+        """One SELECT from the staging table, attached to the writing connection: SQLite writes its rows one by one."""
+        yield staged.select(PLAYER_SELECT), (after, after + self.IMPORT_CHUNK)
 
     def _held_texts(self, conn, keys):
         """Return the text of each event held of keys, (partner_id, event_id) pairs: a lookup in the index each."""

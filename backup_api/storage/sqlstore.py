@@ -19,7 +19,6 @@ from backup_api.storage.importing import (
     Staging,
     increasing_ids,
     interrupts_held,
-    merge_players,
 )
 from backup_api.storage.rows import (
     ExportedEvent,
@@ -72,14 +71,17 @@ class Statements:
         self.any_event = "SELECT 1 FROM events LIMIT 1"
         self.empty = "SELECT NOT EXISTS (SELECT 1 FROM events)"
         self.last_id = "SELECT coalesce(max(id), 0) FROM events"
-        # A player's VIP flag, added or replaced.
-        self.upsert_player = (
-            "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by)"
-            f" VALUES ({m}, {m}, {m}, {m}, {m}) ON CONFLICT (partner_id, player_login) DO UPDATE SET"
-            " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by"
-        )
-        # An imported flag: added, or replacing an older one (times in one form: their text orders them).
-        self.merge_player = self.upsert_player + " WHERE excluded.updated_at > players.updated_at"
+        # A player's VIP flag, added or replaced (from a VALUES or a SELECT of the five columns).
+        players = "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by) {select}"
+        replace = (" ON CONFLICT (partner_id, player_login) DO UPDATE SET"
+                   " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by")
+        self.upsert_player = players.format(select=f"VALUES ({m}, {m}, {m}, {m}, {m})") + replace
+        # Imported flags ({select}): the players not held are added; then each flag replaces a held
+        # one only when newer (times in one form: their text orders them). The rule is the
+        # database's, inside the statement that writes: a flag the service sets meanwhile is never
+        # overwritten by an older one.
+        self.add_players = players + " ON CONFLICT DO NOTHING"
+        self.merge_players = players + replace + " WHERE excluded.updated_at > players.updated_at"
         self.revoke = (f"INSERT INTO revocations (kind, value, revoked_at) VALUES ({m}, {m}, {m})"
                        " ON CONFLICT (kind, value) DO UPDATE SET revoked_at = excluded.revoked_at")
         self.lift = f"DELETE FROM revocations WHERE kind = {m} AND value = {m}"
@@ -159,11 +161,25 @@ class SQLStore(Store):
         return self._import_chunk(conn, chunk, keep_ids)
 
     def _merge_chunk(self, conn, staged: Staging, after: int) -> tuple[int, int, int]:
-        """Merge the next IMPORT_CHUNK VIP flags staged after the first `after`; return (imported, updated, held)."""
-        chunk = [(partner_id, login, bool(is_vip), updated_at, updated_by)
-                 for partner_id, login, is_vip, updated_at, updated_by in staged.records(after, self.IMPORT_CHUNK)]
-        return merge_players(chunk, lambda keys: self._held_at(conn, keys),
-                             lambda chosen: self._write_players(conn, chosen))
+        """Merge the next IMPORT_CHUNK VIP flags staged after the first `after`; return (imported, updated, held).
+
+        By the database's own rule (add_players, then merge_players), counted by the rows each
+        statement changed: a player held with the same or a newer updated_at keeps its flag, even
+        one the service set a moment ago.
+        """
+        imported = updated = 0
+        for select, params in self._flag_selects(conn, staged, after):
+            imported += conn.execute(self.sql.add_players.format(select=select), params).rowcount
+            updated += conn.execute(self.sql.merge_players.format(select=select), params).rowcount
+        return imported, updated, min(self.IMPORT_CHUNK, staged.count - after) - imported - updated
+
+    def _flag_selects(self, conn, staged: Staging, after: int) -> Iterator[tuple[str, list]]:
+        """Give the next IMPORT_CHUNK VIP flags staged after the first `after` as SELECTs (and their parameters).
+
+        In the file's order: merged one after the other, each gives the flag that the file's last
+        line of a player would leave.
+        """
+        raise NotImplementedError
 
     def _import_chunk(self, conn, chunk: list[ImportedEvent], keep_ids: bool) -> list[bool]:
         """Store a chunk of an import (keeping its ids, when asked); say of each whether it was new.
@@ -178,14 +194,6 @@ class SQLStore(Store):
     def _held_texts(self, conn, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Return the text of each event held of keys, (partner_id, event_id) pairs."""
         raise NotImplementedError
-
-    def _held_at(self, conn, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """Return the updated_at of each player of keys held (locked until the commit, where that matters)."""
-        raise NotImplementedError
-
-    def _write_players(self, conn, records: list[PlayerRecord]) -> None:
-        """Write the flags of records, in order."""
-        conn.executemany(self.sql.upsert_player, records)
 
     # Reads ----------------------------------------------------------------------------
 
