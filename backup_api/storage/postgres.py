@@ -37,6 +37,16 @@ POOL_SIZE = 8
 # to ask again: short, so that the service is back within seconds of the server.
 RECONNECT_SECONDS = 2.0
 
+# /healthz waits this long for the locks a write takes: past a piece of an import (IMPORT_HOLD_S).
+HEALTH_LOCK_WAIT_MS = 2000
+# Sessions of this database idle inside a transaction for over a second, holding an advisory lock
+# (a partner's write lock: no writer of that partner goes on until the session ends).
+STOPPED_HOLDERS = (
+    "SELECT count(DISTINCT a.pid) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()"
+    " AND a.state LIKE 'idle in transaction%' AND a.state_change < clock_timestamp() - interval '1 second'"
+)
+
 # json keeps the event's text as sent; event_type is a column of its own; ORDER BY compares text
 # by the collation's rules unless told to compare bytes, as SQLite does.
 DIALECT = Dialect(mark="%s", event_text="event::text", event_type="event_type", by_bytes=' COLLATE "C"',
@@ -110,8 +120,11 @@ class PostgresStore(SQLStore):
             "application_name": "game-backup-api",
             "connect_timeout": max(2, math.ceil(seconds)),  # libpq's least
             # Commits flushed to disk before COMMIT returns, whatever the server's default;
-            # no statement, nor lock wait, longer than the timeout.
-            "options": f"{options} -c synchronous_commit=on -c statement_timeout={timeout_ms}".strip(),
+            # no statement, nor lock wait, longer than the timeout; and no transaction left idle
+            # longer than it, so that a client stopped or frozen inside one (an import stopped by
+            # Ctrl-Z, a process paused) has its session ended by the server, and its locks freed.
+            "options": (f"{options} -c synchronous_commit=on -c statement_timeout={timeout_ms}"
+                        f" -c idle_in_transaction_session_timeout={timeout_ms}").strip(),
             # Data sent and not acknowledged this long: the connection is dead (a server gone silent).
             "tcp_user_timeout": timeout_ms,
         }
@@ -187,7 +200,10 @@ class PostgresStore(SQLStore):
     def _snapshot(self, conn):
         """One read-only transaction that sees one snapshot throughout."""
         with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # A reader holds no lock a writer waits for: it may take its time (an export piped to a
+            # slow consumer) without its session being ended for idling.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
+                         " SET LOCAL idle_in_transaction_session_timeout = 0")
             yield
 
     @contextmanager
@@ -291,6 +307,21 @@ class PostgresStore(SQLStore):
         ).fetchone()
         if standby or read_only:
             raise StorageError("the database is read-only" + (" (a standby in recovery)" if standby else ""))
+        # Take the locks a write takes, waiting no longer than a piece of an import holds them;
+        # then look for sessions stopped inside a transaction while holding a partner's write lock.
+        # Nothing is written, and the transaction is rolled back.
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute(f"SET LOCAL lock_timeout = {HEALTH_LOCK_WAIT_MS}")
+                conn.execute("LOCK TABLE events, players IN ROW EXCLUSIVE MODE")
+                (stopped,) = conn.execute(STOPPED_HOLDERS).fetchone()
+        except psycopg.errors.LockNotAvailable:
+            raise StorageError(f"writes are held out: another session has held the tables for over"
+                               f" {HEALTH_LOCK_WAIT_MS} ms (an import stopped, or a stalled client)") from None
+        if stopped:
+            raise StorageError(f"writes are held out: {stopped} session(s) hold a partner's write lock, idle inside"
+                               " a transaction (a process stopped or frozen); the database ends them after"
+                               " the timeout")
 
     def _start_import(self, conn):
         """No other writer during a piece of an import, in any process: ids stay in commit order.
