@@ -1,5 +1,6 @@
 """Logging: one access line per request on stderr, and a warning for the events an operator wants to notice."""
 
+import ipaddress
 import json
 import logging
 import sys
@@ -8,6 +9,9 @@ from datetime import UTC, datetime
 
 from flask import Flask, current_app, g, request
 from flask.logging import default_handler
+
+# The WSGI environ's key for the connection's own address (REMOTE_ADDR is the one a trusted proxy forwarded).
+PEER_ADDRESS = "backup_api.peer_address"
 
 # Event types an operator wants to notice: logged at WARNING when stored.
 NOTICE_EVENT_TYPES = ("big_win", "complaint")
@@ -29,6 +33,9 @@ def init_app(app: Flask) -> None:
     def start_clock():
         g.started = time.perf_counter()
 
+    if app.config.get("TRUSTED_PROXY"):
+        app.before_request(_forwarded_client_checked)
+
     @app.after_request
     def access_log(response):
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
@@ -40,6 +47,9 @@ def init_app(app: Flask) -> None:
             answer = response.get_json(silent=True)
             reason = answer.get("message", "") if isinstance(answer, dict) else ""
             refusal = " reason=" + printable(json.dumps(reason, ensure_ascii=False))
+        client_note = g.get("client_note")
+        if client_note:
+            refusal += " client_note=" + printable(json.dumps(client_note, ensure_ascii=False))
         if json_lines:  # the same fields, each its own (json.dumps escapes what printable would)
             fields = {"method": request.method, "path": request.path, "status": response.status_code,
                       "duration_ms": round(elapsed_ms, 1), "client": request.remote_addr,
@@ -47,6 +57,8 @@ def init_app(app: Flask) -> None:
                       "jti": g.get("jti")}
             if reason:
                 fields["reason"] = reason
+            if client_note:
+                fields["client_note"] = client_note
             app.logger.info("%s %s %d", request.method, printable(request.path), response.status_code,
                             extra={"access": fields})
             return response
@@ -63,6 +75,21 @@ def init_app(app: Flask) -> None:
             refusal,
         )
         return response
+
+
+def _forwarded_client_checked() -> None:
+    """Behind the trusted proxy: a client address it forwarded that is not an IP address gives way to the peer's.
+
+    The client's address is what the access line shows and what the limit counts requests that
+    did not verify under: any string in X-Forwarded-For would be taken as it is. The line says why.
+    """
+    forwarded = request.environ.get("REMOTE_ADDR")
+    try:
+        ipaddress.ip_address(forwarded)
+    except ValueError:
+        request.remote_addr = request.environ["REMOTE_ADDR"] = request.environ.get(PEER_ADDRESS, "unknown")
+        g.client_note = (f"the forwarded client address {forwarded[:64]!r} is not an IP address: the connection's"
+                         " own is used")
 
 
 class _JSONFormatter(logging.Formatter):

@@ -30,6 +30,15 @@ class JSONErrorTask(waitress.task.ErrorTask):
         self.write(body)
 
 
+class PeerTask(waitress.task.WSGITask):
+    """A request's task whose environ keeps the connection's own address, whatever a proxy forwarded."""
+
+    def get_environment(self):
+        environ = super().get_environment()
+        environ.setdefault(logs.PEER_ADDRESS, self.channel.addr[0])
+        return environ
+
+
 class JSONErrorChannel(waitress.channel.HTTPChannel):
     """An HTTP channel whose error responses are JSON (the channel every server uses, unless given another).
 
@@ -38,6 +47,7 @@ class JSONErrorChannel(waitress.channel.HTTPChannel):
     """
 
     error_task_class = JSONErrorTask
+    task_class = PeerTask
     request_began: float | None = None  # time.monotonic() of the partial request's first byte
 
     def received(self, data):

@@ -310,6 +310,20 @@ def test_tokens_that_do_not_verify_are_limited_by_address(tmp_path):
     app.extensions["store"].close()
 
 
+def test_addresses_with_bad_tokens_are_counted_under_a_bounded_number_of_keys(tmp_path):
+    from backup_api.ratelimit import ADDRESS_KEYS
+
+    app = _limited(tmp_path, "5/minute;100/hour")
+    client = app.test_client()
+    for n in range(3 * ADDRESS_KEYS):
+        address = f"10.{n // 65536}.{n // 256 % 256}.{n % 256}"
+        client.get("/player-events?partner_id=casino_alpha", environ_base={"REMOTE_ADDR": address})
+    # The memory storage walks every key it holds, every 10 ms: their number is bounded, not one an address.
+    counts = app.extensions["rate_limit"]._counter.storage.storage
+    assert 0 < len(counts) <= 2 * ADDRESS_KEYS
+    app.extensions["store"].close()
+
+
 @pytest.mark.parametrize("limit", [None, "off", "OFF"])
 def test_without_a_limit_nothing_is_counted(tmp_path, limit):
     app = _limited(tmp_path, limit)

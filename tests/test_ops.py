@@ -183,6 +183,22 @@ def test_the_client_address_is_the_forwarded_one_only_from_the_trusted_proxy(tmp
         assert f"client={expected} " in log_path.read_text(), log_path.read_text()
 
 
+def test_a_forwarded_client_that_is_not_an_ip_address_gives_way_to_the_connections_own(tmp_path):
+    server = Server(tmp_path / "b.db", SECRET)
+    server.env["BACKUP_API_TRUSTED_PROXY"] = "127.0.0.1"
+    log_path = tmp_path / "log"
+    with open(log_path, "w") as log:
+        server.stderr = log
+        with server:
+            for forwarded in ("not-an-ip", "a" * 2000, "2001:db8::1"):
+                assert server.request("GET", "/healthz", headers={"X-Forwarded-For": forwarded})[0] == 200
+    lines = [line for line in log_path.read_text().splitlines() if "GET /healthz 200 " in line]
+    assert len(lines) == 3, lines
+    assert "client=127.0.0.1 " in lines[0] and "client_note=" in lines[0] and "'not-an-ip' is not an IP" in lines[0]
+    assert "client=127.0.0.1 " in lines[1] and "a" * 100 not in lines[1]
+    assert "client=2001:db8::1 " in lines[2] and "client_note" not in lines[2]
+
+
 def test_a_trusted_proxy_must_be_an_address():
     with pytest.raises(ConfigError, match="BACKUP_API_TRUSTED_PROXY"):
         create_app({"TESTING": True, "TRUSTED_PROXY": "proxy.example", "JWT_SECRET": SECRET})

@@ -1,14 +1,12 @@
 """The stand-in's waitress channel: its fault drop-after-commit closes a connection without an answer."""
 
-import waitress.task
-
-from backup_api.server import JSONErrorChannel
+from backup_api.server import JSONErrorChannel, PeerTask
 
 # Where a view asks for the connection to be closed unanswered (a key of the WSGI environ).
 DROP_CONNECTION = "backup_api.drop_connection"
 
 
-class StandInTask(waitress.task.WSGITask):
+class StandInTask(PeerTask):
     """A request's task that writes nothing, and closes the connection, when the app asked for a drop."""
 
     def write(self, data):
