@@ -44,6 +44,11 @@ DEFAULTS = {
     # Requests per token holder, in flask-limiter's syntax (100/second;20000/hour); unset or off, none.
     "RATE_LIMIT": None,
     "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
+    # What one client address may hold of a server at once (the trusted proxy's excepted): its
+    # connections, and the bytes of its requests received and not yet answered (which waitress
+    # keeps in memory, or past 512 KiB on disk, before the app or its token check sees them).
+    "MAX_CONNECTIONS_PER_CLIENT": 500,
+    "MAX_BODY_BYTES_PER_CLIENT": 32 << 20,
 }
 
 
@@ -104,6 +109,10 @@ def configure(app: Flask, test_config: dict | None) -> None:
     if not str(app.config["STAND_IN_JOURNAL_BYTES"]).isdigit() or int(app.config["STAND_IN_JOURNAL_BYTES"]) == 0:
         raise ConfigError("BACKUP_API_STAND_IN_JOURNAL_BYTES must be a positive whole number of bytes, not"
                           f" {app.config['STAND_IN_JOURNAL_BYTES']!r}")
+    for name, unit in (("MAX_CONNECTIONS_PER_CLIENT", "connections"), ("MAX_BODY_BYTES_PER_CLIENT", "bytes")):
+        if not str(app.config[name]).isdigit() or int(app.config[name]) == 0:
+            raise ConfigError(f"BACKUP_API_{name} must be a positive whole number of {unit}, not {app.config[name]!r}")
+        app.config[name] = int(app.config[name])
     token = app.config["METRICS_TOKEN"]
     if token is not None and (len(token) < MIN_METRICS_TOKEN or not token.isprintable() or " " in token):
         raise ConfigError(f"BACKUP_API_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN} printable characters"

@@ -1,5 +1,7 @@
 """Serving: waitress with the service's settings, its own errors in the JSON envelope, and a clean stop."""
 
+import collections
+import contextlib
 import logging
 import resource
 import signal
@@ -39,18 +41,104 @@ class PeerTask(waitress.task.WSGITask):
         return environ
 
 
+class ClientBounds:
+    """What each client address may hold of the server at once: connections, and bytes received and not yet answered.
+
+    Behind a reverse proxy every connection is the proxy's: its address (every one, for *) is not
+    bounded here, and the proxy's own limits are the ones that count. Counted by the event loop's
+    thread and released by the workers', under one lock.
+    """
+
+    def __init__(self, connections: int, held_bytes: int, exempt: str | None):
+        self.connections, self.held_bytes, self.exempt = connections, held_bytes, exempt
+        self._open: collections.Counter = collections.Counter()
+        self._held: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def bounds(self, address: str) -> bool:
+        """Tell whether address is bounded (not the trusted proxy's)."""
+        return self.exempt != "*" and address != self.exempt
+
+    def opened(self, address: str) -> bool:
+        """Count a connection of address; tell whether it is within the bound (counted either way)."""
+        with self._lock:
+            self._open[address] += 1
+            return self._open[address] <= self.connections
+
+    def closed(self, address: str, held: int) -> None:
+        """Forget a connection of address, and the bytes it held."""
+        with self._lock:
+            self._count_down(self._open, address, 1)
+            self._count_down(self._held, address, held)
+
+    def take(self, address: str, size: int) -> bool:
+        """Count size bytes more held for address, unless that would pass the bound; tell which."""
+        with self._lock:
+            if self._held[address] + size > self.held_bytes:
+                return False
+            self._held[address] += size
+            return True
+
+    def release(self, address: str, size: int) -> None:
+        """Count size bytes of address as answered."""
+        with self._lock:
+            self._count_down(self._held, address, size)
+
+    @staticmethod
+    def _count_down(counter: collections.Counter, address: str, amount: int) -> None:
+        counter[address] -= amount
+        if counter[address] <= 0:
+            del counter[address]  # one entry per address that holds something, no more
+
+
 class JSONErrorChannel(waitress.channel.HTTPChannel):
     """An HTTP channel whose error responses are JSON (the channel every server uses, unless given another).
 
     It also notes when the request it is reading began (its first byte), for the deadline that
-    close_late_requests keeps: waitress's own timeout starts again at every byte.
+    close_late_requests keeps: waitress's own timeout starts again at every byte; and it keeps
+    its client within the server's ClientBounds.
     """
 
     error_task_class = JSONErrorTask
     task_class = PeerTask
     request_began: float | None = None  # time.monotonic() of the partial request's first byte
+    held = 0  # bytes received and not yet answered, counted in the server's ClientBounds
+    bounded: ClientBounds | None = None
+
+    def __init__(self, server, sock, addr, adj, map=None):
+        super().__init__(server, sock, addr, adj, map)
+        server.accepted += 1
+        bounds = server.client_bounds
+        if bounds is None or not bounds.bounds(self.addr[0]):
+            return
+        self.bounded = bounds
+        if not bounds.opened(self.addr[0]):
+            # Refused as soon as accepted, with a word for the client: its send buffer is empty.
+            with contextlib.suppress(OSError):
+                self.socket.send(TOO_MANY_CONNECTIONS)
+            self.close()
+
+    def del_channel(self, map=None):
+        if self.bounded is not None:
+            self.bounded.closed(self.addr[0], self.held)
+            self.bounded, self.held = None, 0
+        super().del_channel(map)
+
+    def service(self):
+        try:
+            super().service()
+        finally:
+            bounded, held = self.bounded, self.held
+            if bounded is not None and held:
+                self.held = 0
+                bounded.release(self.addr[0], held)
 
     def received(self, data):
+        if self.bounded is not None and data:
+            if not self.bounded.take(self.addr[0], len(data)):
+                self.will_close = True  # more than its client may hold: closed, unanswered
+                return False
+            self.held += len(data)
         partial = self.request
         result = super().received(data)
         if self.request is None:
@@ -59,6 +147,11 @@ class JSONErrorChannel(waitress.channel.HTTPChannel):
             self.request_began = time.monotonic()  # a new request began with these bytes
         return result
 
+
+# The answer to a connection past MAX_CONNECTIONS_PER_CLIENT, sent as it is closed.
+_REFUSED = envelope_bytes("too many connections from this address (BACKUP_API_MAX_CONNECTIONS_PER_CLIENT)")
+TOO_MANY_CONNECTIONS = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(_REFUSED)) + _REFUSED
 
 # The waitress settings `serve` uses (the README's configuration section explains them); the
 # connection limit is derived from the descriptors the process may open (connection_limit).
@@ -161,6 +254,9 @@ def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int =
     except OSError as exc:  # the port taken, or an address not of this machine
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server.channel_class = channel
+    server.accepted = 0  # connections accepted, each counted by its channel
+    server.client_bounds = ClientBounds(app.config["MAX_CONNECTIONS_PER_CLIENT"],
+                                        app.config["MAX_BODY_BYTES_PER_CLIENT"], app.config.get("TRUSTED_PROXY"))
     app.config["THREADS"] = threads  # what the app's requests share (the stand-in's delays keep half free)
     maintenance = server.maintenance
 
@@ -179,9 +275,9 @@ def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int =
         3,000 open): a flood of connections taken one a turn kept a new client waiting seconds.
         """
         for _ in range(ACCEPTS_PER_TURN):
-            before = len(server._map)
+            before = server.accepted
             accept_one()
-            if len(server._map) == before or len(server._map) >= server.adj.connection_limit:
+            if server.accepted == before or len(server._map) >= server.adj.connection_limit:
                 return  # none left waiting (or the limit reached)
 
     server.handle_accept = accept_waiting
@@ -257,8 +353,8 @@ def _finish_requests(server) -> None:
     # the listening socket closes, and the requests their clients already sent on them lost:
     # take them in first.
     known = None
-    while len(server._map) != known:
-        known = len(server._map)
+    while server.accepted != known:
+        known = server.accepted
         server.handle_accept()
     # The listening socket alone: new connections are refused from here on. Not server.close(), which
     # closes the trigger too, that workers finishing a request pull to wake this loop (EBADF).
