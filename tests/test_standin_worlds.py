@@ -199,9 +199,32 @@ def test_the_worlds_descriptors_are_kept_from_the_connections_share(backup_api):
 
     waitress = server.create(backup_api.app, port=0)
     try:
-        assert waitress.adj.connection_limit == server.connection_limit() - 6 * 101
+        assert waitress.adj.connection_limit == server.connection_limit() - 6 * 101 - 2 * server.THREADS
     finally:
         waitress.close()
+
+
+def test_the_worlds_open_no_more_descriptors_than_they_reserve(backup_api):
+    """Each world read by eight clients at once: the descriptors it keeps are those reserved for it, no more."""
+    before = len(os.listdir("/proc/self/fd"))
+    for n in range(101):
+        world = in_namespace(backup_api, f"descriptors-{n}")
+        token = world.token("casino_alpha")
+        assert world.request("POST", "/player-events", valid_event("bet"), token)[0] == 200
+        start = threading.Barrier(8)
+
+        def read(world=world, token=token, start=start):
+            start.wait(5)
+            for _ in range(3):
+                assert world.request("GET", "/player-events?partner_id=casino_alpha", token=token)[0] == 200
+
+        readers = [threading.Thread(target=read) for _ in range(8)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(30)
+    opened = len(os.listdir("/proc/self/fd")) - before
+    assert opened <= backup_api.app.config["RESERVED_DESCRIPTORS"], opened
 
 
 def test_token_issue_mints_a_token_of_a_namespace(backup_api):

@@ -17,7 +17,7 @@ import tempfile
 
 from flask import Flask
 
-from backup_api import storage
+from backup_api import server, storage
 from backup_api.standin import document
 from backup_api.standin.channel import DROP_CONNECTION, StandInChannel
 from backup_api.standin.faults import DropConnection, InjectedFault
@@ -26,6 +26,10 @@ from backup_api.standin.routes import KEPT_REJECTIONS, bp, drop, injected, keep_
 from backup_api.standin.state import KEPT_NAMESPACES, StandInStore, State, Worlds
 from backup_api.storage.sqlite import SQLiteStore
 
+# Descriptors a world holds open, kept from the connections' share: its file, -wal and -shm for the
+# writer, and the file and -wal of its one reader (a world's reads take turns), five; six are
+# counted, and two for each server thread (a world's files opened again as it is forgotten).
+READERS = 1
 DESCRIPTORS_PER_WORLD = 6
 
 __all__ = ["DROP_CONNECTION", "KEPT_BODY_BYTES", "KEPT_PARTNERS", "KEPT_PER_PARTNER", "KEPT_REJECTIONS",
@@ -35,9 +39,7 @@ __all__ = ["DROP_CONNECTION", "KEPT_BODY_BYTES", "KEPT_PARTNERS", "KEPT_PER_PART
 def init_app(app: Flask) -> None:
     """Make app the stand-in: an ephemeral store, a secret of its own unless one is set, its routes and hooks."""
     app.config["STAND_IN"] = True
-    # Descriptors the worlds kept may hold, kept from the connections' share: about five each (the
-    # file, -wal and -shm, for the writer and a reader); six are counted.
-    app.config["RESERVED_DESCRIPTORS"] = DESCRIPTORS_PER_WORLD * (KEPT_NAMESPACES + 1)
+    app.config["RESERVED_DESCRIPTORS"] = DESCRIPTORS_PER_WORLD * (KEPT_NAMESPACES + 1) + 2 * server.THREADS
     configured = app.config["JWT_SECRET"]
     app.config["JWT_SECRET_KEY"] = configured or secrets.token_urlsafe(48)
     state = app.extensions["stand_in"] = State(int(app.config["STAND_IN_JOURNAL_BYTES"]))
@@ -66,7 +68,7 @@ def _open_store(app: Flask, state: State) -> StandInStore:
     busy_timeout_ms = int(app.config["BUSY_TIMEOUT_MS"])
 
     def open_world(path: str) -> SQLiteStore:
-        return SQLiteStore(path, synchronous="OFF", busy_timeout_ms=busy_timeout_ms)
+        return SQLiteStore(path, synchronous="OFF", busy_timeout_ms=busy_timeout_ms, readers=READERS)
 
     state.open(Worlds(folder, open_world, state.forget_namespace))
     return StandInStore(state)

@@ -58,8 +58,8 @@ class SQLiteStore(SQLStore):
     IMPORT_PAUSE_S = 0.15
 
     def __init__(self, path: str, synchronous: str = "FULL", busy_timeout_ms: int = 5000,
-                 wal_autocheckpoint: int = 1000):
-        """Open (and create when missing) the database at path."""
+                 wal_autocheckpoint: int = 1000, readers: int = MAX_READERS):
+        """Open (and create when missing) the database at path; read on at most `readers` connections at once."""
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):  # OFF: the stand-in only
             raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, not {synchronous!r}")
         super().__init__()
@@ -75,6 +75,11 @@ class SQLiteStore(SQLStore):
         # read-only connections, which never wait for the write lock.
         self._readers_lock = threading.Lock()
         self._readers: list[tuple[sqlite3.Connection, tuple[int, int]]] = []
+        # Readers past the bound wait for one: SQLite keeps the descriptor of a connection closed
+        # while another holds a lock on the file open until the locks are gone, so readers opened
+        # for a burst and closed would hold their descriptors on regardless.
+        self._reader_slots = threading.BoundedSemaphore(readers)
+        self._kept_readers = readers
         # The disk's free bytes when a write last failed for want of room, until one succeeds.
         self._full_at: int | None = None
         try:
@@ -168,6 +173,17 @@ class SQLiteStore(SQLStore):
             # A file replaced: the writer opens it first, to check its layout and upgrade an older one.
             with self._connected("the database could not be opened"):
                 pass
+        if not self._reader_slots.acquire(timeout=self.write_wait_s):
+            raise StorageError(f"the database could not be read: every reader stayed busy for {self.write_wait_s:g} s")
+        try:
+            with self._reader(identity) as conn:
+                yield conn
+        finally:
+            self._reader_slots.release()
+
+    @contextmanager
+    def _reader(self, identity) -> Iterator[sqlite3.Connection]:
+        """Lend a read-only connection of the pool on the file of identity (opened when none is idle)."""
         conn = None
         with self._readers_lock:
             while self._readers and conn is None:
@@ -196,7 +212,7 @@ class SQLiteStore(SQLStore):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             with self._readers_lock:
-                if len(self._readers) < MAX_READERS:
+                if len(self._readers) < self._kept_readers:
                     self._readers.append((conn, identity))
                     conn = None
             if conn is not None:
