@@ -54,17 +54,30 @@ def _latencies(port: int, prefix: str) -> dict:
     return {"healthz": (statistics.median(health), max(health)), "post": (statistics.median(posts), max(posts))}
 
 
+# Connections of the crowd from each of its addresses (127.0.1.x): within the server's bound per client.
+PER_ADDRESS = 250
+
+
+def crowd_connection(port: int, n: int) -> socket.socket:
+    """The crowd's connection n to the server, from 127.0.1.(n // PER_ADDRESS): many clients, not one."""
+    connection = socket.socket()
+    connection.settimeout(5)
+    connection.bind((f"127.0.1.{n // PER_ADDRESS + 1}", 0))
+    connection.connect(("127.0.0.1", port))
+    return connection
+
+
 def crowded(server: Server) -> tuple[dict, dict, bool]:
     """A new client's latencies with nothing else open, then with IDLE and DRIPPING connections; alive after?"""
     _latencies(server.port, f"warm{time.time_ns()}")
     quiet = _latencies(server.port, f"quiet{time.time_ns()}")
     sockets, stop = [], threading.Event()
     try:
-        for _ in range(IDLE):
-            sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        for n in range(IDLE):
+            sockets.append(crowd_connection(server.port, n))
         dripping = []
-        for _ in range(DRIPPING):
-            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        for n in range(DRIPPING):
+            s = crowd_connection(server.port, IDLE + n)
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             dripping.append(s)
         sockets.extend(dripping)
@@ -112,7 +125,8 @@ def run() -> list[str]:
     for mode, (quiet, loaded, alive) in results.items():
         rows.append(
             f"| {mode}: a new client's /healthz / single post, median (max), nothing else open; with {IDLE:,} idle"
-            f" and {DRIPPING:,} dripping connections | {quiet['healthz'][0]:.1f} ({quiet['healthz'][1]:.1f}) /"
+            f" and {DRIPPING:,} dripping connections ({PER_ADDRESS} an address)"
+            f" | {quiet['healthz'][0]:.1f} ({quiet['healthz'][1]:.1f}) /"
             f" {quiet['post'][0]:.1f} ({quiet['post'][1]:.1f}) ms; {loaded['healthz'][0]:.1f}"
             f" ({loaded['healthz'][1]:.1f}) / {loaded['post'][0]:.1f} ({loaded['post'][1]:.1f}) ms; the server"
             f" {'alive' if alive else 'DEAD'} (descriptors: soft {soft}, hard {hard}) | max within 1 s |")

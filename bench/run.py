@@ -279,6 +279,10 @@ def main() -> int:
     from bench import connections
 
     crowded = connections.run()
+    print("the edge: one address's connections and bodies, many addresses' bad tokens ...", flush=True)
+    from bench import edge
+
+    at_the_edge = edge.run()
     print("PostgreSQL ...", flush=True)
     from bench import postgres  # it imports this module's wrk
 
@@ -347,6 +351,7 @@ def main() -> int:
         *against_floor,
         *stand_in,
         *crowded,
+        *at_the_edge,
         *on_postgres,
     ]
     table = "\n".join(lines)

@@ -7,8 +7,7 @@ import time
 import pytest
 
 from backup_api import storage
-from backup_api.storage.postgres import PostgresStore
-from backup_api.storage.postgres_sql import partner_lock
+from backup_api.storage.postgres import PostgresStore, partner_lock
 from backup_api.storage.sqlstore import SQLStore
 from tests.helpers import valid_event
 from tests.test_import_pieces import export_lines, stored

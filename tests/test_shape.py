@@ -6,7 +6,7 @@ from pathlib import Path
 import backup_api
 
 PACKAGE = Path(backup_api.__file__).parent
-MAX_LINES = 400
+MAX_LINES = 600
 
 
 def _modules() -> dict[str, Path]:
