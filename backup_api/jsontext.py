@@ -1,10 +1,16 @@
 """The strict JSON reader: UTF-8, no repeated key, no NaN, bounded depth, every number kept exactly as sent."""
 
 import json
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 # Deeper than any real event needs, far below what would exhaust the interpreter's stack.
 MAX_DEPTH = 64
+
+# The exponents a number may have (its adjusted exponent: 1.5e7 has 7): those of decimal's default
+# context, in which every operation on it is defined. Past them Decimal cannot hold a number at all
+# (1e9999999999999999999), or some operations on it raise.
+MAX_EXPONENT = 999_999
+
 
 class Number(Decimal):
     """A JSON number: its exact value, and written back (str) exactly as it was sent, 1e-400 not 1E-400."""
@@ -12,7 +18,16 @@ class Number(Decimal):
     __slots__ = ("_text",)
 
     def __new__(cls, text: str):
-        number = super().__new__(cls, text)
+        try:
+            number = super().__new__(cls, text)
+        except InvalidOperation:  # an exponent past what Decimal holds
+            number = None
+        # Only a number written with an exponent, or of a million digits, can be out of range.
+        if number is None or ((len(text) > MAX_EXPONENT or "e" in text or "E" in text)
+                              and not -MAX_EXPONENT <= number.adjusted() <= MAX_EXPONENT):
+            shown = text if len(text) <= 40 else text[:20] + "..." + text[-10:]
+            raise BodyError(f"the number {shown} is out of range: a number's exponent must lie between"
+                            f" -{MAX_EXPONENT:,} and {MAX_EXPONENT:,}")
         number._text = text
         return number
 

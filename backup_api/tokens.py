@@ -4,6 +4,7 @@ partners they own. The keys that sign and verify them are in keys.py.
 
 import base64
 import json
+import math
 import re
 import threading
 import time
@@ -21,6 +22,8 @@ from backup_api.keys import key_id, raw_token, secret_key, verifying_key
 # What a token may do, claim `scope` (space-separated, as OAuth 2.0 writes it). A token without
 # the claim may do all four, as every token could before scopes.
 SCOPES = ("events:write", "events:read", "vip:write", "vip:read")
+# The latest time a token's exp, nbf or iat may name: the end of the year 9999, in seconds since the epoch.
+LATEST_TIME = 253_402_300_799
 # The longest namespace a stand-in token's `ns` claim may name (the durable service ignores the claim).
 MAX_NAMESPACE_CHARS = 200
 
@@ -74,14 +77,18 @@ def _claims_problem(claims: dict) -> str | None:
     repeated = _repeated_key()
     if repeated:
         return repeated
+    if "exp" not in claims:
+        return "the token needs a numeric 'exp' claim"
     for name in ("exp", "nbf", "iat"):
-        value = claims.get(name)
-        if (value is None and name == "exp") or (
-            name in claims and (isinstance(value, bool) or not isinstance(value, (int, float)))
-        ):
-            return f"the token needs a numeric '{name}' claim"
+        value = claims.get(name, 0)
+        # Compared, never converted: an integer of any size, or a float, is judged exactly. An exp
+        # too far ahead is told by the lifetime's check below.
+        highest = math.inf if name == "exp" else LATEST_TIME
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= highest:
+            return (f"the token's '{name}' claim must be a time in seconds since the epoch, from 0 to"
+                    f" {LATEST_TIME} (the end of the year 9999)")
     most = int(current_app.config["MAX_TOKEN_DAYS"])
-    if claims["exp"] - time.time() > most * 86400:
+    if claims["exp"] > time.time() + most * 86400:
         return (f"the token's exp lies more than {most} days ahead (BACKUP_API_MAX_TOKEN_DAYS): mint one that"
                 " expires sooner")
     # Recorded with what the holder writes: the rule an import line's holder meets too.
