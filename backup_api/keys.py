@@ -14,8 +14,9 @@ import threading
 from contextlib import suppress
 
 import jwt
-from flask import Flask, current_app, request
+from flask import Flask, current_app
 
+from backup_api import record
 from backup_api.config import ConfigError, check_secret, previous_secrets
 from backup_api.storage.files import PRIVATE_FILE, make_private_folder, warn_of_loose_modes, write_private_file
 
@@ -63,7 +64,7 @@ def verifying_key(header: dict, claims: dict) -> str:
     if kid is not None:
         by_id = {key_id(key): key for key in keys}
         return by_id.get(kid, keys[0])  # an unknown kid: the signature check fails, a 401
-    token = raw_token()
+    token = record.current().token  # as tokens.bearer_token read it
     for key in keys[1:]:
         try:
             jwt.decode(token, key, algorithms=["HS256"], options={
@@ -75,16 +76,6 @@ def verifying_key(header: dict, claims: dict) -> str:
         else:
             return key
     return keys[0]
-
-
-def raw_token() -> str:
-    """The bearer token of this request, as flask-jwt-extended reads it (empty without one)."""
-    header = request.environ.get("HTTP_AUTHORIZATION", "")
-    for field in header.split(","):
-        scheme, _, token = field.strip().partition(" ")
-        if scheme == "Bearer":
-            return token.strip()
-    return ""
 
 
 def _folder(app: Flask) -> str:

@@ -7,8 +7,10 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, request
 from flask.logging import default_handler
+
+from backup_api import record
 
 # The WSGI environ's key for the connection's own address (REMOTE_ADDR is the one a trusted proxy forwarded).
 PEER_ADDRESS = "backup_api.peer_address"
@@ -31,14 +33,15 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def start_clock():
-        g.started = time.perf_counter()
+        record.current()  # made now: its clock starts
 
     if app.config.get("TRUSTED_PROXY"):
         app.before_request(_forwarded_client_checked)
 
     @app.after_request
     def access_log(response):
-        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        seen = record.current()
+        elapsed_ms = (time.perf_counter() - seen.started) * 1000
         # Never the token, never the body: only who and what. The client is the peer's address,
         # or the one a trusted proxy forwarded (BACKUP_API_TRUSTED_PROXY); sub and jti only from a
         # token whose signature verified; for a refusal, why.
@@ -47,14 +50,13 @@ def init_app(app: Flask) -> None:
             answer = response.get_json(silent=True)
             reason = answer.get("message", "") if isinstance(answer, dict) else ""
             refusal = " reason=" + printable(json.dumps(reason, ensure_ascii=False))
-        client_note = g.get("client_note")
+        client_note = seen.client_note
         if client_note:
             refusal += " client_note=" + printable(json.dumps(client_note, ensure_ascii=False))
         if json_lines:  # the same fields, each its own (json.dumps escapes what printable would)
             fields = {"method": request.method, "path": request.path, "status": response.status_code,
                       "duration_ms": round(elapsed_ms, 1), "client": request.remote_addr,
-                      "partner": ",".join(sorted(g.get("partners", ()))) or None, "sub": g.get("sub"),
-                      "jti": g.get("jti")}
+                      "partner": ",".join(sorted(seen.partners)) or None, "sub": seen.sub, "jti": seen.jti}
             if reason:
                 fields["reason"] = reason
             if client_note:
@@ -69,9 +71,9 @@ def init_app(app: Flask) -> None:
             response.status_code,
             elapsed_ms,
             printable(request.remote_addr or "-"),
-            printable(",".join(sorted(g.get("partners", ()))) or "-"),
-            printable(g.get("sub", "-")),
-            printable(str(g.get("jti") or "-")),
+            printable(",".join(sorted(seen.partners)) or "-"),
+            printable(seen.sub or "-"),
+            printable(str(seen.jti or "-")),
             refusal,
         )
         return response
@@ -88,8 +90,8 @@ def _forwarded_client_checked() -> None:
         ipaddress.ip_address(forwarded)
     except ValueError:
         request.remote_addr = request.environ["REMOTE_ADDR"] = request.environ.get(PEER_ADDRESS, "unknown")
-        g.client_note = (f"the forwarded client address {forwarded[:64]!r} is not an IP address: the connection's"
-                         " own is used")
+        record.current().client_note = (f"the forwarded client address {forwarded[:64]!r} is not an IP address:"
+                                        " the connection's own is used")
 
 
 class _JSONFormatter(logging.Formatter):

@@ -11,7 +11,7 @@ import collections
 import hmac
 import time
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
-from backup_api import storage
+from backup_api import record, storage
 from backup_api.schemas import EVENT_RULES
 from backup_api.version import __version__
 
@@ -102,9 +102,7 @@ class Metrics:
             children = self._children[key] = (self.requests.labels(route, method, str(key[2])),
                                               self.latency.labels(route, method))
         children[0].inc()
-        started = g.get("started")
-        if started is not None:
-            children[1].observe(time.perf_counter() - started)
+        children[1].observe(time.perf_counter() - record.current().started)
 
     def event_counter(self, event_type: str, is_new: bool):
         """The counter of events stored (new) or duplicate of this event_type (a catalog row: bounded)."""

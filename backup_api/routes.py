@@ -2,10 +2,10 @@
 
 from urllib.parse import unquote_to_bytes
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotFound
 
-from backup_api import logs, metrics, schemas, storage
+from backup_api import logs, metrics, record, schemas, storage
 from backup_api.cursors import make_cursor, read_cursor
 from backup_api.errors import error_response
 from backup_api.storage import get_store
@@ -45,9 +45,9 @@ def post_player_events():
         new = get_store().add_events(events, claims["sub"])
     except storage.EventConflict as exc:
         metrics.conflict(events, exc.partner_id, exc.event_id)
-        g.conflict = (exc.partner_id, exc.event_id)
+        record.current().conflict = (exc.partner_id, exc.event_id)
         raise
-    g.new = new  # what became of each event, for the stand-in's journal
+    record.current().new = new  # what became of each event, for the stand-in's journal
     logs.notice_stored(events, new)
     metrics.events_stored(events, new, batch)
     if batch:
@@ -81,7 +81,7 @@ def get_player_event(event_row_id):
     found = get_store().get_event(event_row_id)
     if found is None or found.partner_id not in owned_partners(claims):
         raise NotFound(f"no stored event {event_row_id} among the partners this token owns")
-    g.partners = {found.partner_id}
+    record.current().partners = {found.partner_id}
     return Response(format_event(event_row_id, found.received_at, found.event), mimetype="application/json")
 
 

@@ -3,21 +3,21 @@ partners they own. The keys that sign and verify them are in keys.py.
 """
 
 import base64
-import json
 import math
 import re
 import threading
 import time
 from datetime import timedelta
 
-from flask import Flask, current_app, g, request
-from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
-from werkzeug.exceptions import Forbidden
+import jwt
+from flask import Flask, current_app, request
+from flask_jwt_extended import JWTManager, create_access_token, decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
+from werkzeug.exceptions import Forbidden, Unauthorized
 
-from backup_api import ratelimit, revocations, schemas
-from backup_api.errors import error_response
-from backup_api.jsontext import RepeatedKey, no_duplicates
-from backup_api.keys import key_id, raw_token, secret_key, verifying_key
+from backup_api import ratelimit, record, revocations, schemas
+from backup_api.jsontext import BodyError, RepeatedKey, parse_json
+from backup_api.keys import key_id, secret_key, verifying_key
 
 # What a token may do, claim `scope` (space-separated, as OAuth 2.0 writes it). A token without
 # the claim may do all four, as every token could before scopes.
@@ -73,10 +73,7 @@ def granted_scopes(claims: dict) -> set[str]:
 
 
 def _claims_problem(claims: dict) -> str | None:
-    """Say what is wrong with a token's claims, or None when they are acceptable."""
-    repeated = _repeated_key()
-    if repeated:
-        return repeated
+    """Say what is wrong with a token's claims (its signature verified), or None when they are acceptable."""
     if "exp" not in claims:
         return "the token needs a numeric 'exp' claim"
     for name in ("exp", "nbf", "iat"):
@@ -113,20 +110,38 @@ def is_namespace(value) -> bool:
             and schemas.NO_CONTROL_CHARACTERS.regex.match(value) is not None)
 
 
-def _repeated_key() -> str | None:
-    """Say which key the token's header or payload names twice, if one does (the token already verified).
+# The Authorization header's one reading: `Bearer`, in any case (RFC 7235), spaces or tabs, then the
+# token, which holds no whitespace and no comma (a second credential after a comma is refused).
+_BEARER = re.compile(r"[ \t]*bearer[ \t]+([^\s,]+)[ \t]*", re.IGNORECASE)
 
-    PyJWT keeps the last of a repeated key; the strict reader's hook refuses it, as for a body.
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an Authorization header, read the one way every check of it reads it; else TokenRefused."""
+    match = _BEARER.fullmatch(authorization or "")
+    if match is None:
+        raise TokenRefused("missing or malformed bearer token: send 'Authorization: Bearer <token>'")
+    return match[1]
+
+
+def _unverified_problem(token: str) -> str | None:
+    """Say what is wrong with a token's header or payload as JSON, read strictly, before its signature is checked.
+
+    PyJWT keeps the last of a key named twice and reads NaN and Infinity, which are not JSON; the
+    strict reader refuses both, as for a body. A part that is not base64 or JSON at all is left to
+    the decode, which says so.
     """
-    parts = raw_token().split(".")
+    parts = token.split(".")
     if len(parts) != 3:
         return None
     for part, name in zip(parts[:2], ("header", "payload"), strict=True):
         try:
-            json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)), object_pairs_hook=no_duplicates)
+            parse_json(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
         except RepeatedKey as exc:
             return f"the token's {name} names the key {exc.key!r} twice"
-        except ValueError:  # not base64 or not JSON: PyJWT has said so already
+        except BodyError as exc:
+            if "malformed JSON" not in str(exc) and "UTF-8" not in str(exc):
+                return f"the token's {name} is not acceptable JSON: {exc}"
+        except ValueError:  # not base64: the decode says so
             continue
     return None
 
@@ -138,13 +153,16 @@ def owned_partners(claims: dict) -> set[str]:
     return {claims["sub"]}
 
 
-def _unauthorized(message: str, claims: dict | None = None):
-    """Answer 401 with a Bearer challenge; claims, of a token whose signature verified, name it in the log."""
-    if claims is not None:
-        _note_holder(claims)
-    response = error_response(401, message)
-    response.headers["WWW-Authenticate"] = 'Bearer realm="backup-api"'
-    return response
+class TokenRefused(Unauthorized):
+    """401 with a Bearer challenge, saying why; claims, of a token whose signature verified, name it in the log."""
+
+    def __init__(self, message: str, claims: dict | None = None):
+        super().__init__(message)
+        if claims is not None:
+            _note_holder(claims)
+
+    def get_headers(self, environ=None, scope=None):
+        return [*super().get_headers(environ, scope), ("WWW-Authenticate", 'Bearer realm="backup-api"')]
 
 
 def _time_claims_hold(claims: dict, now: float) -> bool:
@@ -157,13 +175,14 @@ def _time_claims_hold(claims: dict, now: float) -> bool:
 
 
 class _VerifiedTokens:
-    """The claims of tokens already verified, so that a partner's token is decoded once, not per request.
+    """The claims of tokens already verified, so that a partner's token is checked once, not per request.
 
-    flask-jwt-extended decodes every token twice per request (once unverified, once verified). A
-    partner sends the same token with every request: its claims are kept, keyed by the whole
-    Authorization header (so the token's signature too), and only its time claims and the
-    revocations are checked again. A token whose time is up, or revoked since, is no longer
-    found, so it goes through the full check and fails exactly as a new one would.
+    A partner sends the same token with every request: the strict read of its JSON, the decode
+    (flask-jwt-extended's decode_token reads it unverified for its key, then verified) and the
+    claims' checks are done once; its claims are kept, keyed by the whole Authorization header (so
+    the token's signature too), and only its time claims and the revocations are checked again. A
+    token whose time is up, or revoked since, is no longer found, so it goes through the full check
+    and fails exactly as a new one would.
     """
 
     MAX_TOKENS = 1024
@@ -180,6 +199,10 @@ class _VerifiedTokens:
             return None
         return claims
 
+    def revoked(self, claims: dict) -> bool:
+        """Tell whether a token of these claims is revoked."""
+        return self._revoked.revoked(claims)
+
     def remember(self, authorization: str, claims: dict) -> None:
         """Keep the claims of a token just verified (the oldest is dropped past MAX_TOKENS)."""
         with self._lock:
@@ -189,26 +212,12 @@ class _VerifiedTokens:
 
 
 def init_app(app: Flask) -> None:
-    """Set up flask-jwt-extended so that every token failure is our 401, not its 422."""
-    jwt = JWTManager(app)
+    """Set up flask-jwt-extended's keys (it mints and decodes tokens), the revocations and the verified tokens."""
+    jwt_manager = JWTManager(app)
     # The secret is read when first needed (from the settings or its file), not when the app is made.
-    jwt.encode_key_loader(lambda identity: secret_key())
-    jwt.decode_key_loader(verifying_key)
-    revoked = revocations.init_app(app)
-    jwt.token_in_blocklist_loader(lambda header, claims: revoked.revoked(claims))
-    app.extensions["verified_tokens"] = _VerifiedTokens(revoked)
-    jwt.token_verification_loader(lambda header, claims: _claims_problem(claims) is None)
-    jwt.token_verification_failed_loader(lambda header, claims: _unauthorized(_claims_problem(claims), claims))
-    jwt.unauthorized_loader(lambda reason: _unauthorized(f"missing or malformed bearer token: {reason}"))
-    jwt.invalid_token_loader(lambda reason: _unauthorized(f"invalid token: {reason}"))
-    jwt.expired_token_loader(lambda header, claims: _unauthorized("the token has expired", claims))
-    jwt.revoked_token_loader(lambda header, claims: _unauthorized("the token has been revoked", claims))
-    jwt.needs_fresh_token_loader(lambda header, claims: _unauthorized("a fresh token is required", claims))
-    jwt.user_lookup_error_loader(lambda header, claims: _unauthorized("unknown token holder", claims))
-
-
-# "bearer" as the scheme of one of the header's comma-separated fields, in any case.
-_BEARER_SCHEME = re.compile(r"((?:^|,)\s*)bearer(?=\s|,|$)", re.IGNORECASE)
+    jwt_manager.encode_key_loader(lambda identity: secret_key())
+    jwt_manager.decode_key_loader(verifying_key)
+    app.extensions["verified_tokens"] = _VerifiedTokens(revocations.init_app(app))
 
 
 def authenticate(scope: str | None = None) -> dict:
@@ -217,35 +226,50 @@ def authenticate(scope: str | None = None) -> dict:
     verified = current_app.extensions["verified_tokens"]
     claims = verified.find(authorization)
     if claims is None:
-        if authorization:
-            # The scheme is case-insensitive (RFC 7235); flask-jwt-extended matches "Bearer" exactly.
-            request.environ["HTTP_AUTHORIZATION"] = _BEARER_SCHEME.sub(r"\1Bearer", authorization)
         try:
-            # verify_type=False: tokens minted elsewhere carry no flask-jwt-extended "type" claim.
-            verify_jwt_in_request(verify_type=False)
-        except Exception:
+            claims = _verify(authorization)
+        except TokenRefused:
             ratelimit.count_address()  # guessing tokens is limited by address
             raise
-        claims = get_jwt()
         verified.remember(authorization, claims)
-    g.claims = claims
-    g.sub = claims["sub"]
-    g.jti = claims.get("jti")
+    seen = record.current()
+    seen.claims, seen.sub, seen.jti = claims, claims["sub"], claims.get("jti")
     ratelimit.count_holder(claims["sub"])
     if scope is not None and scope not in granted_scopes(claims):
         raise InsufficientScope(scope)
     return claims
 
 
+def _verify(authorization: str | None) -> dict:
+    """Read the token of the header, decode it once (flask-jwt-extended's decode_token) and check its claims."""
+    token = record.current().token = bearer_token(authorization)
+    problem = _unverified_problem(token)
+    if problem:
+        raise TokenRefused(problem)
+    try:
+        claims = decode_token(token)
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenRefused("the token has expired", getattr(exc, "jwt_data", None)) from None
+    except (jwt.PyJWTError, JWTExtendedException) as exc:
+        raise TokenRefused(f"invalid token: {exc}") from None
+    problem = _claims_problem(claims)
+    if problem:
+        raise TokenRefused(problem, claims)
+    if current_app.extensions["verified_tokens"].revoked(claims):
+        raise TokenRefused("the token has been revoked", claims)
+    return claims
+
+
 def _note_holder(claims: dict) -> None:
     """Keep a refused token's sub and jti for the access line, where they are strings."""
+    seen = record.current()
     for name in ("sub", "jti"):
         if isinstance(claims.get(name), str):
-            setattr(g, name, claims[name])
+            setattr(seen, name, claims[name])
 
 
 def authorise(claims: dict, partner_id: str) -> None:
     """Refuse with 403 a partner_id that the token does not own."""
-    g.partners = g.get("partners", set()) | {partner_id}
+    record.current().partners.add(partner_id)
     if partner_id not in owned_partners(claims):
         raise Forbidden(f"this token does not own partner {partner_id!r}")

@@ -4,9 +4,10 @@ stored events and VIP flags written out as the API and the export lines give the
 
 import json
 
-from flask import Response, g, request
+from flask import Response, request
 from werkzeug.exceptions import UnsupportedMediaType
 
+from backup_api import record
 from backup_api.jsontext import parse_json
 from backup_api.storage import PlayerRecord, rfc3339_us
 
@@ -14,15 +15,17 @@ _encode_str = json.encoder.encode_basestring  # the C encoder, no ASCII escaping
 
 
 def read_json():
-    """Return the request body parsed strictly as JSON (kept as g.json_body, for the stand-in's journal)."""
+    """Return the request body parsed strictly as JSON (kept in the request's record, for the stand-in's journal)."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("the body must be JSON, sent as Content-Type: application/json")
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":
         # Not decoded: a small compressed body could expand far past the 1 MiB limit.
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the JSON uncompressed")
-    g.json_body = parse_json(request.get_data(cache=False))
-    return g.json_body
+    seen = record.current()
+    seen.body = parse_json(request.get_data(cache=False))
+    seen.body_read = True
+    return seen.body
 
 
 def ok_response() -> Response:

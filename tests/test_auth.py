@@ -142,8 +142,8 @@ def test_remembered_tokens_are_bounded(app, client):
 def test_a_token_is_decoded_once(app, client, monkeypatch):
     token = make_token()
     decodes = []
-    original = tokens.verify_jwt_in_request
-    monkeypatch.setattr(tokens, "verify_jwt_in_request", lambda *a, **k: decodes.append(1) or original(*a, **k))
+    original = tokens.decode_token
+    monkeypatch.setattr(tokens, "decode_token", lambda *a, **k: decodes.append(1) or original(*a, **k))
     for n in range(3):
         assert client.post("/player-events", json=valid_event("bet", n=n), headers=bearer(token)).status_code == 200
     assert len(decodes) == 1
@@ -207,6 +207,41 @@ def test_a_token_naming_a_key_twice_is_refused(client, header, payload, named):
     assert f"the token's {named} names the key" in response.get_json()["message"]
     sound = _signed_with_repeated_keys('{"alg":"HS256"}', f'{{"sub":"casino_alpha","exp":{int(time.time()) + 60}}}')
     assert client.post("/player-events", json=valid_event("bet"), headers=bearer(sound)).status_code == 200
+
+
+# Spellings of the header's separator, each read the same way by every check.
+SEPARATORS = [" ", "\t", "  ", " \t "]
+
+
+@pytest.mark.parametrize("separator", SEPARATORS, ids=["space", "tab", "two-spaces", "space-tab-space"])
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer"])
+def test_every_spelling_of_the_header_is_checked_whole(client, separator, scheme):
+    # One reading of the header for every check: what is accepted is checked everywhere.
+    repeated = _signed_with_repeated_keys('{"alg":"HS256","typ":"JWT"}',
+                                          f'{{"sub":"casino_beta","sub":"casino_alpha","exp":{int(time.time()) + 60}}}')
+    refused = client.post("/player-events", json=valid_event("bet"),
+                          headers={"Authorization": f"{scheme}{separator}{repeated}"})
+    assert refused.status_code == 401 and "names the key 'sub' twice" in refused.get_json()["message"]
+    sound = client.post("/player-events", json=valid_event("bet"),
+                        headers={"Authorization": f"{scheme}{separator}{make_token()}"})
+    assert sound.status_code == 200, sound.get_json()
+
+
+@pytest.mark.parametrize("separator", SEPARATORS, ids=["space", "tab", "two-spaces", "space-tab-space"])
+def test_a_previous_secrets_token_without_a_kid_verifies_whatever_the_spelling(tmp_path, separator):
+    app = _app(tmp_path, JWT_SECRET=SECRET, JWT_PREVIOUS_SECRETS=OLD_SECRET)
+    answer = app.test_client().post("/player-events", json=valid_event("bet"),
+                                    headers={"Authorization": f"Bearer{separator}{make_token(secret=OLD_SECRET)}"})
+    assert answer.status_code == 200, answer.get_json()
+    app.extensions["store"].close()
+
+
+@pytest.mark.parametrize("header", ["Bearer{token}", "Bearer {token},", "Bearer {token}, x",
+                                    "Bearer\x0b{token}", "Bearer\u00a0{token}"])
+def test_other_spellings_are_refused_everywhere(client, header):
+    answer = client.post("/player-events", json=valid_event("bet"),
+                         headers={"Authorization": header.format(token=make_token())})
+    assert answer.status_code == 401 and "malformed bearer token" in answer.get_json()["message"]
 
 
 OLD_SECRET = "the-old-secret-that-signed-every-token-until-today-0123"

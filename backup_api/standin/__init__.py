@@ -22,7 +22,7 @@ from backup_api.standin import document
 from backup_api.standin.channel import DROP_CONNECTION, StandInChannel
 from backup_api.standin.faults import DropConnection, InjectedFault
 from backup_api.standin.journal import KEPT_BODY_BYTES, KEPT_PARTNERS, KEPT_PER_PARTNER, KEPT_UNVERIFIED
-from backup_api.standin.routes import KEPT_REJECTIONS, bp, drop, injected, keep_body, record
+from backup_api.standin.routes import KEPT_REJECTIONS, bp, drop, injected, journal_request, keep_body
 from backup_api.standin.state import KEPT_NAMESPACES, StandInStore, State, Worlds
 from backup_api.storage.sqlite import SQLiteStore
 
@@ -47,7 +47,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.extensions["openapi"] = document.extend(app.extensions["openapi"])
     app.before_request(keep_body)
-    app.after_request(record)
+    app.after_request(journal_request)
     app.register_error_handler(DropConnection, drop)
     app.register_error_handler(InjectedFault, injected)
     if app.config["LOG_LEVEL"] is None:  # not set: a test suite's output wants no line per request

@@ -5,12 +5,13 @@ the journal, refused requests journaled by partner, a dropped connection.
 import base64
 import json
 
-from flask import Blueprint, Request, Response, current_app, g, request
+from flask import Blueprint, Request, Response, current_app, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from backup_api import storage
+from backup_api import record, storage
 from backup_api.errors import error_response
 from backup_api.jsontext import BodyError, parse_json
+from backup_api.record import RequestRecord
 from backup_api.schemas import require_object
 from backup_api.standin.channel import DROP_CONNECTION
 from backup_api.standin.faults import DropConnection, FaultSchema, InjectedFault
@@ -35,12 +36,12 @@ def keep_body():
     request.get_data(cache=True)
 
 
-def _body_items(req: Request, ctx, status: int) -> list | None:
+def _body_items(req: Request, seen: RequestRecord, status: int) -> list | None:
     """The request's body as a list of its items (one for an object), or None when it is not JSON."""
     if status == 413:
         return None
-    body = ctx.get("json_body")  # as the route read it
-    if body is None:
+    body = seen.body  # as the route read it
+    if not seen.body_read:
         try:
             body = parse_json(req.get_data(cache=True))
         except BodyError:  # not JSON, not UTF-8, nested too deep: no partner named in it
@@ -48,9 +49,9 @@ def _body_items(req: Request, ctx, status: int) -> list | None:
     return body if isinstance(body, list) else [body]
 
 
-def _named_partners(req: Request, ctx, items: list | None) -> set[str]:
+def _named_partners(req: Request, seen: RequestRecord, items: list | None) -> set[str]:
     """The partner_ids a request names: in its path, its query, its body and what its token was checked for."""
-    named = set(ctx.get("partners", ()))
+    named = set(seen.partners)
     if req.view_args and isinstance(req.view_args.get("partner_id"), str):
         named.add(req.view_args["partner_id"])
     if req.query_string:
@@ -61,12 +62,11 @@ def _named_partners(req: Request, ctx, items: list | None) -> set[str]:
     return {partner for partner in named if partner}
 
 
-def _outcome(ctx, index: int, item, status: int) -> str:
+def _outcome(seen: RequestRecord, index: int, item, status: int) -> str:
     """What became of the index-th event of a POST /player-events: stored, duplicate, conflict or refused."""
-    new = ctx.get("new")
-    if new is not None:
-        return "stored" if new[index] else "duplicate"
-    held = ctx.get("conflict")  # (partner_id, event_id) held with other content
+    if seen.new is not None:
+        return "stored" if seen.new[index] else "duplicate"
+    held = seen.conflict  # (partner_id, event_id) held with other content
     if status == 409 and isinstance(item, dict) and (item.get("partner_id"), item.get("event_id")) == held:
         return "conflict"
     return "refused"
@@ -76,19 +76,19 @@ def _outcome(ctx, index: int, item, status: int) -> str:
 EVENT_KEYS = ("event_type", "player_login", "event_id")
 
 
-def _events_of(ctx, partner: str, items: list, status: int) -> list[tuple]:
+def _events_of(seen: RequestRecord, partner: str, items: list, status: int) -> list[tuple]:
     """The events of a POST /player-events naming partner: what became of each, and its keys (None where missing)."""
     return [
-        (_outcome(ctx, index, item, status), *(item.get(name) if isinstance(item.get(name), str) else None
+        (_outcome(seen, index, item, status), *(item.get(name) if isinstance(item.get(name), str) else None
                                                 for name in EVENT_KEYS))
         for index, item in enumerate(items) if isinstance(item, dict) and item.get("partner_id") == partner
     ]
 
 
-def record(response: Response) -> Response:
+def journal_request(response: Response) -> Response:
     """Keep the request in the journal of each partner it names that its token owns (a token that did not verify:
     in the list of such requests, without its body). The stand-in's own routes are not kept."""
-    req, ctx = request._get_current_object(), g._get_current_object()  # each looked up once, not per use
+    req, seen = request._get_current_object(), record.current()  # each looked up once, not per use
     if req.blueprint == "stand_in":
         return response
     status = response.status_code
@@ -96,8 +96,8 @@ def record(response: Response) -> Response:
     entry["answer"], entry["answer_chars"] = cut("" if response.is_streamed else response.get_data(as_text=True))
     raw = b"" if status == 413 else req.get_data(cache=True)
     entry["body_bytes"] = len(raw)
-    entry["fault"] = ctx.get("fault")
-    claims = ctx.get("claims")
+    entry["fault"] = seen.fault
+    claims = seen.claims
     state = current_app.extensions["stand_in"]
     if claims is None:
         state.journal.add_unverified({**entry, "events": None})
@@ -106,9 +106,9 @@ def record(response: Response) -> Response:
         text, form = raw.decode("utf-8"), "body"
     except UnicodeDecodeError:
         text, form = base64.b64encode(raw).decode(), "body_base64"
-    items = _body_items(req, ctx, status)
+    items = _body_items(req, seen, status)
     posted = req.method == "POST" and req.url_rule is not None and req.url_rule.rule == "/player-events"
-    named = _named_partners(req, ctx, items)
+    named = _named_partners(req, seen, items)
     for key in sorted(key for key in owned_keys(claims) if key[1] in named):
         partner = key[1]
         mine = [item for item in items or () if isinstance(item, dict) and item.get("partner_id") == partner]
@@ -116,15 +116,15 @@ def record(response: Response) -> Response:
         body = text if items is None or len(mine) == len(items) else dumps(mine)
         kept, chars = cut(body)
         state.journal.add(key, {**entry, form: kept, "body_chars": chars,
-                                "events": _events_of(ctx, partner, items, status)
+                                "events": _events_of(seen, partner, items, status)
                                 if posted and items is not None else None})
     return response
 
 
 def drop(exc: DropConnection) -> Response:
     """Ask the server to close the connection without writing an answer (after a commit, or before anything)."""
-    g.new = exc.new
-    g.fault = exc.fault
+    seen = record.current()
+    seen.new, seen.fault = exc.new, exc.fault
     request.environ[DROP_CONNECTION] = True
     current_app.logger.info("stand-in fault %s: the connection is closed without an answer", exc.fault)
     return Response(status=200)
@@ -132,7 +132,7 @@ def drop(exc: DropConnection) -> Response:
 
 def injected(exc: InjectedFault) -> Response:
     """A fault answered with a status (and Retry-After, for 503 and 429), logged as a fault, not a storage failure."""
-    g.fault = exc.fault
+    record.current().fault = exc.fault
     current_app.logger.info("stand-in fault %s: %d answered, nothing stored", exc.fault, exc.status)
     response = error_response(exc.status, str(exc))
     if exc.retry_after is not None:

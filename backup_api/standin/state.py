@@ -15,8 +15,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from flask import current_app, g, has_request_context
+from flask import current_app
 
+from backup_api import record
 from backup_api.standin.faults import DelaySlots, Faults, play
 from backup_api.standin.journal import Journal
 from backup_api.storage import get_store
@@ -31,8 +32,7 @@ DEFAULT = ""
 
 def namespace() -> str:
     """The namespace of the request's verified token: its `ns` claim, or the default."""
-    claims = g.get("claims") if has_request_context() else None
-    return (claims or {}).get("ns", DEFAULT)
+    return (record.current().claims or {}).get("ns", DEFAULT)
 
 
 def owned_keys(claims: dict) -> set[tuple[str, str]]:
@@ -180,7 +180,7 @@ class StandInStore:
 
     def _fault(self, partners: set[str], route: str):
         """The fault falling on this request, of those armed for the partners it names that its token owns."""
-        keys = {key for key in owned_keys(g.get("claims") or {}) if key[1] in partners}
+        keys = {key for key in owned_keys(record.current().claims or {}) if key[1] in partners}
         return self._state.faults.take(keys, route)
 
     def add_events(self, events: list[dict], sub: str) -> list[bool]:
