@@ -177,9 +177,21 @@ def sigint(self, *args):
     os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt, as in a terminal, whatever this process inherited.
+
+    A shell that starts a command in the background without job control (a CI script's `make test
+    &`) makes it ignore SIGINT, and Python keeps that: a signal sent then would do nothing.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize(("ctrl_c", "during"), [(interrupt, 3), (sigint, 2)])
 def test_an_import_interrupted_while_it_stores_says_exactly_what_it_kept(database, small_pieces, monkeypatch,
-                                                                          ctrl_c, during):
+                                                                          ctrl_c_raises, ctrl_c, during):
     store_class = SQLiteStore if database.endswith(".db") else PostgresStore
     moved = store_class._move_chunk
     calls = []
