@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app backup_api
 
-.PHONY: run stand-in test lint token fuzz soak bench snapshot dist clean
+.PHONY: run stand-in check test lint token fuzz soak bench snapshot dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ run: $(VENV)/.runtime  ## serve the API with waitress on HOST:PORT
 
 stand-in: $(VENV)/.runtime  ## serve a stand-in for test suites (keeps nothing; tokens from BACKUP_API_JWT_SECRET)
 	$(FLASK) serve --stand-in --host $(HOST) --port $(PORT)
+
+check: $(VENV)/.dev  ## the quick loop while changing code: SQLite, in-process tests (under a minute)
+	$(BIN)/python -m pytest --quick -p no:cacheprovider
 
 test: $(VENV)/.dev  ## run the whole test suite
 	$(BIN)/python -m pytest

@@ -10,9 +10,28 @@ from tests import postgres
 from tests.helpers import SECRET, register_plugin
 
 
+def pytest_addoption(parser):
+    parser.addoption("--quick", action="store_true",
+                     help="make check's loop: SQLite, in this process; no PostgreSQL, no other process, no long run")
+
+
 def pytest_configure(config):
     """Register the plugin the wheel registers by its entry point, unless a build in this checkout made it visible."""
     register_plugin(config)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With --quick, leave out the tests on PostgreSQL and those marked whole (make test runs them all)."""
+    if not config.getoption("--quick"):
+        return
+    kept, left_out = [], []
+    for item in items:
+        on_postgres = getattr(item, "callspec", None) is not None and item.callspec.params.get("database") == (
+            "postgresql")
+        uses_postgres = on_postgres or {"postgres_url", "postgres_server"} & set(item.fixturenames)
+        (left_out if uses_postgres or item.get_closest_marker("whole") else kept).append(item)
+    config.hook.pytest_deselected(items=left_out)
+    items[:] = kept
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,16 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-with warnings.catch_warnings():
-    # platformdirs warns, on import, of a missing XDG_RUNTIME_DIR (none in CI); pgserver copes.
-    warnings.simplefilter("ignore")
-    import pgserver
-    from pgserver import _commands as pg_commands
+
+def _pgserver():
+    """pgserver, imported when a test first needs a server (make check's tests never do)."""
+    with warnings.catch_warnings():
+        # platformdirs warns, on import, of a missing XDG_RUNTIME_DIR (none in CI); pgserver copes.
+        warnings.simplefilter("ignore")
+        import pgserver
+        from pgserver import _commands
+
+    return pgserver, _commands
 
 OWN_SERVER = "BACKUP_API_TEST_POSTGRES"
 
@@ -32,12 +37,12 @@ class Throwaway:
         self.folder = Path(tempfile.mkdtemp(prefix="backup-api-pg-"))
         self.folder.chmod(0o755)
         self.pgdata = self.folder / "data"
-        self.server = pgserver.get_server(self.pgdata, cleanup_mode="delete")
+        self.server = _pgserver()[0].get_server(self.pgdata, cleanup_mode="delete")
         self.url = self.server.get_uri()
 
     def pg_ctl(self, *args: str) -> None:
         """Run pg_ctl on this server's data folder, as the user it runs as."""
-        pg_commands.pg_ctl(list(args), pgdata=self.pgdata, user=self.server.system_user, timeout=30)
+        _pgserver()[1].pg_ctl(list(args), pgdata=self.pgdata, user=self.server.system_user, timeout=30)
 
     def stop_server(self) -> None:
         """Stop PostgreSQL at once (fast mode: connections are cut), keeping its data."""

@@ -128,6 +128,7 @@ def test_a_database_of_a_newer_layout_asks_for_an_upgrade(tmp_path):
         create_app({"DATABASE": str(database), "JWT_SECRET": SECRET})
 
 
+@pytest.mark.whole
 def test_the_command_prints_a_start_up_error_as_one_line(tmp_path):
     env = {**os.environ, "BACKUP_API_DATABASE": str(tmp_path / "d.db"), "BACKUP_API_JWT_SECRET": "short"}
     result = subprocess.run(

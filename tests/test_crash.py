@@ -1,6 +1,11 @@
 """SIGKILL under load: every acknowledged event survives, once, in order (`make soak` runs more)."""
 
+import pytest
+
 from tests.crash import run
+
+# make test only (make check leaves it out): other processes, external binaries, or a long run.
+pytestmark = pytest.mark.whole
 
 
 def test_kill_9_under_load_loses_nothing(database):

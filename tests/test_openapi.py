@@ -73,6 +73,7 @@ def call_and_validate(case, **kwargs):
     )
 
 
+@pytest.mark.whole
 @schema.parametrize()
 @seed(20261124)
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)

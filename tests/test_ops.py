@@ -169,6 +169,7 @@ def test_snapshot_command(app, client, runner, tmp_path):
     assert again.exit_code != 0 and "already exists" in again.output
 
 
+@pytest.mark.whole
 def test_the_client_address_is_the_forwarded_one_only_from_the_trusted_proxy(tmp_path):
     for trusted, expected in ((None, "127.0.0.1"), ("127.0.0.1", "203.0.113.7")):
         server = Server(tmp_path / "b.db", SECRET)
@@ -183,6 +184,7 @@ def test_the_client_address_is_the_forwarded_one_only_from_the_trusted_proxy(tmp
         assert f"client={expected} " in log_path.read_text(), log_path.read_text()
 
 
+@pytest.mark.whole
 def test_a_forwarded_client_that_is_not_an_ip_address_gives_way_to_the_connections_own(tmp_path):
     server = Server(tmp_path / "b.db", SECRET)
     server.env["BACKUP_API_TRUSTED_PROXY"] = "127.0.0.1"
@@ -204,6 +206,7 @@ def test_a_trusted_proxy_must_be_an_address():
         create_app({"TESTING": True, "TRUSTED_PROXY": "proxy.example", "JWT_SECRET": SECRET})
 
 
+@pytest.mark.whole
 def test_json_log_lines_carry_the_same_fields(tmp_path):
     server = Server(tmp_path / "b.db", SECRET)
     server.env["BACKUP_API_LOG_FORMAT"] = "json"

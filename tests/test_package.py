@@ -16,6 +16,9 @@ from backup_api.cli import main
 from tests.helpers import SECRET, make_token, valid_event
 from tests.server import ROOT, Server
 
+# make test only (make check leaves it out): other processes, external binaries, or a long run.
+pytestmark = pytest.mark.whole
+
 
 def test_version_and_help():
     runner = CliRunner()

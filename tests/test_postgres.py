@@ -18,6 +18,10 @@ from tests import postgres
 from tests.helpers import SECRET, bearer, make_token, post_event, valid_event
 from tests.server import Server
 
+# make test only (make check leaves it out): other processes, external binaries, or a long run.
+pytestmark = pytest.mark.whole
+
+
 # Settings ---------------------------------------------------------------------------------
 
 

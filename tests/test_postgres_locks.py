@@ -13,6 +13,10 @@ from tests.helpers import valid_event
 from tests.test_import_pieces import export_lines, stored
 from tests.test_restore import new_app, run
 
+# make test only (make check leaves it out): other processes, external binaries, or a long run.
+pytestmark = pytest.mark.whole
+
+
 # A write is accepted again within this long of the client holding its locks stopping.
 RECOVERY_S = 20
 

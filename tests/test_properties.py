@@ -99,6 +99,7 @@ def exported(app) -> list[str]:
     return event_lines(app.extensions["store"])
 
 
+@pytest.mark.whole
 @SETTINGS
 @given(event=events())
 def test_valid_events_round_trip_exactly(event):
@@ -112,6 +113,7 @@ def test_valid_events_round_trip_exactly(event):
         assert parse_json(line.encode())["event"] == parse_json(raw.encode())
 
 
+@pytest.mark.whole
 @SETTINGS
 @given(event=events(), seed=st.integers())
 def test_resending_with_permuted_keys_stores_one_row(event, seed):
@@ -155,6 +157,7 @@ def mutated(draw):
     return event, field
 
 
+@pytest.mark.whole
 @SETTINGS
 @given(case=mutated())
 def test_mutations_are_400_and_store_nothing(case):
@@ -166,6 +169,7 @@ def test_mutations_are_400_and_store_nothing(case):
         assert exported(app) == []
 
 
+@pytest.mark.whole
 @settings(max_examples=300, deadline=None, database=None)
 @given(body=st.one_of(st.binary(max_size=300), json_values.map(to_json), st.text(max_size=300)))
 def test_no_body_ever_gives_a_5xx(body):
@@ -193,6 +197,7 @@ wild_events = st.dictionaries(
 )
 
 
+@pytest.mark.whole
 @settings(max_examples=600, deadline=None, database=None)
 @given(event=st.one_of(events(), mutated().map(lambda case: case[0]), wild_events))
 def test_the_quick_check_decides_as_the_schema_does(event):
@@ -228,6 +233,7 @@ number_texts = st.from_regex(r"-?(0|[1-9][0-9]{0,6})(\.[0-9]{1,5})?([eE][+-]?[0-
 @settings(max_examples=500, deadline=None, database=None)
 @given(fields=st.dictionaries(json_text, st.one_of(json_text.map(to_json), number_texts, json_values.map(to_json)),
                               max_size=8), seed=st.integers())
+@pytest.mark.whole
 def test_the_one_go_writer_of_flat_objects_is_the_general_writer(fields, seed):
     """Stored texts and content keys must not change: flat objects written in one go as the general writer does."""
     from backup_api.storage import jsonform

@@ -198,6 +198,7 @@ def test_players_import_merges_by_time_across_chunks_and_repeats(empty):
     assert flags["p3"]["is_vip"] is False and flags["p3"]["updated_at"].startswith("2026-09")
 
 
+@pytest.mark.whole
 def test_an_import_killed_midway_keeps_whole_pieces_and_the_same_import_again_finishes_it(tmp_path):
     database = tmp_path / "killed.db"
     app = new_app(database)
@@ -307,6 +308,7 @@ def test_db_restore_refuses_a_bad_snapshot_and_changes_nothing(empty, tmp_path):
     again.extensions["store"].close()
 
 
+@pytest.mark.whole
 def test_db_restore_refuses_while_a_server_uses_the_database(source, tmp_path):
     snapshot = tmp_path / "snap.db"
     run(source, "db", "snapshot", str(snapshot))
@@ -324,6 +326,7 @@ def test_db_restore_refuses_while_a_server_uses_the_database(source, tmp_path):
         assert status == 200 and len(body["events"]) == 1
 
 
+@pytest.mark.whole
 def test_the_restore_procedure_end_to_end(tmp_path):
     """Serve, write, snapshot, write more, stop, restore, serve: the snapshot's events come back over HTTP."""
     database = tmp_path / "live" / "backup.db"
@@ -484,6 +487,7 @@ def test_a_worker_that_never_answers_stops_the_import_in_bounded_time(monkeypatc
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.whole
 def test_an_import_into_a_new_database_leaves_no_secret_beside_it(source, tmp_path):
     """Commands that need no token open no secret: a stray jwt-secret would sign tokens nobody meant."""
     exported = run(source, "events", "export").output.encode()

@@ -171,6 +171,7 @@ def test_a_copy_of_the_revocations_serves_until_stale(app, client, monkeypatch):
 # Across processes ----------------------------------------------------------------------------
 
 
+@pytest.mark.whole
 def test_revoked_on_one_process_refused_by_the_others_on_postgresql_within_5_s(postgres_url):
     servers = [Server(postgres_url, SECRET).start() for _ in range(2)]
     try:

@@ -4,9 +4,15 @@ until the old secret is retired, the old tokens refused after."""
 import threading
 import time
 
+import pytest
+
 from backup_api import create_app, tokens
 from tests.helpers import make_token, valid_event
 from tests.server import Server
+
+# make test only (make check leaves it out): other processes, external binaries, or a long run.
+pytestmark = pytest.mark.whole
+
 
 OLD = "the-secret-every-process-signs-with-before-the-rotation-0123"
 NEW = "the-secret-every-process-signs-with-after-the-rotation-45678"

@@ -18,6 +18,9 @@ from backup_api import storage
 from tests.helpers import SECRET, count_rows, event_lines, make_token, valid_event
 from tests.server import ROOT, Server
 
+# make test only (make check leaves it out): other processes, external binaries, or a long run.
+pytestmark = pytest.mark.whole
+
 
 def test_routes_end_to_end(database):
     with Server(database, SECRET) as server:

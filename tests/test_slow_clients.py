@@ -10,6 +10,9 @@ import pytest
 from tests.helpers import SECRET, make_token, valid_event
 from tests.server import Server
 
+# make test only (make check leaves it out): other processes, external binaries, or a long run.
+pytestmark = pytest.mark.whole
+
 
 def test_idle_and_dripping_connections_do_not_starve_a_normal_request(tmp_path):
     with Server(tmp_path / "b.db", SECRET) as server:

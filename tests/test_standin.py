@@ -167,6 +167,7 @@ def test_the_journal_stays_bounded_whatever_is_sent(backup_api, monkeypatch):
     assert kept["body_bytes"] > 200_000 and len(kept["body"]) == standin.KEPT_BODY_BYTES
 
 
+@pytest.mark.whole
 def test_the_journal_holds_at_most_its_bytes_whatever_arrives(backup_api, monkeypatch):
     """The probe's flood: refused batches of 1,000 events; the oldest entries go, whoever's they are."""
     kept = backup_api.app.extensions["stand_in"].journal
@@ -292,6 +293,7 @@ def _stand_in_command(tmp_path, command):
     return server, log
 
 
+@pytest.mark.whole
 @pytest.mark.parametrize("how", ["flask", "game-backup-api"])
 def test_serve_stand_in_keeps_nothing_and_says_so(tmp_path, how):
     (tmp_path / "work").mkdir()
@@ -313,6 +315,7 @@ def test_serve_stand_in_keeps_nothing_and_says_so(tmp_path, how):
     assert not any(Path(p).exists() for p in folder)
 
 
+@pytest.mark.whole
 def test_serve_stand_in_answers_within_half_a_second(tmp_path):
     (tmp_path / "work").mkdir()
     started = time.monotonic()
@@ -326,6 +329,7 @@ def test_serve_stand_in_answers_within_half_a_second(tmp_path):
         log.close()
 
 
+@pytest.mark.whole
 def test_a_memory_database_is_refused_with_a_pointer_to_the_stand_in(tmp_path):
     from backup_api import ConfigError
 
@@ -339,6 +343,7 @@ def test_a_memory_database_is_refused_with_a_pointer_to_the_stand_in(tmp_path):
     assert not (tmp_path / ":memory:").exists()
 
 
+@pytest.mark.whole
 def test_token_issue_for_a_stand_in_needs_the_secret(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
     env.update(BACKUP_API_STAND_IN="1", PYTHONPATH=str(ROOT))

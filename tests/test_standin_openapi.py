@@ -56,6 +56,7 @@ def _owner_token(case) -> str:
     return make_token(sub="fuzzer", partners=partners, ns="fuzz", secret=STAND_IN_SECRET)
 
 
+@pytest.mark.whole
 @schema.parametrize()
 @seed(20261203)
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -6,10 +6,15 @@ import secrets
 import subprocess
 import sys
 
+import pytest
+
 from backup_api import create_app
 from backup_api.server import InThread
 from backup_api.standin import StandInChannel
 from tests.server import ROOT
+
+# make test only (make check leaves it out): other processes, external binaries, or a long run.
+pytestmark = pytest.mark.whole
 
 # Each test resets, arms a fault, posts and counts, on the same partner as every other, with pauses
 # so that the two workers' tests overlap: without a world per test, one's reset and fault hit the other.

@@ -166,6 +166,7 @@ def test_a_probability_with_a_seed_fires_the_same_way_each_run(backup_api):
     assert backup_api.faults("casino_alpha")[0]["count"] == 100 - runs[1].count(503)
 
 
+@pytest.mark.whole
 def test_delays_never_starve_the_others(backup_api):
     """The probe: one partner's delay fault (15 s, 10,000 times) and ten posts held /healthz 14 s."""
     backup_api.fault("casino_alpha", "delay", seconds=3, count=10_000)
@@ -204,6 +205,7 @@ def test_the_worlds_descriptors_are_kept_from_the_connections_share(backup_api):
         waitress.close()
 
 
+@pytest.mark.whole
 def test_the_worlds_open_no_more_descriptors_than_they_reserve(backup_api):
     """Each world read by eight clients at once: the descriptors it keeps are those reserved for it, no more."""
     before = len(os.listdir("/proc/self/fd"))
