@@ -104,8 +104,10 @@ def _revocation_target(jti: str | None, sub: str | None) -> tuple[str, str]:
     if (jti is None) == (sub is None):
         raise click.ClickException("name the token by --jti, or its holder by --sub (one of the two)")
     kind, value = ("jti", jti) if jti is not None else ("sub", sub)
-    if not value or not schemas.NO_CONTROL_CHARACTERS.regex.match(value):
+    # The holder rule, which a token's sub meets (a jti too: recorded as text beside it).
+    if not schemas.is_holder(value):
         raise click.ClickException(f"--{kind} cannot be empty, nor hold control characters")
+    assert isinstance(value, str)
     return kind, value
 
 
@@ -236,17 +238,25 @@ def _import(file, load, store_all):
         return store_all(loading.checked_lines(loading.bounded_lines(file), load))
     except LineError as exc:
         raise click.ClickException(f"line {exc.line}: {_describe(exc.__cause__)}; nothing was imported") from None
-    except storage.RecordError as exc:  # a conflict, or ids out of order: the index-th record is its line
-        raise click.ClickException(f"line {exc.index + 1}: {exc}; {_kept(exc)}") from None
-    except storage.StorageError as exc:
-        raise click.ClickException(f"{exc}; {_kept(exc)}") from None
-    except KeyboardInterrupt as exc:
-        raise click.ClickException(f"interrupted; {_kept(exc)}") from None
+    except storage.ImportStopped as exc:
+        if not isinstance(exc.__cause__, (storage.RecordError, storage.StorageError, KeyboardInterrupt)):
+            raise  # not the file's fault, nor the database's: a defect, with its traceback
+        raise click.ClickException(_why(exc.__cause__, exc.committed)) from None
+    except (storage.RecordError, storage.StorageError, KeyboardInterrupt) as exc:  # before anything was stored
+        raise click.ClickException(_why(exc, 0)) from None
 
 
-def _kept(exc: BaseException) -> str:
-    """What an import that failed kept: nothing, or the pieces it stored before (exc.committed records)."""
-    committed = getattr(exc, "committed", 0)
+def _why(exc: BaseException | None, committed: int) -> str:
+    """Why an import failed, by line where a line is at fault, and what it kept."""
+    if isinstance(exc, storage.RecordError):  # a conflict, or ids out of order: the index-th record is its line
+        return f"line {exc.index + 1}: {exc}; {_kept(committed)}"
+    if isinstance(exc, KeyboardInterrupt):
+        return f"interrupted; {_kept(committed)}"
+    return f"{exc}; {_kept(committed)}"
+
+
+def _kept(committed: int) -> str:
+    """What an import that failed kept: nothing, or the pieces it stored before (committed records)."""
     if not committed:
         return "nothing was imported"
     return (f"lines 1 to {committed} were imported before it, the rest were not: run the import again"

@@ -12,7 +12,7 @@ from backup_api.jsontext import BodyError
 
 def error_response(status: int, message: str, errors: dict | None = None):
     """Build the one error envelope every failure uses."""
-    body = {"status": "error", "message": message}
+    body: dict[str, object] = {"status": "error", "message": message}
     if errors is not None:
         body["errors"] = errors
     response = jsonify(body)

@@ -68,7 +68,7 @@ _EXPORT_LINE = re.compile(
 )
 
 
-def load_exported_event(raw: bytes) -> tuple[int, int, str, dict, str]:
+def load_exported_event(raw: bytes) -> tuple[int, int, str, dict, str | None]:
     """Check one line of `events export`; return (id, received_at in microseconds, sub, event, the event's text)."""
     match = _EXPORT_LINE.match(raw)
     if match and raw.endswith(b"}"):
@@ -100,7 +100,7 @@ def load_exported_row(raw: bytes) -> tuple:
     return id_, tuple(event_row(event, received_at, sub, text))
 
 
-def _exported_event(line: dict, text: str | None) -> tuple[int, int, str, dict, str]:
+def _exported_event(line: dict, text: str | None) -> tuple[int, int, str, dict, str | None]:
     """Check the fields of an exported event's line; text is the event's JSON text, written afresh when None."""
     id_ = line["id"]
     if not (isinstance(id_, Decimal) and id_ == id_.to_integral_value() and 1 <= id_ <= MAX_IMPORTED_ID):

@@ -16,6 +16,7 @@ class Number(Decimal):
     """A JSON number: its exact value, and written back (str) exactly as it was sent, 1e-400 not 1E-400."""
 
     __slots__ = ("_text",)
+    _text: str
 
     def __new__(cls, text: str):
         try:

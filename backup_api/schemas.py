@@ -260,7 +260,7 @@ def holder_errors(value) -> list[str]:
     try:
         _holder_field.deserialize(value)
     except ValidationError as exc:
-        return exc.messages
+        return list(exc.messages)  # a field's messages: a list
     return []
 
 
@@ -336,7 +336,7 @@ def flag_errors(is_vip) -> dict:
     try:
         _vip_schema.load({"is_vip": is_vip})
     except ValidationError as exc:
-        return exc.messages
+        return exc.messages_dict
     return {}
 
 
@@ -347,7 +347,7 @@ def validate_vip(payload, partner_id: str, player_login: str) -> bool:
     try:
         is_vip = _vip_schema.load(payload)["is_vip"]
     except ValidationError as exc:
-        errors.update(exc.messages)
+        errors.update(exc.messages_dict)
     if errors:
         raise ValidationError(errors)
     return is_vip

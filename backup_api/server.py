@@ -7,12 +7,15 @@ import resource
 import signal
 import threading
 import time
+from typing import cast
 
-import waitress
 import waitress.channel
 import waitress.task
 from flask import Flask
 from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.server import TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
 
 from backup_api import logs, storage
 from backup_api.config import MAX_BODY_BYTES, ConfigError
@@ -225,22 +228,51 @@ def close_late_requests(server) -> None:
             channel.will_close = True  # waitress closes it at its next turn, as it does an idle one
 
 
+class BackupServer(TcpWSGIServer):
+    """Waitress's server for one listening address, with the service's own ways of accepting and cleaning up.
+
+    Every use of waitress's internals is here and in the channel and task classes above (tested by
+    test_server's adapter tests, and pinned to the waitress minor version in pyproject.toml).
+    """
+
+    accepted = 0  # connections accepted, each counted by its channel
+    client_bounds: ClientBounds
+    effective_host: str  # set by waitress once it listens (types-waitress leaves them out)
+    effective_port: int
+
+    def handle_accept(self):
+        """Accept the connections waiting, up to ACCEPTS_PER_TURN, not one per turn of the loop.
+
+        Each turn asks every open connection whether it wants to read or write (about 5 ms with
+        3,000 open): a flood of connections taken one a turn kept a new client waiting seconds.
+        """
+        for _ in range(ACCEPTS_PER_TURN):
+            before = self.accepted
+            super().handle_accept()
+            if self.accepted == before or len(self._map) >= self.adj.connection_limit:
+                return  # none left waiting (or the limit reached)
+
+    def maintenance(self, now):
+        """Waitress's own clean-up (silent connections), then the requests past their deadline."""
+        super().maintenance(now)
+        close_late_requests(self)
+
+
 def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS,
-           channel: type[waitress.channel.HTTPChannel] = JSONErrorChannel):
+           channel: type[waitress.channel.HTTPChannel] = JSONErrorChannel) -> BackupServer:
     """Make the waitress server for app, listening on host:port (0: a free port), with the service's settings.
 
     channel: the class of its HTTP connections (a JSONErrorChannel, or a subclass of it).
     """
     try:
-        server = waitress.create_server(
-            app,
+        adjustments = Adjustments(
             host=host,
             port=port,
             threads=threads,
-            # Idle and slow connections cost a socket, not a thread (waitress reads requests
-            # whole before a thread sees them): allow as many as there are descriptors for, wait
-            # on them with poll() (select() cannot take a descriptor past 1023, and the process
-            # died of it), and close the silent ones sooner than waitress's default 120 s.
+            # Idle and slow connections cost a socket, not a thread (waitress reads requests whole
+            # before a thread sees them): allow as many as there are descriptors for, wait on them
+            # with poll() (select() cannot take a descriptor past 1023, and the process died of it),
+            # and close the silent ones sooner than waitress's default 120 s.
             connection_limit=connection_limit(int(app.config.get("RESERVED_DESCRIPTORS", 0))),
             asyncore_use_poll=True,
             channel_timeout=WAITRESS["channel_timeout"],
@@ -251,39 +283,24 @@ def create(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int =
             max_request_body_size=WAITRESS["max_request_body_size"],
             **_proxy_settings(app.config.get("TRUSTED_PROXY")),
         )
+    except (OSError, ValueError) as exc:  # a host that is not an address of this machine
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
+    if len(adjustments.listen) != 1:  # a name of several addresses (localhost: 127.0.0.1 and ::1)
+        raise ConfigError(f"cannot listen on {host}:{port}: it names {len(adjustments.listen)} addresses; give one"
+                          " (127.0.0.1, say)")
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(threads)
+    try:
+        # types-waitress types listen as a string; it is a list of socket.getaddrinfo's tuples.
+        sockinfo = cast(tuple, adjustments.listen[0])
+        server = BackupServer(app, map={}, dispatcher=dispatcher, adj=adjustments, sockinfo=sockinfo)
     except OSError as exc:  # the port taken, or an address not of this machine
+        dispatcher.shutdown()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server.channel_class = channel
-    server.accepted = 0  # connections accepted, each counted by its channel
     server.client_bounds = ClientBounds(app.config["MAX_CONNECTIONS_PER_CLIENT"],
                                         app.config["MAX_BODY_BYTES_PER_CLIENT"], app.config.get("TRUSTED_PROXY"))
     app.config["THREADS"] = threads  # what the app's requests share (the stand-in's delays keep half free)
-    maintenance = server.maintenance
-
-    def maintain(now):
-        """Waitress's own clean-up (silent connections), then the requests past their deadline."""
-        maintenance(now)
-        close_late_requests(server)
-
-    server.maintenance = maintain
-    accept_one = server.handle_accept
-
-    def accept_waiting():
-        """Accept the connections waiting, up to ACCEPTS_PER_TURN, not one per turn of the loop.
-
-        Each turn asks every open connection whether it wants to read or write (about 5 ms with
-        3,000 open): a flood of connections taken one a turn kept a new client waiting seconds.
-        """
-        for _ in range(ACCEPTS_PER_TURN):
-            before = server.accepted
-            accept_one()
-            if server.accepted == before or len(server._map) >= server.adj.connection_limit:
-                return  # none left waiting (or the limit reached)
-
-    server.handle_accept = accept_waiting
-    # Waitress warns "Task queue depth is N" on nearly every request under load, drowning the
-    # access log, whose durations show load anyway; its errors still come through.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     return server
 
 
@@ -306,6 +323,10 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = 
     """Serve app with waitress until SIGTERM or SIGINT, then stop cleanly."""
     before, soft = raise_descriptor_limit()
     server = create(app, host, port, threads, channel)
+    # A process of its own: waitress warns "Task queue depth is N" on nearly every request under
+    # load, drowning the access log, whose durations show load anyway; its errors still come through.
+    # (Never done for a server in another program's process: its loggers are its own.)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     logs.lighten_records()
     app.logger.info("open descriptors: at most %d (raised from %d); connections: at most %d", soft, before,
                     server.adj.connection_limit)

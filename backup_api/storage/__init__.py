@@ -22,6 +22,7 @@ from backup_api.storage.base import (
     SCHEMA_VERSION,
     UPGRADES_FROM,
     EventConflict,
+    ImportStopped,
     RecordError,
     StorageError,
     Store,
@@ -53,7 +54,8 @@ from backup_api.storage.rows import (
 
 __all__ = [
     "MAX_PAGE_BYTES", "PRIVATE_FILE", "PRIVATE_FOLDER", "SCAN_WINDOW", "SCHEMA_VERSION", "UPGRADES_FROM",
-    "EventConflict", "EventRow", "ExportedEvent", "FoundEvent", "ImportedEvent", "PlayerRecord", "RecordError",
+    "EventConflict", "EventRow", "ExportedEvent", "FoundEvent", "ImportedEvent", "ImportStopped", "PlayerRecord",
+    "RecordError",
     "Revocation", "StorageError", "Store", "StoredEvent", "VipFlag", "WriteOutcomeUnknown", "close_store",
     "content_key", "create_private_file", "dumps", "event_row", "get_store", "init_app", "is_url", "loose_modes",
     "make_private_folder", "now_us", "open_store", "rfc3339_us", "store_opened", "write_private_file",

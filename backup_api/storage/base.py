@@ -34,7 +34,19 @@ class WriteOutcomeUnknown(StorageError):
 class RecordError(ValueError):
     """A record handed to an import cannot be stored; index is its position among the records (from 0)."""
 
-    index: int | None = None
+    index: int = 0
+
+
+class ImportStopped(Exception):
+    """An import stopped once it had begun to store, keeping its finished pieces: `committed` records, from the first.
+
+    Its __cause__ says why: a RecordError (a conflicting write that came in meanwhile), a
+    StorageError (the database lost) or a KeyboardInterrupt (Ctrl-C).
+    """
+
+    def __init__(self, committed: int):
+        super().__init__(f"the import stopped after storing {committed} records")
+        self.committed = committed
 
 
 class EventConflict(RecordError):
@@ -274,9 +286,9 @@ class Store:
         to the next raise RecordError (each with the record's index), and so does any error raised
         by records: then nothing is kept. The records then go in in pieces, each a transaction of
         its own, so that other writers get their turn between them. A failure past the checks (a
-        write with the same event_id that came in meanwhile, the database lost) keeps the pieces
-        before it, and the exception's `committed` says how many records they held: the same
-        records again store the rest, the kept ones counting as already held.
+        write with the same event_id that came in meanwhile, the database lost, Ctrl-C) keeps the
+        pieces before it and raises ImportStopped, whose `committed` says how many records they
+        held: the same records again store the rest, the kept ones counting as already held.
 
         Into an empty database every id is kept, so an export imported there exports again byte
         for byte (as long as nothing else writes meanwhile: then the rest get new ids after it). Into

@@ -74,6 +74,7 @@ def _canonical_number(number: Decimal | int) -> str:
     if number.is_zero():
         return "0"
     sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # a finite number's (no NaN nor Infinity is JSON)
     text = "".join(map(str, digits))
     stripped = text.rstrip("0")
     exponent += len(text) - len(stripped)

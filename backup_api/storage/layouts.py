@@ -13,7 +13,7 @@ import sqlite_utils
 
 def create_sqlite_tables(db: sqlite_utils.Database) -> None:
     """Create the events and players tables of a SQLite database, and their indexes."""
-    events = db["events"]
+    events = db.table("events")
     events.create(
         {
             "id": int,
@@ -37,7 +37,7 @@ def create_sqlite_tables(db: sqlite_utils.Database) -> None:
     # hot; an index by player would put each insert on a page of its own once millions are stored.
     # Exporting one player's events reads the partner's rows.
     events.create_index(["partner_id"])
-    db["players"].create(
+    db.table("players").create(
         {"partner_id": str, "player_login": str, "is_vip": int, "updated_at": str, "updated_by": str},
         pk=("partner_id", "player_login"),
         not_null={"is_vip", "updated_at", "updated_by"},
@@ -47,7 +47,7 @@ def create_sqlite_tables(db: sqlite_utils.Database) -> None:
 
 def create_sqlite_revocations(db: sqlite_utils.Database) -> None:
     """Create the revocations table (layout 3): the tokens revoked, by jti or by holder (sub)."""
-    db["revocations"].create({"kind": str, "value": str, "revoked_at": int}, pk=("kind", "value"),
+    db.table("revocations").create({"kind": str, "value": str, "revoked_at": int}, pk=("kind", "value"),
                              not_null={"revoked_at"})
 
 

@@ -59,18 +59,22 @@ def records(rows: list[EventRow], ids: list[int] | None = None) -> str:
     parts = []
     for n, (partner_id, event_id, key, player_login, received_at, sub, text, event_type) in enumerate(rows):
         id_ = "null" if ids is None else int(ids[n])
-        event_id = "null" if event_id is None else _encode_str(event_id)
-        key = "null" if key is None else f'"{key.hex()}"'
+        event_id_json = "null" if event_id is None else _encode_str(event_id)
+        key_json = "null" if key is None else f'"{key.hex()}"'
         parts.append(
-            f'{{"i":{id_},"p":{_encode_str(partner_id)},"e":{event_id},"k":{key},"l":{_encode_str(player_login)},'
+            f'{{"i":{id_},"p":{_encode_str(partner_id)},"e":{event_id_json},"k":{key_json},'
+            f'"l":{_encode_str(player_login)},'
             f'"r":{int(received_at)},"s":{_encode_str(sub)},"v":{_encode_str(text)},"t":{_encode_str(event_type)}}}'
         )
     return "[" + ",".join(parts) + "]"
 
 
 def dedupe_key(partner_id: str, event_id: str | None, key: bytes | None):
-    """The key that deduplicates an event: (partner_id, event_id), else its content key."""
-    return (partner_id, event_id) if event_id is not None else bytes(key)
+    """The key that deduplicates an event: (partner_id, event_id), else its content key (one has either)."""
+    if event_id is not None:
+        return partner_id, event_id
+    assert key is not None
+    return bytes(key)
 
 
 def partner_lock(partner_id: str) -> int:
@@ -128,6 +132,13 @@ class BoundedConnection(psycopg.Connection):
             raise psycopg.OperationalError(f"the database did not answer within {self.bound:g} s") from None
 
 
+def _one(cursor: psycopg.Cursor):
+    """The one value of a query that returns one row (an aggregate's, say)."""
+    row = cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
 @contextmanager
 def _transaction(conn: psycopg.Connection) -> Iterator[None]:
     """A transaction whose COMMIT, if sent and never answered, raises WriteOutcomeUnknown: it may have committed."""
@@ -155,7 +166,8 @@ class PostgresStore(SQLStore):
         seconds = timeout_ms / 1000
         # The client's bound on each wait: past the server's own statement_timeout, so that the
         # server cancels first when it can (and says why); only a stalled server meets this one.
-        self._connection_class = type("BoundedConnection", (BoundedConnection,), {"bound": seconds * 1.5})
+        self._connection_class: type[BoundedConnection] = type("BoundedConnection", (BoundedConnection,),
+                                                               {"bound": seconds * 1.5})
         # Ours are added to the URL's own options (a search_path, say), not put in their place.
         try:
             options = conninfo_to_dict(url).get("options", "")
@@ -215,7 +227,7 @@ class PostgresStore(SQLStore):
         """Create the tables of a new database, or upgrade an older layout (one transaction); refuse another layout."""
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LAYOUT_LOCK,))  # one process creates them
-            if conn.execute("SELECT to_regclass('events') IS NULL").fetchone()[0]:
+            if _one(conn.execute("SELECT to_regclass('events') IS NULL")):
                 conn.execute(POSTGRES_TABLES + POSTGRES_REVOCATIONS)
                 conn.execute("INSERT INTO backup_api_layout VALUES (%s)", (SCHEMA_VERSION,))
             elif self._layout(conn) == 2:
@@ -228,13 +240,12 @@ class PostgresStore(SQLStore):
     @staticmethod
     def _layout(conn: psycopg.Connection) -> int:
         """Return the layout stamped in the database (0 where our tables are not all there)."""
-        present = conn.execute(
+        present = _one(conn.execute(
             "SELECT count(to_regclass(name)) FROM unnest(ARRAY['backup_api_layout', 'events', 'players']) AS name"
-        ).fetchone()[0]
+        ))
         if present != 3:
             return 0
-        row = conn.execute("SELECT max(version) FROM backup_api_layout").fetchone()
-        return row[0] or 0
+        return _one(conn.execute("SELECT max(version) FROM backup_api_layout")) or 0
 
     # The hooks of SQLStore ------------------------------------------------------------
 
@@ -327,6 +338,7 @@ class PostgresStore(SQLStore):
             # Only on a resend or a conflict, both rare: so no content key is kept for these events.
             held = PostgresStore._held_texts(conn, [(row.partner_id, row.event_id) for _, row in resent])
             for position, row in resent:
+                assert row.event_id is not None  # only rows with one are looked up
                 text = held[row.partner_id, row.event_id]
                 if text != row.event and parsed_content_key(text) != parsed_content_key(row.event):
                     conflict = EventConflict(row.partner_id, row.event_id)

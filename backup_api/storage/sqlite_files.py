@@ -60,7 +60,7 @@ def file_gauges(path: str) -> dict[str, tuple[str, float]]:
             size = os.stat(file).st_size
         except OSError:
             size = 0
-        sizes[name] = (f"Size of the SQLite {what}, bytes.", size)
+        sizes[name] = (f"Size of the SQLite {what}, bytes.", float(size))
     return sizes
 
 

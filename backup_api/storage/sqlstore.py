@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
 
-from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, RecordError, Store
+from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, ImportStopped, RecordError, Store
 from backup_api.storage.importing import (
     EVENT_COLUMNS,
     PLAYER_COLUMNS,
@@ -94,7 +94,8 @@ def fill_page(rows: Iterable[tuple], limit: int) -> tuple[list[StoredEvent], boo
 
     A page holds at least one event, however large.
     """
-    page, size = [], 0
+    page: list[StoredEvent] = []
+    size = 0
     for row in rows:
         event = StoredEvent._make(row)
         if len(page) == limit or (page and size + len(event.event) > MAX_PAGE_BYTES):
@@ -330,9 +331,9 @@ class SQLStore(Store):
 
         A chunk is the IMPORT_CHUNK lines after the first `after`; begin(conn, after) and end(conn)
         run at the start and the end of each transaction, and the service's writes get their turn
-        between two (IMPORT_PAUSE_S). A failure keeps the transactions before it: the exception's
-        `committed` says how many records they held, whatever it is (KeyboardInterrupt too); the
-        index of a RecordError counts from the first line.
+        between two (IMPORT_PAUSE_S). A failure keeps the transactions before it, and is raised as
+        the cause of ImportStopped, whose `committed` says how many records they held (whatever it
+        is: KeyboardInterrupt too); the index of a RecordError counts from the first line.
         """
         after = committed = 0
         try:
@@ -341,9 +342,8 @@ class SQLStore(Store):
                     after = committed = self._piece(staged, store, begin, end, after)
                 if after < staged.count:
                     time.sleep(self.IMPORT_PAUSE_S)
-        except BaseException as exc:  # a conflict, the database lost, Ctrl-C: say what is kept
-            exc.committed = committed
-            raise
+        except (Exception, KeyboardInterrupt) as exc:  # a conflict, the database lost, Ctrl-C: say what is kept
+            raise ImportStopped(committed) from exc
 
     def _piece(self, staged: Staging, store, begin, end, after: int) -> int:
         """Store chunks from line after + 1 in one transaction of IMPORT_HOLD_S (a chunk at least); return the last."""
