@@ -32,8 +32,9 @@ check: $(VENV)/.dev  ## the quick loop while changing code: SQLite, in-process t
 test: $(VENV)/.dev  ## run the whole test suite
 	$(BIN)/python -m pytest
 
-lint: $(VENV)/.dev  ## ruff
+lint: $(VENV)/.dev  ## ruff, and mypy on the package
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 token: $(VENV)/.runtime  ## print a token owning PARTNER (make token PARTNER="casino_alpha casino_beta")
 	@test -n "$(PARTNER)" || { echo 'usage: make token PARTNER=casino_alpha' >&2; exit 2; }

@@ -2,6 +2,7 @@
 
 import click
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from backup_api import (
     commands,
@@ -30,6 +31,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     STAND_IN (BACKUP_API_STAND_IN=1) makes it the stand-in of backup_api.standin.
     """
     app = Flask("backup_api", instance_relative_config=True)
+    assert isinstance(app.json, DefaultJSONProvider)
     app.json.sort_keys = False  # answers read in the order written: "status" first
     config.configure(app, test_config)
     app.extensions["openapi"] = openapi.document()

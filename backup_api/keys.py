@@ -38,7 +38,7 @@ def secret_key(app: Flask | None = None) -> str:
 def _keys(app: Flask | None = None) -> list[str]:
     """The secrets that verify, the signing one first: opened once, then kept with the app."""
     if app is None:
-        app = current_app._get_current_object()
+        app = current_app._get_current_object()  # type: ignore[attr-defined]  # a proxy; Flask types it the app
     keys = app.extensions.get("jwt_keys")
     if keys is None:
         with _opening:
@@ -65,6 +65,8 @@ def verifying_key(header: dict, claims: dict) -> str:
         by_id = {key_id(key): key for key in keys}
         return by_id.get(kid, keys[0])  # an unknown kid: the signature check fails, a 401
     token = record.current().token  # as tokens.bearer_token read it
+    if token is None:  # not a request's token: only the signing key can be meant
+        return keys[0]
     for key in keys[1:]:
         try:
             jwt.decode(token, key, algorithms=["HS256"], options={

@@ -85,7 +85,7 @@ def _forwarded_client_checked() -> None:
     The client's address is what the access line shows and what the limit counts requests that
     did not verify under: any string in X-Forwarded-For would be taken as it is. The line says why.
     """
-    forwarded = request.environ.get("REMOTE_ADDR")
+    forwarded = str(request.environ.get("REMOTE_ADDR"))
     try:
         ipaddress.ip_address(forwarded)
     except ValueError:

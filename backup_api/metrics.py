@@ -72,7 +72,9 @@ class Metrics:
         registry.register(_StoreCollector(app))
         # Label children by their labels, as labels() checks and locks each time. Bounded: routes x
         # methods x the statuses the app answers, and event types x new or not.
-        self._children: dict[tuple, object] = {}
+        # The children of the labelled metrics, by their labels: looked up once, then kept.
+        self._by_request: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._by_event: dict[tuple[str, bool], Counter] = {}
         # Every counter present from the start at 0 for the labels it is known to take.
         for event_type in EVENT_RULES:
             for counter in (self.stored, self.duplicates, self.conflicts):
@@ -97,9 +99,9 @@ class Metrics:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         method = request.method if request.method in METHODS else "other"
         key = (route, method, response.status_code)
-        children = self._children.get(key)
+        children = self._by_request.get(key)
         if children is None:
-            children = self._children[key] = (self.requests.labels(route, method, str(key[2])),
+            children = self._by_request[key] = (self.requests.labels(route, method, str(key[2])),
                                               self.latency.labels(route, method))
         children[0].inc()
         children[1].observe(time.perf_counter() - record.current().started)
@@ -107,9 +109,9 @@ class Metrics:
     def event_counter(self, event_type: str, is_new: bool):
         """The counter of events stored (new) or duplicate of this event_type (a catalog row: bounded)."""
         key = (event_type, is_new)
-        counter = self._children.get(key)
+        counter = self._by_event.get(key)
         if counter is None:
-            counter = self._children[key] = (self.stored if is_new else self.duplicates).labels(event_type)
+            counter = self._by_event[key] = (self.stored if is_new else self.duplicates).labels(event_type)
         return counter
 
     def observe_commit(self, requests: int, seconds: float) -> None:

@@ -27,7 +27,7 @@ _READ_RESPONSES = {
 
 def _pattern(regexp: validate.Regexp) -> str:
     """Turn a marshmallow Regexp (anchored at the start, \\Z at the end) into a JSON Schema pattern."""
-    return "^" + regexp.regex.pattern.replace("\\Z", "$")
+    return "^" + str(regexp.regex.pattern).replace("\\Z", "$")
 
 
 def field_schema(field: fields.Field) -> dict:

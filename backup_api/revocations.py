@@ -61,7 +61,7 @@ class Revocations:
             try:
                 listed = get_store(self._app).revocations()
             except StorageError as exc:
-                if first:
+                if self._read_at is None:  # the first read
                     raise
                 self._app.logger.warning("the revocations could not be read again; the copy of %.0f s ago serves"
                                          " meanwhile: %s", time.monotonic() - self._read_at, exc)

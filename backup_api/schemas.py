@@ -4,6 +4,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
@@ -179,10 +180,14 @@ def quick_check(field: fields.Field) -> Callable[[object], bool]:
         if not field.validators:
             return lambda value: isinstance(value, kind)
         # One function for the usual string: its type, its length, its patterns, its choices.
-        return lambda value: (isinstance(value, kind) and lowest <= len(value) <= highest
-                              and (search is None or search(value) is None)
-                              and (match is None or match(value) is not None)
-                              and (choices is None or value in choices))
+        def check(value: Any) -> bool:
+            if not isinstance(value, kind):
+                return False
+            text: Any = value  # a str (the only kind with validators)
+            return (lowest <= len(text) <= highest and (search is None or search(text) is None)
+                    and (match is None or match(text) is not None) and (choices is None or text in choices))
+
+        return check
     if field.validators:
         raise TypeError(f"no quick check for validators on {type(field).__name__}")
     return kind

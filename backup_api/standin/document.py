@@ -93,9 +93,10 @@ def components() -> dict:
                    "description": "The Retry-After header's seconds; default 1."}
     others = [name for name in faults.FAULTS if name not in faults.RETRIED and name != "delay"]
     # Each kind of fault with the fields it takes, and no other.
-    kinds = [({"type": "string", "enum": list(faults.RETRIED)}, {"retry_after": retry_after}, []),
-             ({"type": "string", "enum": others}, {}, []),
-             ({"const": "delay"}, {"seconds": seconds}, ["seconds"])]
+    kinds: list[tuple[dict, dict, list[str]]] = [
+        ({"type": "string", "enum": list(faults.RETRIED)}, {"retry_after": retry_after}, []),
+        ({"type": "string", "enum": others}, {}, []),
+        ({"const": "delay"}, {"seconds": seconds}, ["seconds"])]
     fault_properties = {"fault": {"type": "string", "enum": list(faults.FAULTS)}, **common, "seconds": seconds,
                         "retry_after": retry_after}
     entry = {

@@ -88,7 +88,8 @@ def _events_of(seen: RequestRecord, partner: str, items: list, status: int) -> l
 def journal_request(response: Response) -> Response:
     """Keep the request in the journal of each partner it names that its token owns (a token that did not verify:
     in the list of such requests, without its body). The stand-in's own routes are not kept."""
-    req, seen = request._get_current_object(), record.current()  # each looked up once, not per use
+    # Looked up once, not per use (a proxy; Flask types it the request).
+    req, seen = request._get_current_object(), record.current()  # type: ignore[attr-defined]
     if req.blueprint == "stand_in":
         return response
     status = response.status_code

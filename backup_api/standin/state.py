@@ -125,7 +125,8 @@ class State:
     def worlds(self) -> Worlds:
         """The worlds, opened (with the app's store) on first use."""
         if self._worlds is None:
-            get_store()
+            get_store()  # opens them
+        assert self._worlds is not None
         return self._worlds
 
     @property

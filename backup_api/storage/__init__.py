@@ -96,7 +96,7 @@ _opening = threading.Lock()
 def get_store(app: Flask | None = None) -> Store:
     """Return the app's store (the current app's by default), opening it on first use."""
     if app is None:
-        app = current_app._get_current_object()
+        app = current_app._get_current_object()  # type: ignore[attr-defined]  # a proxy; Flask types it the app
     store = app.extensions.get("store")
     if store is None:
         with _opening:

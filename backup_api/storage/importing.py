@@ -80,7 +80,8 @@ class Staging:
                                   f" WHERE event_id IS NOT NULL{repeated} ORDER BY partner_id, event_id, line")
         first_bad = key = None
         # The text that holds key's event_id (the database's, else the file's first), and its content key.
-        known = known_key = None
+        known: str | None = None
+        known_key = None
         while chunk := rows.fetchmany(LOOKUP_KEYS):
             held = {} if held_texts is None else held_texts([(partner_id, event_id) for _, partner_id, event_id, _
                                                              in chunk])
@@ -94,6 +95,7 @@ class Staging:
                 if text == known:
                     continue
                 if known_key is None:
+                    assert known is not None  # set with the key
                     known_key = parsed_content_key(known)
                 if parsed_content_key(text) != known_key and (first_bad is None or line < first_bad[0]):
                     first_bad = (line, partner_id, event_id)

@@ -8,6 +8,7 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -173,7 +174,7 @@ class PostgresStore(SQLStore):
             options = conninfo_to_dict(url).get("options", "")
         except psycopg.ProgrammingError as exc:
             raise StorageError(f"the database URL {self.name} cannot be read: {exc}") from None
-        settings = {
+        settings: dict[str, Any] = {
             "autocommit": True,  # each unit of work opens its own transaction
             "application_name": "game-backup-api",
             "connect_timeout": max(2, math.ceil(seconds)),  # libpq's least

@@ -23,7 +23,6 @@ from backup_api.storage.importing import (
 from backup_api.storage.rows import (
     ExportedEvent,
     FoundEvent,
-    ImportedEvent,
     PlayerRecord,
     Revocation,
     StoredEvent,
@@ -182,8 +181,9 @@ class SQLStore(Store):
         """
         raise NotImplementedError
 
-    def _import_chunk(self, conn, chunk: list[ImportedEvent], keep_ids: bool) -> list[bool]:
-        """Store a chunk of an import (keeping its ids, when asked); say of each whether it was new.
+    def _import_chunk(self, conn, chunk: list[tuple[int, tuple]], keep_ids: bool) -> list[bool]:
+        """Store a chunk of an import, each an (id, row) as ImportedEvent's fields (keeping its ids, when asked); say of
+        each whether it was new.
 
         Raise EventConflict with its index in the chunk.
         """
