@@ -8,7 +8,6 @@ import time
 from datetime import UTC, datetime
 
 from flask import Flask, current_app, request
-from flask.logging import default_handler
 
 from backup_api import record
 
@@ -24,12 +23,40 @@ def printable(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
+class _StandardError(logging.StreamHandler):
+    """The service's own handler: it writes to sys.stderr as it is when each line is written (a test's capture too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fixed_stream = None  # serve's own process: sys.stderr, looked up once
+
+    @property  # logging assigns it in __init__; here it is looked up
+    def stream(self):
+        return self.fixed_stream or sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+# One handler for the service's logger ("backup_api"), whichever apps a process makes.
+_HANDLER = _StandardError()
+
+
 def init_app(app: Flask) -> None:
-    """Log one line per request on stderr, at the level BACKUP_API_LOG_LEVEL names, as BACKUP_API_LOG_FORMAT says."""
-    app.logger.setLevel(str(app.config["LOG_LEVEL"] or "INFO").upper())  # checked by config
+    """Log one line per request on stderr, at the level BACKUP_API_LOG_LEVEL names, as BACKUP_API_LOG_FORMAT says.
+
+    On the service's own logger, with a handler of its own: Flask's default_handler (one for every
+    Flask app in the process), the root logger and other libraries' loggers are left as they were,
+    so an app made in another program's process (the pytest plugin's stand-in) changes nothing of
+    its logging. Its records still propagate to the root logger, for pytest's caplog.
+    """
+    logger = logging.getLogger(app.import_name)  # app.logger, before Flask would give it default_handler
+    if _HANDLER not in logger.handlers:
+        logger.addHandler(_HANDLER)
+    logger.setLevel(str(app.config["LOG_LEVEL"] or "INFO").upper())  # checked by config
     json_lines = app.config["LOG_FORMAT"] == "json"
-    text = _Formatter("%(asctime)s %(levelname)s %(message)s")
-    default_handler.setFormatter(_JSONFormatter() if json_lines else text)
+    _HANDLER.setFormatter(_JSONFormatter() if json_lines else _Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     @app.before_request
     def start_clock():
@@ -127,14 +154,13 @@ def lighten_records() -> None:
     """Make every log record of this process cheaper, for a process that serves and does nothing else.
 
     The access line needs no thread, process or caller; skipping them (as the logging HOWTO's section
-    on optimisation suggests) makes each record cheaper. Flask's handler writes to the request's
-    wsgi.errors through a proxy looked up at each write and flush; waitress's is sys.stderr, so it
-    writes there directly. Process-wide, so `serve` calls it, and an app embedded in another program
-    (the pytest plugin's) leaves that program's logging alone.
+    on optimisation suggests) makes each record cheaper; and the service's handler writes to the
+    process's sys.stderr without looking it up each time. Process-wide, so `serve` calls it, and an
+    app embedded in another program (the pytest plugin's) leaves that program's logging alone.
     """
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
-    default_handler.setStream(sys.stderr)
+    _HANDLER.fixed_stream = sys.stderr
 
 
 def notice_stored(events: list[dict], new: list[bool]) -> None:

@@ -233,3 +233,27 @@ def test_json_log_lines_carry_the_same_fields(tmp_path):
 def test_an_unknown_log_format_stops_the_service():
     with pytest.raises(ConfigError, match="BACKUP_API_LOG_FORMAT"):
         create_app({"TESTING": True, "LOG_FORMAT": "xml", "JWT_SECRET": SECRET})
+
+
+def test_making_the_app_or_the_stand_in_changes_no_other_logger(tmp_path):
+    """A partner's test process is often a Flask app itself: the service's apps leave its logging as it was."""
+    import logging
+
+    from flask import Flask
+    from flask.logging import default_handler
+
+    from backup_api.server import InThread
+
+    def state():
+        loggers = [logging.getLogger(), logging.getLogger("flask.app"), logging.getLogger("waitress"),
+                   logging.getLogger("waitress.queue"), logging.getLogger("werkzeug")]
+        return ([(lg.level, list(lg.handlers), lg.propagate) for lg in loggers],
+                default_handler.formatter, default_handler.stream, default_handler.level)
+
+    Flask("partners_own_app").logger.info("the host's logger, made before")
+    before = state()
+    for settings in ({"LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}, {"STAND_IN": True}):
+        app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "l.db"), "JWT_SECRET": SECRET, **settings})
+        running = InThread(app)
+        running.stop()
+    assert state() == before
