@@ -28,7 +28,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     The store and the secret are opened at once, so that a bad one fails here; under the command
     line, by each command when it needs them (`serve --stand-in` must create nothing durable).
-    STAND_IN (BACKUP_API_STAND_IN=1) makes it the stand-in of backup_api.standin.
+    test_config's STAND_IN (the pytest fixture's) makes it the stand-in of backup_api.standin, as `serve
+    --stand-in` does; never the environment.
     """
     app = Flask("backup_api", instance_relative_config=True)
     assert isinstance(app.json, DefaultJSONProvider)
@@ -36,6 +37,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     config.configure(app, test_config)
     app.extensions["openapi"] = openapi.document()
     logs.init_app(app)
+    for warning in app.extensions["unknown_settings"]:
+        app.logger.warning("%s", warning)
     tokens.init_app(app)
     ratelimit.init_app(app)
     errors.init_app(app)

@@ -16,7 +16,8 @@ from backup_api.version import __version__
     add_version_option=False,
     load_dotenv=False,
     help="The Game Backup API: keep casino partners' player events and VIP flags safely.\n\n"
-    "Configured by BACKUP_API_* environment variables (see the README). BACKUP_API_DATABASE names the"
+    "Configured by BACKUP_API_* environment variables: `settings` lists them, with the values in effect."
+    " BACKUP_API_DATABASE names the"
     f" SQLite file (default: {config.DEFAULT_DATABASE} under the working directory), created with its folder"
     " when missing; the JWT secret is kept beside it, in jwt-secret. Back up both.",
 )

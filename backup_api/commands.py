@@ -1,5 +1,5 @@
 """The service's commands (on `flask --app backup_api`, the `game-backup-api` command and the executable):
-serve, token (issue, revoke, lift, revocations, rotate-secret, retire-secrets), events and players
+serve, settings, token (issue, revoke, lift, revocations, rotate-secret, retire-secrets), events and players
 export/import, db snapshot/restore/check.
 
 Each is a click command at module level, run in the app's context (with_appcontext, or an AppGroup),
@@ -15,7 +15,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
-from backup_api import export_lines, keys, loading, revocations, schemas, server, standin, storage, tokens
+from backup_api import config, export_lines, keys, loading, revocations, schemas, server, standin, storage, tokens
 from backup_api.loading import LineError
 from backup_api.storage import get_store
 
@@ -318,7 +318,25 @@ def check():
         raise click.exceptions.Exit(1)
 
 
+@click.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the README's table of the settings instead.")
+@with_appcontext
+def settings_command(markdown):
+    """Print every BACKUP_API_* setting in effect: its value and where it came from (a secret: set or unset).
+
+    One line each, separated by tabs: NAME, VALUE, SOURCE (environment or default). A value the
+    service cannot run with stops it here as it would stop serve: one line, Error: ..., status 1.
+    """
+    if markdown:
+        click.echo(config.settings_table(), nl=False)
+        return
+    app = current_app._get_current_object()
+    sources = app.extensions["settings"]
+    for setting in config.SETTINGS:
+        click.echo(f"{config.PREFIX}{setting.name}\t{config.shown(app, setting)}\t{sources[setting.name]}")
+
+
 def init_app(app: Flask) -> None:
-    """Add the serve, token, events, players and db commands to app."""
-    for command in (serve_command, token, events, players, db):
+    """Add the serve, settings, token, events, players and db commands to app."""
+    for command in (serve_command, settings_command, token, events, players, db):
         app.cli.add_command(command)

@@ -4,11 +4,14 @@ A setting the service cannot run with is a ConfigError, which the command line p
 Nothing is opened or created here: the store opens in storage, the secret in tokens.
 """
 
+import difflib
 import ipaddress
-import logging
 import os
+from collections.abc import Callable
+from typing import NamedTuple
 
 import click
+import limits
 from flask import Flask
 
 MIN_SECRET_BYTES = 32
@@ -18,40 +21,6 @@ MAX_BODY_BYTES = 1 << 20
 URL_SCHEMES = ("postgresql://", "postgres://")
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
-DEFAULTS = {
-    # Under the working directory, not Flask's instance_path: that moves with where the code is
-    # installed (and lies in a temporary folder for a frozen executable).
-    "DATABASE": DEFAULT_DATABASE,
-    "JWT_SECRET": None,
-    "JWT_PREVIOUS_SECRETS": None,  # comma-separated: they verify tokens, never sign one
-    "SYNCHRONOUS": "FULL",
-    "BUSY_TIMEOUT_MS": 5000,
-    "WAL_AUTOCHECKPOINT": 1000,
-    "PG_TIMEOUT_MS": 5000,
-    "LOG_LEVEL": None,  # INFO; for a stand-in, WARNING (no access line per request)
-    "LOG_FORMAT": "text",  # or json: one object per line, for log shippers
-    "STAND_IN": False,
-    # The stand-in's journal of requests holds at most this many bytes of bodies and answers.
-    "STAND_IN_JOURNAL_BYTES": 64 << 20,
-    "METRICS": True,
-    # The reverse proxy's address (127.0.0.1, say): its X-Forwarded-For and -Proto are believed,
-    # anyone else's dropped. Unset: no client can choose the address the access line shows.
-    "TRUSTED_PROXY": None,
-    # A bearer credential /metrics asks for (Prometheus's `authorization` block sends it); unset, none.
-    "METRICS_TOKEN": None,
-    # The longest a token may still have to live: one whose exp lies further is refused (401).
-    "MAX_TOKEN_DAYS": 400,
-    # Requests per token holder, in flask-limiter's syntax (100/second;20000/hour); unset or off, none.
-    "RATE_LIMIT": None,
-    "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
-    # What one client address may hold of a server at once (the trusted proxy's excepted): its
-    # connections, and the bytes of its requests received and not yet answered (which waitress
-    # keeps in memory, or past 512 KiB on disk, before the app or its token check sees them).
-    "MAX_CONNECTIONS_PER_CLIENT": 500,
-    "MAX_BODY_BYTES_PER_CLIENT": 32 << 20,
-}
-
-
 class ConfigError(click.ClickException):
     """The service is configured in a way it cannot run with.
 
@@ -60,88 +29,258 @@ class ConfigError(click.ClickException):
     """
 
 
+class Setting(NamedTuple):
+    """One BACKUP_API_* setting: its name (without the prefix), its default, how its text is read, what it does."""
+
+    name: str
+    default: object
+    #: parse(text, variable) returns the value, or raises ConfigError saying what is wrong with text.
+    parse: Callable[[str, str], object]
+    help: str
+    #: Shown as set or unset, never its value.
+    secret: bool = False
+    #: How the documentation writes the default, where the value alone would not say it.
+    shown_default: str | None = None
+
+
+def _text(raw: str, variable: str) -> str:
+    return raw
+
+
+def _whole(least: int, unit: str) -> Callable[[str, str], int]:
+    """A reader of a whole number of unit, least at the least."""
+    def parse(raw: str, variable: str) -> int:
+        if not raw.strip().isdigit() or int(raw) < least:
+            kind = "positive whole number" if least > 0 else "whole number"
+            raise ConfigError(f"{variable} must be a {kind} of {unit}, not {raw!r}")
+        return int(raw)
+    return parse
+
+
+def _flag(raw: str, variable: str) -> bool:
+    """A yes-or-no setting: 1, true, yes or on (any case) is yes; 0, false, no or off, no."""
+    text = raw.strip().lower()
+    if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ConfigError(f"{variable} must be 1 or 0 (or true or false, yes or no, on or off), not {raw!r}")
+    return text in ("1", "true", "yes", "on")
+
+
+def _database(raw: str, variable: str) -> str:
+    if raw == ":memory:" or raw.startswith("file:"):
+        raise ConfigError(f"{variable}={raw} would be taken for a file name; for a store that keeps nothing,"
+                          " serve --stand-in")
+    return raw
+
+
+def _secret(raw: str, variable: str) -> str:
+    check_secret(raw, variable)
+    return raw
+
+
+def _previous(raw: str, variable: str) -> str:
+    for previous in previous_secrets(raw):
+        check_secret(previous, variable)
+    return raw
+
+
+def _synchronous(raw: str, variable: str) -> str:
+    if raw.upper() not in SYNCHRONOUS:
+        raise ConfigError(f"{variable}: synchronous must be FULL, NORMAL or EXTRA, not {raw!r}")
+    return raw.upper()
+
+
+def _level(raw: str, variable: str) -> str:
+    if raw.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"{variable} must be DEBUG, INFO, WARNING or ERROR, not {raw.upper()!r}")
+    return raw.upper()
+
+
+def _log_format(raw: str, variable: str) -> str:
+    if raw.lower() not in ("text", "json"):
+        raise ConfigError(f"{variable} must be text or json, not {raw!r}")
+    return raw.lower()
+
+
+def _proxy(raw: str, variable: str) -> str:
+    if raw != "*":
+        try:
+            ipaddress.ip_address(raw)
+        except ValueError:
+            raise ConfigError(f"{variable} must be the proxy's IP address (or *), not {raw!r}") from None
+    return raw
+
+
+def _metrics_token(raw: str, variable: str) -> str:
+    if len(raw) < MIN_METRICS_TOKEN or not raw.isprintable() or " " in raw:
+        raise ConfigError(f"{variable} must be at least {MIN_METRICS_TOKEN} printable characters without spaces,"
+                          " e.g. the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return raw
+
+
+def _rate_limit(raw: str, variable: str) -> str:
+    if raw.strip().lower() != "off":
+        try:
+            limits.parse_many(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{variable} must be a limit such as 100/second;20000/hour, or off, not {raw!r}"
+                              f" ({exc})") from None
+    return raw
+
+
+# Every BACKUP_API_* setting, declared once: configure() reads and checks them, `settings` shows them
+# in effect, and the README's table of them is settings_table()'s (test_docs holds the two equal).
+SETTINGS = (
+    Setting("DATABASE", DEFAULT_DATABASE, _database,
+            "the SQLite file, relative to the working directory unless absolute; created, with its folder, when"
+            " missing. Or a PostgreSQL URL, `postgresql://user:password@host:5432/dbname` (libpq's form:"
+            " `?sslmode=require` and the other libpq parameters work); the tables are created on first start"),
+    Setting("JWT_SECRET", None, _secret,
+            "the HS256 key, at least 32 bytes; a shorter one stops the service at start-up with a message saying"
+            " why. Required with PostgreSQL: every process must hold the same one", secret=True,
+            shown_default="generated (SQLite)"),
+    Setting("JWT_PREVIOUS_SECRETS", None, _previous,
+            "comma-separated secrets that still verify tokens and never sign one: for rotating the secret (see"
+            " [Rotating the secret](#rotating-the-secret))", secret=True),
+    Setting("LOG_LEVEL", None, _level,
+            "`DEBUG`, `INFO` (one access line per request), `WARNING` (only notable events and problems; about"
+            " 12% more single events a second, see the benchmark) or `ERROR`",
+            shown_default="`INFO` (`WARNING` for a stand-in)"),
+    Setting("LOG_FORMAT", "text", _log_format,
+            "`json`: every log line one JSON object, for log shippers, the access line's fields each its own (see"
+            " [For operators](#for-operators))"),
+    Setting("METRICS", True, _flag,
+            "`0` turns off `GET /metrics` and the counting (see [Metrics](#metrics))", shown_default="on"),
+    Setting("METRICS_TOKEN", None, _metrics_token,
+            "a bearer credential `GET /metrics` asks for (see [Metrics](#metrics)); unset, none", secret=True),
+    Setting("MAX_TOKEN_DAYS", 400, _whole(1, "days"),
+            "a token whose `exp` lies further ahead than this is refused (`401`); `token issue --days` stops at"
+            " it"),
+    Setting("RATE_LIMIT", None, _rate_limit,
+            "requests per token holder, e.g. `100/second;20000/hour` (flask-limiter's syntax, read by `limits`),"
+            " or `off` (see [A limit per token holder](#a-limit-per-token-holder)); one it cannot read stops the"
+            " service", shown_default="unset (none)"),
+    Setting("TRUSTED_PROXY", None, _proxy,
+            "the IP address of your reverse proxy (`127.0.0.1` when it runs on the same machine): its"
+            " `X-Forwarded-For` and `X-Forwarded-Proto` are believed, so the access line shows the real client;"
+            " unset, nobody's are. A forwarded client that is not an IP address is not believed: the"
+            " connection's own address is used, and the access line says why (`client_note=...`)"),
+    Setting("MAX_CONNECTIONS_PER_CLIENT", 500, _whole(1, "connections"),
+            "the connections one client address may hold open at once; the next is answered `503` (`too many"
+            " connections from this address`) and closed. The trusted proxy is not bounded (every connection"
+            " behind it is its own): bound clients there, in the proxy"),
+    Setting("MAX_BODY_BYTES_PER_CLIENT", 32 << 20, _whole(1, "bytes"),
+            "the bytes of requests one client address may have sent and not yet had answered, over all its"
+            " connections (waitress holds a body whole, on disk past 512 KiB, before the token is checked); a"
+            " connection that would pass it is closed unanswered. The trusted proxy is not bounded",
+            shown_default="33554432 (32 MiB)"),
+    Setting("SYNCHRONOUS", "FULL", _synchronous,
+            "SQLite's `synchronous` setting: `FULL` makes every acknowledged event survive a power cut, not only a"
+            " crash"),
+    Setting("BUSY_TIMEOUT_MS", 5000, _whole(1, "milliseconds"),
+            "SQLite: how long a write waits for a lock held by another process (a long export, a snapshot, a"
+            " piece of an import) before answering `503`, its wait behind this process's other writes included"),
+    Setting("WAL_AUTOCHECKPOINT", 1000, _whole(0, "pages (0: never, for Litestream)"),
+            "SQLite: pages of `-wal` after which a commit folds it into the file; `0` never, for Litestream (see"
+            " [A continuous copy](#a-continuous-copy-off-the-machine-litestream))"),
+    Setting("PG_TIMEOUT_MS", 5000, _whole(1, "milliseconds"),
+            "PostgreSQL: the longest a request waits on the database (to connect, for a pooled connection, for"
+            " one statement or lock) before answering `503`; it also bounds how long a connection may go"
+            " unanswered or stay idle inside a transaction, and the service itself gives up on any one answer"
+            " from the server after 1.5 times it (a stalled server)"),
+    Setting("STAND_IN_JOURNAL_BYTES", 64 << 20, _whole(1, "bytes"),
+            "a stand-in (`serve --stand-in`): the most its journal of requests holds, in bytes of bodies and"
+            " answers (the oldest entries go first)", shown_default="67108864 (64 MiB)"),
+)
+PREFIX = "BACKUP_API_"
+# Names that are not settings (any longer), and what to do instead.
+NOT_SETTINGS = {
+    "STAND_IN": "stand-in mode comes only from `serve --stand-in` (or the pytest fixture), never from the"
+                " environment: this server keeps what it is sent",
+    "STAND_IN_URL": None,  # the pytest plugin's, read by it alone
+    "TEST_POSTGRES": None,  # the test suite's
+}
+
+
 def is_url(database: str) -> bool:
     """Tell whether the database setting names a PostgreSQL server rather than a SQLite file."""
     return database.startswith(URL_SCHEMES)
 
 
 def configure(app: Flask, test_config: dict | None) -> None:
-    """Read the settings into app.config and check them."""
-    app.config.from_mapping(DEFAULTS)
-    if test_config is None:
-        # loads=str: a secret such as "123..." must stay a string, not become a number.
-        app.config.from_prefixed_env("BACKUP_API", loads=str)
-    else:
-        app.config.update(test_config)
-    app.config["STAND_IN"] = _flag(app.config["STAND_IN"])
-    app.config["METRICS"] = _flag(app.config["METRICS"])
-    database = str(app.config["DATABASE"])
-    if database == ":memory:" or database.startswith("file:"):
-        raise ConfigError(
-            f"BACKUP_API_DATABASE={database} would be taken for a file name; for a store that keeps nothing,"
-            " serve --stand-in"
-        )
-    if is_url(database) and app.config["JWT_SECRET"] is None:
+    """Read the settings into app.config and check them: from the environment, or from test_config when given.
+
+    Only SETTINGS are read from the environment, each by its parser; test_config may set other keys
+    too (Flask's TESTING, the stand-in's STAND_IN). Where each setting's value came from is kept in
+    app.extensions["settings"], and the environment's unknown BACKUP_API_* names in
+    app.extensions["unknown_settings"] (the app warns of them once its log is set up).
+    """
+    given = _from_environment() if test_config is None else dict(test_config)
+    sources = {}
+    for setting in SETTINGS:
+        raw = given.pop(setting.name, None)
+        if raw is None:
+            app.config[setting.name] = setting.default
+            sources[setting.name] = "default"
+        else:
+            app.config[setting.name] = setting.parse(str(raw), PREFIX + setting.name)
+            sources[setting.name] = "environment" if test_config is None else "test"
+    app.config.update(given)  # a test's own keys (never the environment's)
+    app.config["STAND_IN"] = bool(app.config.get("STAND_IN", False))
+    app.extensions["settings"] = sources
+    app.extensions["unknown_settings"] = [] if test_config is not None else _unknown(os.environ)
+    if is_url(app.config["DATABASE"]) and app.config["JWT_SECRET"] is None:
         # Every process, on every machine, must verify the tokens the others accept: one secret, set.
         raise ConfigError(
             "with a PostgreSQL database, set BACKUP_API_JWT_SECRET (the same on every server process), for"
             " instance to the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
         )
-    if app.config["JWT_SECRET"] is not None:
-        check_secret(app.config["JWT_SECRET"], "BACKUP_API_JWT_SECRET")
-    for previous in previous_secrets(app.config["JWT_PREVIOUS_SECRETS"]):
-        check_secret(previous, "BACKUP_API_JWT_PREVIOUS_SECRETS")
-    timeout_setting = "PG_TIMEOUT_MS" if is_url(database) else "BUSY_TIMEOUT_MS"
-    timeout_ms = str(app.config[timeout_setting])
-    if not timeout_ms.isdigit() or int(timeout_ms) == 0:
-        raise ConfigError(
-            f"BACKUP_API_{timeout_setting} must be a positive whole number of milliseconds, not {timeout_ms!r}"
-        )
-    if not str(app.config["WAL_AUTOCHECKPOINT"]).isdigit():
-        raise ConfigError("BACKUP_API_WAL_AUTOCHECKPOINT must be a whole number of pages (0: never, for Litestream),"
-                          f" not {app.config['WAL_AUTOCHECKPOINT']!r}")
-    if str(app.config["SYNCHRONOUS"]).upper() not in SYNCHRONOUS:
-        raise ConfigError(f"BACKUP_API_SYNCHRONOUS: synchronous must be FULL, NORMAL or EXTRA, not"
-                          f" {app.config['SYNCHRONOUS']!r}")
-    if not str(app.config["MAX_TOKEN_DAYS"]).isdigit() or int(app.config["MAX_TOKEN_DAYS"]) == 0:
-        raise ConfigError("BACKUP_API_MAX_TOKEN_DAYS must be a positive whole number of days, not"
-                          f" {app.config['MAX_TOKEN_DAYS']!r}")
-    if not str(app.config["STAND_IN_JOURNAL_BYTES"]).isdigit() or int(app.config["STAND_IN_JOURNAL_BYTES"]) == 0:
-        raise ConfigError("BACKUP_API_STAND_IN_JOURNAL_BYTES must be a positive whole number of bytes, not"
-                          f" {app.config['STAND_IN_JOURNAL_BYTES']!r}")
-    for name, unit in (("MAX_CONNECTIONS_PER_CLIENT", "connections"), ("MAX_BODY_BYTES_PER_CLIENT", "bytes")):
-        if not str(app.config[name]).isdigit() or int(app.config[name]) == 0:
-            raise ConfigError(f"BACKUP_API_{name} must be a positive whole number of {unit}, not {app.config[name]!r}")
-        app.config[name] = int(app.config[name])
-    token = app.config["METRICS_TOKEN"]
-    if token is not None and (len(token) < MIN_METRICS_TOKEN or not token.isprintable() or " " in token):
-        raise ConfigError(f"BACKUP_API_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN} printable characters"
-                          " without spaces, e.g. the output of: python3 -c 'import secrets;"
-                          " print(secrets.token_urlsafe(32))'")
-    proxy = app.config["TRUSTED_PROXY"]
-    if proxy is not None and proxy != "*":
-        try:
-            ipaddress.ip_address(proxy)
-        except ValueError:
-            raise ConfigError(f"BACKUP_API_TRUSTED_PROXY must be the proxy's IP address (or *), not {proxy!r}"
-                              ) from None
-    level = str(app.config["LOG_LEVEL"] or "INFO").upper()
-    if level not in logging.getLevelNamesMapping():
-        raise ConfigError(f"BACKUP_API_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
-    app.config["LOG_FORMAT"] = str(app.config["LOG_FORMAT"]).lower()
-    if app.config["LOG_FORMAT"] not in ("text", "json"):
-        raise ConfigError(f"BACKUP_API_LOG_FORMAT must be text or json, not {app.config['LOG_FORMAT']!r}")
-    app.config.update(JWT_ALGORITHM="HS256", JWT_DECODE_ALGORITHMS=["HS256"], JWT_TOKEN_LOCATION=["headers"])
+    # Set by the service, never by a setting: Flask's and flask-jwt-extended's own keys.
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JWT_ALGORITHM="HS256", JWT_DECODE_ALGORITHMS=["HS256"],
+                      JWT_TOKEN_LOCATION=["headers"])
+
+
+def _from_environment() -> dict:
+    """The settings' texts in the environment (BACKUP_API_<NAME>), by name."""
+    return {setting.name: os.environ[PREFIX + setting.name] for setting in SETTINGS
+            if PREFIX + setting.name in os.environ}
+
+
+def _unknown(environ) -> list[str]:
+    """A warning for each BACKUP_API_* variable that is no setting, naming the nearest one (or what to do)."""
+    known = [setting.name for setting in SETTINGS]
+    warnings = []
+    for variable in sorted(environ):
+        name = variable[len(PREFIX):]
+        if not variable.startswith(PREFIX) or name in known or (name in NOT_SETTINGS and not NOT_SETTINGS[name]):
+            continue
+        advice = NOT_SETTINGS.get(name)
+        if advice is None:
+            nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            advice = f"did you mean {PREFIX}{nearest[0]}?" if nearest else f"`settings` lists the {PREFIX}* settings"
+        warnings.append(f"{variable} is not a setting and is ignored: {advice}")
+    return warnings
+
+
+def shown(app: Flask, setting: Setting) -> str:
+    """The value of a setting in effect, as `settings` shows it: a secret as set or unset."""
+    value = app.config[setting.name]
+    if setting.secret:
+        return "unset" if value is None else "set"
+    return "unset" if value is None else str(value)
+
+
+def settings_table() -> str:
+    """The README's table of settings, in Markdown."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for setting in SETTINGS:
+        default = setting.shown_default or ("unset" if setting.default is None else f"`{setting.default}`")
+        lines.append(f"| `{PREFIX}{setting.name}` | {default} | {setting.help} |")
+    return "\n".join(lines) + "\n"
 
 
 def previous_secrets(setting: str | None) -> list[str]:
     """The secrets BACKUP_API_JWT_PREVIOUS_SECRETS lists, comma-separated."""
     return [secret.strip() for secret in str(setting or "").split(",") if secret.strip()]
-
-
-def _flag(value) -> bool:
-    """A yes-or-no setting: 1, true, yes or on (any case) is yes."""
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def check_secret(secret: str, where: str) -> None:

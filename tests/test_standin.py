@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import jwt
 import pytest
 
 from backup_api import create_app
@@ -344,12 +345,13 @@ def test_a_memory_database_is_refused_with_a_pointer_to_the_stand_in(tmp_path):
 
 
 @pytest.mark.whole
-def test_token_issue_for_a_stand_in_needs_the_secret(tmp_path):
+def test_token_issue_for_a_stand_in_with_its_secret_set_touches_no_file(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
-    env.update(BACKUP_API_STAND_IN="1", PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "flask", "--app", "backup_api", "token", "issue", "casino_alpha"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "set BACKUP_API_JWT_SECRET" in result.stderr
+    env.update(BACKUP_API_JWT_SECRET=SECRET, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "flask", "--app", "backup_api", "token", "issue", "casino_alpha", "--ns", "t1"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert jwt.decode(result.stdout.split()[-1], SECRET, algorithms=["HS256"])["ns"] == "t1"
     assert list(tmp_path.iterdir()) == []
 
 

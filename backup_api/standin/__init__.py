@@ -56,6 +56,9 @@ def init_app(app: Flask) -> None:
         "STAND-IN: this server keeps nothing (a temporary database, deleted when it stops) and answers"
         " /_stand-in/ routes; never point real partners at it"
     )
+    if app.extensions.get("settings", {}).get("DATABASE") == "environment":
+        app.logger.warning("STAND-IN: BACKUP_API_DATABASE is set (%s), and a stand-in keeps nothing: it will not"
+                           " touch that file", app.config["DATABASE"])
     if configured is None:
         app.logger.warning("STAND-IN: no BACKUP_API_JWT_SECRET set, so tokens are signed with a random secret"
                            " nobody else knows: set one to mint tokens for your tests")
