@@ -115,12 +115,7 @@ def _path_parameter(name: str, description: str, schema: dict) -> dict:
 
 
 def document() -> dict:
-    """Build the whole OpenAPI document."""
-    event_fields = schemas.PlayerEventSchema().fields
-    properties = {name: field_schema(field) for name, field in event_fields.items()}
-    variants = {f"{t}_event": _event_variant(t, properties) for t in schemas.EVENT_RULES}
-    # A path segment is an identifier that cannot hold "/".
-    path_segment = {**field_schema(schemas.Identifier()), "pattern": "^[^/\\x00-\\x1f\\x7f-\\x9f]*$"}
+    """Build the whole OpenAPI document: its paths and its components."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -128,181 +123,196 @@ def document() -> dict:
             "version": "1.0.0",
             "description": "Push your players' activity and VIP flags; every event is kept once.",
         },
-        "paths": {
-            "/player-events": {
-                "post": {
-                    "operationId": "postPlayerEvent",
-                    "summary": "Ingest a player event",
-                    "security": _needs("events:write"),
-                    "requestBody": {
-                        "required": True,
+        "paths": _paths(),
+        "components": _components(),
+    }
+
+
+def _paths() -> dict:
+    """Each route, its parameters, its body and its answers."""
+    # A path segment is an identifier that cannot hold "/".
+    path_segment = {**field_schema(schemas.Identifier()), "pattern": "^[^/\\x00-\\x1f\\x7f-\\x9f]*$"}
+    return {
+        "/player-events": {
+            "post": {
+                "operationId": "postPlayerEvent",
+                "summary": "Ingest a player event",
+                "security": _needs("events:write"),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/PlayerEvent"},
+                                    {"$ref": "#/components/schemas/PlayerEventBatch"},
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    **_responses(200, 400, 401, 403, 409, 413, 415, 503),
+                    "200": {
+                        "description": _RESPONSES[200],
                         "content": {
                             "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        {"$ref": "#/components/schemas/PlayerEvent"},
-                                        {"$ref": "#/components/schemas/PlayerEventBatch"},
-                                    ]
-                                }
+                                "schema": {"oneOf": [OK, {"$ref": "#/components/schemas/BatchOk"}]}
                             }
                         },
                     },
-                    "responses": {
-                        **_responses(200, 400, 401, 403, 409, 413, 415, 503),
-                        "200": {
-                            "description": _RESPONSES[200],
-                            "content": {
-                                "application/json": {
-                                    "schema": {"oneOf": [OK, {"$ref": "#/components/schemas/BatchOk"}]}
-                                }
-                            },
-                        },
-                    },
                 },
-                "get": _read(
-                    "listPlayerEvents", "List a partner's stored events, oldest first, a page at a time",
-                    "EventPage", "A page of events.", "events:read", 400, 401, 403, 503,
-                    description="Follow `next` until it is null: each matching event comes exactly once. A page"
-                    " may hold fewer than `limit` events, even none, and still have a `next`.",
-                    parameters=_query_parameters(),
-                ),
             },
-            "/player-events/{id}": {
-                "get": _read(
-                    "getPlayerEvent", "One stored event", "StoredEvent", "The stored event.", "events:read",
-                    401, 403, 404, 503,
-                    parameters=[
-                        _path_parameter(
-                            "id", "The event's id, as a page or an export gives it.",
-                            {"type": "integer", "minimum": 1, "maximum": schemas.MAX_ROW_ID},
-                        )
-                    ],
-                ),
-            },
-            "/users/{id}/player/{player_id}/vip": {
-                "parameters": [
-                    _path_parameter("id", "partner_id; owned by your token.", path_segment),
-                    _path_parameter("player_id", "player_login within the partner.", path_segment),
-                ],
-                "put": {
-                    "operationId": "setPlayerVip",
-                    "summary": "Set VIP status for a player",
-                    "security": _needs("vip:write"),
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VipUpdate"}}},
-                    },
-                    "responses": _responses(200, 400, 401, 403, 413, 415, 503),
-                },
-                "get": _read(
-                    "getPlayerVip", "A player's VIP flag, when it was set and by whom", "VipStatus",
-                    "The flag; a player never flagged is false, with nulls.", "vip:read", 400, 401, 403, 503,
-                ),
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "health",
-                    "summary": "Whether the service and its database answer",
-                    "security": [],
-                    "responses": {
-                        "200": {"description": "Healthy.", "content": {"application/json": {"schema": OK}}},
-                        "503": {"description": "The database does not answer, or cannot take writes; `message`"
-                                " says why.",
-                                "content": {"application/json": {"schema": ERROR}}},
-                    },
-                }
-            },
+            "get": _read(
+                "listPlayerEvents", "List a partner's stored events, oldest first, a page at a time",
+                "EventPage", "A page of events.", "events:read", 400, 401, 403, 503,
+                description="Follow `next` until it is null: each matching event comes exactly once. A page"
+                " may hold fewer than `limit` events, even none, and still have a `next`.",
+                parameters=_query_parameters(),
+            ),
         },
-        "components": {
-            "securitySchemes": {
-                "bearerAuth": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "bearerFormat": "JWT",
-                    "description": "HS256 JWT with sub, exp and optionally partners and scope (see the README)."
-                    " Scopes: events:write (POST /player-events), events:read (GET /player-events,"
-                    " /player-events/{id}), vip:write (PUT .../vip), vip:read (GET .../vip); a token without the"
-                    " scope claim holds all four. Lacking the one an operation needs: 403, WWW-Authenticate:"
-                    " Bearer error=\"insufficient_scope\".",
-                }
+        "/player-events/{id}": {
+            "get": _read(
+                "getPlayerEvent", "One stored event", "StoredEvent", "The stored event.", "events:read",
+                401, 403, 404, 503,
+                parameters=[
+                    _path_parameter(
+                        "id", "The event's id, as a page or an export gives it.",
+                        {"type": "integer", "minimum": 1, "maximum": schemas.MAX_ROW_ID},
+                    )
+                ],
+            ),
+        },
+        "/users/{id}/player/{player_id}/vip": {
+            "parameters": [
+                _path_parameter("id", "partner_id; owned by your token.", path_segment),
+                _path_parameter("player_id", "player_login within the partner.", path_segment),
+            ],
+            "put": {
+                "operationId": "setPlayerVip",
+                "summary": "Set VIP status for a player",
+                "security": _needs("vip:write"),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VipUpdate"}}},
+                },
+                "responses": _responses(200, 400, 401, 403, 413, 415, 503),
             },
-            "schemas": {
-                "Ok": {
-                    "type": "object",
-                    "required": ["status"],
-                    "properties": {"status": {"const": "ok"}},
-                    # Nothing more: a batch's answer is a BatchOk, never also an Ok.
-                    "additionalProperties": False,
+            "get": _read(
+                "getPlayerVip", "A player's VIP flag, when it was set and by whom", "VipStatus",
+                "The flag; a player never flagged is false, with nulls.", "vip:read", 400, 401, 403, 503,
+            ),
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "health",
+                "summary": "Whether the service and its database answer",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Healthy.", "content": {"application/json": {"schema": OK}}},
+                    "503": {"description": "The database does not answer, or cannot take writes; `message`"
+                            " says why.",
+                            "content": {"application/json": {"schema": ERROR}}},
                 },
-                "Error": {
-                    "type": "object",
-                    "required": ["status", "message"],
-                    "properties": {
-                        "status": {"const": "error"},
-                        "message": {"type": "string"},
-                        "errors": {"type": "object", "description": "Offending fields and what is wrong with each."},
+            }
+        },
+    }
+
+
+def _components() -> dict:
+    """The security scheme and the schemas the paths refer to, the event's variants read from the rule table."""
+    event_fields = schemas.PlayerEventSchema().fields
+    properties = {name: field_schema(field) for name, field in event_fields.items()}
+    variants = {f"{t}_event": _event_variant(t, properties) for t in schemas.EVENT_RULES}
+    return {
+        "securitySchemes": {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "HS256 JWT with sub, exp and optionally partners and scope (see the README)."
+                " Scopes: events:write (POST /player-events), events:read (GET /player-events,"
+                " /player-events/{id}), vip:write (PUT .../vip), vip:read (GET .../vip); a token without the"
+                " scope claim holds all four. Lacking the one an operation needs: 403, WWW-Authenticate:"
+                " Bearer error=\"insufficient_scope\".",
+            }
+        },
+        "schemas": {
+            "Ok": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"const": "ok"}},
+                # Nothing more: a batch's answer is a BatchOk, never also an Ok.
+                "additionalProperties": False,
+            },
+            "Error": {
+                "type": "object",
+                "required": ["status", "message"],
+                "properties": {
+                    "status": {"const": "error"},
+                    "message": {"type": "string"},
+                    "errors": {"type": "object", "description": "Offending fields and what is wrong with each."},
+                },
+            },
+            "PlayerEvent": {
+                "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in variants],
+                "discriminator": {
+                    "propertyName": "event_type",
+                    "mapping": {t: f"#/components/schemas/{t}_event" for t in schemas.EVENT_RULES},
+                },
+            },
+            "PlayerEventBatch": {
+                "type": "array",
+                "description": "A backfill: all events are stored, or none.",
+                "items": {"$ref": "#/components/schemas/PlayerEvent"},
+                "minItems": 1,
+                "maxItems": schemas.MAX_BATCH,
+            },
+            "BatchOk": {
+                "type": "object",
+                "required": ["status", "accepted", "duplicates"],
+                "properties": {
+                    "status": {"const": "ok"},
+                    "accepted": {"type": "integer", "minimum": 0, "description": "New events stored."},
+                    "duplicates": {"type": "integer", "minimum": 0, "description": "Events already held."},
+                },
+                "additionalProperties": False,
+            },
+            **variants,
+            "StoredEvent": {
+                "type": "object",
+                "required": ["id", "received_at", "event"],
+                "properties": {
+                    "id": {"type": "integer", "minimum": 1, "description": "The store's id: ascending."},
+                    "received_at": {"type": "string", "format": "date-time", "description": "UTC, to the µs."},
+                    "event": {"type": "object", "description": "The event exactly as sent."},
+                },
+            },
+            "EventPage": {
+                "type": "object",
+                "required": ["events", "next"],
+                "properties": {
+                    "events": {"type": "array", "items": {"$ref": "#/components/schemas/StoredEvent"}},
+                    "next": {
+                        "type": ["string", "null"],
+                        "description": "Pass as `after` for the next page; null on the last page.",
                     },
                 },
-                "PlayerEvent": {
-                    "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in variants],
-                    "discriminator": {
-                        "propertyName": "event_type",
-                        "mapping": {t: f"#/components/schemas/{t}_event" for t in schemas.EVENT_RULES},
-                    },
+            },
+            "VipStatus": {
+                "type": "object",
+                "required": ["is_vip", "updated_at", "updated_by"],
+                "properties": {
+                    "is_vip": {"type": "boolean"},
+                    "updated_at": {"type": ["string", "null"], "format": "date-time"},
+                    "updated_by": {"type": ["string", "null"], "description": "The token sub that set it."},
                 },
-                "PlayerEventBatch": {
-                    "type": "array",
-                    "description": "A backfill: all events are stored, or none.",
-                    "items": {"$ref": "#/components/schemas/PlayerEvent"},
-                    "minItems": 1,
-                    "maxItems": schemas.MAX_BATCH,
-                },
-                "BatchOk": {
-                    "type": "object",
-                    "required": ["status", "accepted", "duplicates"],
-                    "properties": {
-                        "status": {"const": "ok"},
-                        "accepted": {"type": "integer", "minimum": 0, "description": "New events stored."},
-                        "duplicates": {"type": "integer", "minimum": 0, "description": "Events already held."},
-                    },
-                    "additionalProperties": False,
-                },
-                **variants,
-                "StoredEvent": {
-                    "type": "object",
-                    "required": ["id", "received_at", "event"],
-                    "properties": {
-                        "id": {"type": "integer", "minimum": 1, "description": "The store's id: ascending."},
-                        "received_at": {"type": "string", "format": "date-time", "description": "UTC, to the µs."},
-                        "event": {"type": "object", "description": "The event exactly as sent."},
-                    },
-                },
-                "EventPage": {
-                    "type": "object",
-                    "required": ["events", "next"],
-                    "properties": {
-                        "events": {"type": "array", "items": {"$ref": "#/components/schemas/StoredEvent"}},
-                        "next": {
-                            "type": ["string", "null"],
-                            "description": "Pass as `after` for the next page; null on the last page.",
-                        },
-                    },
-                },
-                "VipStatus": {
-                    "type": "object",
-                    "required": ["is_vip", "updated_at", "updated_by"],
-                    "properties": {
-                        "is_vip": {"type": "boolean"},
-                        "updated_at": {"type": ["string", "null"], "format": "date-time"},
-                        "updated_by": {"type": ["string", "null"], "description": "The token sub that set it."},
-                    },
-                },
-                "VipUpdate": {
-                    "type": "object",
-                    "required": ["is_vip"],
-                    "properties": {name: field_schema(f) for name, f in schemas.VipSchema().fields.items()},
-                    "additionalProperties": False,
-                },
+            },
+            "VipUpdate": {
+                "type": "object",
+                "required": ["is_vip"],
+                "properties": {name: field_schema(f) for name, f in schemas.VipSchema().fields.items()},
+                "additionalProperties": False,
             },
         },
     }
