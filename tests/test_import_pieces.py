@@ -287,3 +287,19 @@ def test_a_control_character_in_a_players_import_is_refused_by_line_before_anyth
     assert "control characters" in result.output and "nothing was imported" in result.output, result.output
     assert stored_players(app) == []
     app.extensions["store"].close()
+
+
+@pytest.mark.whole
+def test_the_ctrl_c_test_holds_when_the_suite_inherits_sigint_ignored(tmp_path):
+    """CI may start the suite in the background, where SIGINT comes ignored: the Ctrl-C test must not depend on it."""
+    import subprocess
+    import sys
+
+    from tests.server import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "sqlite-sigint",
+         "tests/test_import_pieces.py::test_an_import_interrupted_while_it_stores_says_exactly_what_it_kept"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert result.returncode == 0 and result.stdout.split()[0] == ".", result.stdout[-2000:]  # one, passed
