@@ -234,8 +234,9 @@ def import_players(file):
 
 def _import(file, load, store_all):
     """Check each line of file with load and hand them all to store_all; a bad line aborts it all, by number."""
+    lines = loading.checked_lines(loading.bounded_lines(file), load)
     try:
-        return store_all(loading.checked_lines(loading.bounded_lines(file), load))
+        return store_all(lines)
     except LineError as exc:
         raise click.ClickException(f"line {exc.line}: {_describe(exc.__cause__)}; nothing was imported") from None
     except storage.ImportStopped as exc:
@@ -244,6 +245,10 @@ def _import(file, load, store_all):
         raise click.ClickException(_why(exc.__cause__, exc.committed)) from None
     except (storage.RecordError, storage.StorageError, KeyboardInterrupt) as exc:  # before anything was stored
         raise click.ClickException(_why(exc, 0)) from None
+    finally:
+        # Stopped before its end (ids out of order, say): its worker processes are ended now, not
+        # whenever the collector finds the generator.
+        lines.close()
 
 
 def _why(exc: BaseException | None, committed: int) -> str:

@@ -66,3 +66,22 @@ def test_a_100_mb_line_is_refused_by_its_number_with_memory_bounded(tmp_path):
     assert "nothing was imported" in result.stderr
     peak_kib = int(result.stderr.split("peak ")[1].split()[0])
     assert peak_kib < 300 * 1024, f"peak {peak_kib / 1024:.0f} MiB"
+
+
+def test_an_import_stopped_by_the_store_ends_its_worker_processes_at_once(tmp_path, monkeypatch):
+    # Ids out of order are found by the store while the workers still check lines: they are ended
+    # then, not when the collector finds the lines' generator (a leaked pool, warned of at random).
+    import multiprocessing
+
+    from backup_api import loading
+    from tests.test_import_pieces import export_lines
+    from tests.test_restore import new_app, run
+
+    monkeypatch.setattr(loading, "worker_count", lambda: 2)
+    lines = export_lines(5000)
+    lines[4499] = lines[4499].replace('"id": 4500,', '"id": 12,')
+    app = new_app(tmp_path / "b.db")
+    result = run(app, "events", "import", "-", stdin=("\n".join(lines) + "\n").encode())
+    assert result.output.startswith("Error: line 4500: id 12 does not follow"), result.output
+    assert multiprocessing.active_children() == []
+    app.extensions["store"].close()
