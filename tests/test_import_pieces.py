@@ -254,38 +254,29 @@ def event_line(n: int, **changes) -> str:
     return json.dumps(line)
 
 
-@pytest.mark.parametrize("field", ["sub", "partner_id", "player_login", "event_id", "session_id"])
-@pytest.mark.parametrize("character", BAD_CHARACTERS)
-def test_a_control_character_in_an_events_import_is_refused_by_line_before_anything_is_stored(
-        database, small_pieces, field, character):
-    bad = LINES - 500
-    lines = [event_line(n, **({field: f"casino_alpha{character}evil"} if n == bad else {}))
-             for n in range(1, LINES + 1)]
-    app = new_app(database)
-    result = run(app, "events", "import", "-", stdin=("\n".join(lines) + "\n").encode())
-    assert result.exit_code == 1 and result.output.startswith(f"Error: line {bad}: "), result.output
-    assert "control characters" in result.output and "nothing was imported" in result.output, result.output
-    assert stored(app) == []
-    app.extensions["store"].close()
+def player_line(n: int, **changes) -> str:
+    """Line n of a players export, its fields changed."""
+    return json.dumps({"partner_id": "casino_alpha", "player_login": f"p{n}", "is_vip": True, "updated_at": WHEN,
+                       "updated_by": "x", **changes})
 
 
-@pytest.mark.parametrize("field", ["partner_id", "player_login", "updated_by"])
+# Each identifier and holder of an import line: the event's fields, its sub; a flag's.
+IMPORT_FIELDS = [("events", field) for field in ("sub", "partner_id", "player_login", "event_id", "session_id")] + [
+    ("players", field) for field in ("partner_id", "player_login", "updated_by")]
+
+
+@pytest.mark.parametrize(("kind", "field"), IMPORT_FIELDS, ids=[f"{kind}-{field}" for kind, field in IMPORT_FIELDS])
 @pytest.mark.parametrize("character", BAD_CHARACTERS)
-def test_a_control_character_in_a_players_import_is_refused_by_line_before_anything_is_stored(
-        database, small_pieces, field, character):
+def test_a_control_character_in_an_import_line_is_refused_by_its_number_before_anything_is_stored(
+        database, small_pieces, kind, field, character):
     bad = LINES - 500
-    lines = []
-    for n in range(1, LINES + 1):
-        line = {"partner_id": "casino_alpha", "player_login": f"p{n}", "is_vip": True, "updated_at": WHEN,
-                "updated_by": "x"}
-        if n == bad:
-            line[field] = f"casino_alpha{character}evil"
-        lines.append(json.dumps(line))
+    line = event_line if kind == "events" else player_line
+    lines = [line(n, **({field: f"casino_alpha{character}evil"} if n == bad else {})) for n in range(1, LINES + 1)]
     app = new_app(database)
-    result = run(app, "players", "import", "-", stdin=("\n".join(lines) + "\n").encode())
+    result = run(app, kind, "import", "-", stdin=("\n".join(lines) + "\n").encode())
     assert result.exit_code == 1 and result.output.startswith(f"Error: line {bad}: "), result.output
     assert "control characters" in result.output and "nothing was imported" in result.output, result.output
-    assert stored_players(app) == []
+    assert (stored(app) if kind == "events" else stored_players(app)) == []
     app.extensions["store"].close()
 
 
