@@ -264,6 +264,8 @@ def _unknown(environ) -> list[str]:
 def shown(app: Flask, setting: Setting) -> str:
     """The value of a setting in effect, as `settings` shows it: a secret as set or unset."""
     value = app.config[setting.name]
+    if setting.name == "JWT_SECRET" and value is None:
+        return "unset: the file jwt-secret beside the database signs"
     if setting.secret:
         return "unset" if value is None else "set"
     return "unset" if value is None else str(value)
