@@ -127,22 +127,23 @@ def _unverified_problem(token: str) -> str | None:
     """Say what is wrong with a token's header or payload as JSON, read strictly, before its signature is checked.
 
     PyJWT keeps the last of a key named twice and reads NaN and Infinity, which are not JSON; the
-    strict reader refuses both, as for a body. A part that is not base64 or JSON at all is left to
-    the decode, which says so.
+    strict reader refuses both, as it does in a body. A token not of three parts, or a part that is not
+    base64, is left to the decode, which says so.
     """
     parts = token.split(".")
     if len(parts) != 3:
         return None
     for part, name in zip(parts[:2], ("header", "payload"), strict=True):
         try:
-            parse_json(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+            text = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        except ValueError:
+            return None
+        try:
+            parse_json(text)
         except RepeatedKey as exc:
             return f"the token's {name} names the key {exc.key!r} twice"
         except BodyError as exc:
-            if "malformed JSON" not in str(exc) and "UTF-8" not in str(exc):
-                return f"the token's {name} is not acceptable JSON: {exc}"
-        except ValueError:  # not base64: the decode says so
-            continue
+            return f"the token's {name} is not acceptable JSON: {exc}"
     return None
 
 
