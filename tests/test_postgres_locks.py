@@ -114,3 +114,36 @@ def test_an_import_stopped_midway_lets_writers_in_and_says_what_it_kept_when_it_
         result.output)
     assert [event_id for event_id in stored(app) if event_id.startswith("e")] == [f"e{n}" for n in range(1, 251)]
     app.extensions["store"].close()
+
+
+def test_an_events_import_stopped_with_sigstop_lets_writers_in_and_says_so_when_continued(postgres_url, tmp_path):
+    """The probe's case, with a real process: `events import` stopped (Ctrl-Z), writes from another process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import SECRET
+    from tests.server import ROOT
+
+    source = tmp_path / "export.jsonl"
+    source.write_text("\n".join(export_lines(200_000)) + "\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")},
+           "BACKUP_API_DATABASE": postgres_url, "BACKUP_API_JWT_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
+    importer = subprocess.Popen([sys.executable, "-m", "flask", "--app", "backup_api", "events", "import",
+                                 str(source)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    service = storage.open_store(postgres_url)
+    try:
+        deadline = time.monotonic() + 120
+        while not service.read_events("casino_alpha", event_id="e1")[0]:  # a piece is stored: it is storing
+            assert time.monotonic() < deadline and importer.poll() is None, "the import never began to store"
+            time.sleep(0.05)
+        importer.send_signal(signal.SIGSTOP)
+        assert until_accepted(service) < RECOVERY_S
+    finally:
+        importer.send_signal(signal.SIGCONT)
+        output = importer.communicate(timeout=120)[0]
+        service.close()
+    assert importer.returncode == 1 and "were imported before it" in output, output
+    assert "longer than BACKUP_API_PG_TIMEOUT_MS has its transaction ended by the database" in output, output

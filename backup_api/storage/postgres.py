@@ -159,6 +159,11 @@ class PostgresStore(SQLStore):
 
     sql = Statements(DIALECT)
     IMPORT_CHUNK = 2_000
+    # A piece's connection lost is most often the server ending a transaction left idle: the import
+    # was stopped (Ctrl-Z) longer than the timeout. Its message alone ("server closed the connection
+    # unexpectedly") would not say so.
+    PIECE_FAILED = ("the import failed (an import stopped, by Ctrl-Z say, longer than BACKUP_API_PG_TIMEOUT_MS"
+                    " has its transaction ended by the database, which frees the writers it held out)")
 
     def __init__(self, url: str, timeout_ms: int = 5000):
         """Connect to the database at url (a libpq URL) and create the tables where they are missing."""

@@ -114,6 +114,8 @@ class SQLStore(Store):
     IMPORT_CHUNK = 1000
     IMPORT_HOLD_S = 1.0
     IMPORT_PAUSE_S = 0.0
+    #: What a piece's failure says first.
+    PIECE_FAILED = "the import failed"
 
     # The backend's hooks ---------------------------------------------------------------
 
@@ -347,7 +349,7 @@ class SQLStore(Store):
 
     def _piece(self, staged: Staging, store, begin, end, after: int) -> int:
         """Store chunks from line after + 1 in one transaction of IMPORT_HOLD_S (a chunk at least); return the last."""
-        with self._writing("the import failed") as conn:
+        with self._writing(self.PIECE_FAILED) as conn:
             if begin is not None:
                 begin(conn, after)
             started = time.monotonic()
