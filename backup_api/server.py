@@ -387,7 +387,9 @@ def _finish_requests(server) -> None:
         busy = False
         for channel in list(server._map.values()):
             if isinstance(channel, waitress.channel.HTTPChannel):
-                if channel.requests or channel.total_outbufs_len:
+                # A request read in part (its headers in one turn, its body in the next) is under way
+                # too: closing then would drop a request its client had sent whole.
+                if channel.requests or channel.total_outbufs_len or channel.request is not None:
                     busy = True
                 else:
                     channel.handle_close()

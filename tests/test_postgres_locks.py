@@ -139,7 +139,14 @@ def test_an_events_import_stopped_with_sigstop_lets_writers_in_and_says_so_when_
         while not service.read_events("casino_alpha", event_id="e1")[0]:  # a piece is stored: it is storing
             assert time.monotonic() < deadline and importer.poll() is None, "the import never began to store"
             time.sleep(0.05)
-        importer.send_signal(signal.SIGSTOP)
+        for _ in range(100):  # stopped where Ctrl-Z would most often stop it: inside a piece, the table held
+            importer.send_signal(signal.SIGSTOP)
+            if _holds_the_events_table(postgres_url):
+                break
+            importer.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        else:
+            pytest.fail("the import was never stopped while holding the events table")
         assert until_accepted(service) < RECOVERY_S
     finally:
         importer.send_signal(signal.SIGCONT)
@@ -147,3 +154,17 @@ def test_an_events_import_stopped_with_sigstop_lets_writers_in_and_says_so_when_
         service.close()
     assert importer.returncode == 1 and "were imported before it" in output, output
     assert "longer than BACKUP_API_PG_TIMEOUT_MS has its transaction ended by the database" in output, output
+
+
+def _holds_the_events_table(url: str) -> bool:
+    """Tell whether a session holds the lock a piece of an import takes on the events table (the import's: nothing
+    else here takes it); read after a moment, so that a lock being let go is gone."""
+    import psycopg
+
+    time.sleep(0.05)
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
+            " WHERE l.locktype = 'relation' AND l.mode = 'ShareRowExclusiveLock' AND l.granted"
+            " AND l.relation = 'events'::regclass AND a.datname = current_database()"
+        ).fetchone()[0] > 0

@@ -215,3 +215,21 @@ def test_a_stop_while_a_request_is_under_way_prints_no_traceback(tmp_path):
     assert answers == [200]
     printed = (tmp_path / "stderr").read_text()
     assert "stopped cleanly" in printed and "Traceback" not in printed, printed
+
+
+def test_a_request_half_read_when_the_stop_comes_is_answered_before_the_server_exits(tmp_path):
+    """Its headers read in one turn, its body in the next: a request its client sent whole is not dropped."""
+    body = json.dumps(valid_event("bet")).encode()
+    with Server(tmp_path / "b.db", SECRET) as server:
+        connection = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        connection.sendall(b"POST /player-events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Authorization: Bearer " + make_token().encode() + b"\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.3)  # the headers are read: a request under way
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the stop has begun
+        connection.sendall(body)
+        answer = connection.recv(4096)
+        connection.close()
+        assert server.proc.wait(timeout=30) == 0
+    assert answer.startswith(b"HTTP/1.1 200"), answer
