@@ -231,8 +231,8 @@ def close_late_requests(server) -> None:
 class BackupServer(TcpWSGIServer):
     """Waitress's server for one listening address, with the service's own ways of accepting and cleaning up.
 
-    Every use of waitress's internals is here and in the channel and task classes above (tested by
-    test_server's adapter tests, and pinned to the waitress minor version in pyproject.toml).
+    Every use of waitress's internals is here and in the channel and task classes above, each
+    checked by tests/test_waitress_adapter.py against the waitress minor version pyproject.toml pins.
     """
 
     accepted = 0  # connections accepted, each counted by its channel
