@@ -5,6 +5,7 @@ import contextlib
 import logging
 import resource
 import signal
+import socket
 import threading
 import time
 from typing import cast
@@ -68,24 +69,27 @@ class ClientBounds:
             self._open[address] += 1
             return self._open[address] <= self.connections
 
-    def closed(self, address: str, held: int) -> None:
-        """Forget a connection of address, and the bytes it held."""
+    def closed(self, channel: "JSONErrorChannel") -> None:
+        """Forget a connection, and the bytes it held."""
         with self._lock:
-            self._count_down(self._open, address, 1)
-            self._count_down(self._held, address, held)
+            self._count_down(self._open, channel.addr[0], 1)
+            self._count_down(self._held, channel.addr[0], channel.held)
+            channel.held = 0
 
-    def take(self, address: str, size: int) -> bool:
-        """Count size bytes more held for address, unless that would pass the bound; tell which."""
+    def take(self, channel: "JSONErrorChannel", size: int) -> bool:
+        """Count size bytes more held by a connection, unless its address would pass the bound; tell which."""
         with self._lock:
-            if self._held[address] + size > self.held_bytes:
+            if self._held[channel.addr[0]] + size > self.held_bytes:
                 return False
-            self._held[address] += size
+            self._held[channel.addr[0]] += size
+            channel.held += size
             return True
 
-    def release(self, address: str, size: int) -> None:
-        """Count size bytes of address as answered."""
+    def release(self, channel: "JSONErrorChannel") -> None:
+        """Count the bytes a connection held as answered (its requests served)."""
         with self._lock:
-            self._count_down(self._held, address, size)
+            self._count_down(self._held, channel.addr[0], channel.held)
+            channel.held = 0
 
     @staticmethod
     def _count_down(counter: collections.Counter, address: str, amount: int) -> None:
@@ -105,7 +109,7 @@ class JSONErrorChannel(waitress.channel.HTTPChannel):
     error_task_class = JSONErrorTask
     task_class = PeerTask
     request_began: float | None = None  # time.monotonic() of the partial request's first byte
-    held = 0  # bytes received and not yet answered, counted in the server's ClientBounds
+    held = 0  # bytes received and not yet answered, counted in the server's ClientBounds (under its lock)
     bounded: ClientBounds | None = None
 
     def __init__(self, server, sock, addr, adj, map=None):
@@ -122,26 +126,23 @@ class JSONErrorChannel(waitress.channel.HTTPChannel):
             self.close()
 
     def del_channel(self, map=None):
-        if self.bounded is not None:
-            self.bounded.closed(self.addr[0], self.held)
-            self.bounded, self.held = None, 0
+        bounded, self.bounded = self.bounded, None
+        if bounded is not None:
+            bounded.closed(self)
         super().del_channel(map)
 
     def service(self):
         try:
             super().service()
         finally:
-            bounded, held = self.bounded, self.held
-            if bounded is not None and held:
-                self.held = 0
-                bounded.release(self.addr[0], held)
+            bounded = self.bounded  # the worker's thread: held is changed under the bounds' lock only
+            if bounded is not None:
+                bounded.release(self)
 
     def received(self, data):
-        if self.bounded is not None and data:
-            if not self.bounded.take(self.addr[0], len(data)):
-                self.will_close = True  # more than its client may hold: closed, unanswered
-                return False
-            self.held += len(data)
+        if self.bounded is not None and data and not self.bounded.take(self, len(data)):
+            self.will_close = True  # more than its client may hold: closed, unanswered
+            return False
         partial = self.request
         result = super().received(data)
         if self.request is None:
@@ -368,6 +369,16 @@ def _serve_once(server, timeout: float) -> None:
     wasyncore.loop(timeout=timeout, map=server._map, use_poll=server.adj.asyncore_use_poll, count=1)
 
 
+def _unread(channel: waitress.channel.HTTPChannel) -> bool:
+    """Tell whether bytes wait in the channel's socket, unread (peeked at, not taken)."""
+    if channel.socket is None:  # closed already
+        return False
+    try:
+        return bool(channel.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:  # nothing waiting (EAGAIN), or the connection gone
+        return False
+
+
 def _finish_requests(server) -> None:
     """Stop listening, answer every request already received, and close connections as they fall idle."""
     # Connections the kernel has completed but waitress has not yet accepted would be reset when
@@ -387,9 +398,11 @@ def _finish_requests(server) -> None:
         busy = False
         for channel in list(server._map.values()):
             if isinstance(channel, waitress.channel.HTTPChannel):
-                # A request read in part (its headers in one turn, its body in the next) is under way
-                # too: closing then would drop a request its client had sent whole.
-                if channel.requests or channel.total_outbufs_len or channel.request is not None:
+                # Under way too: a request read in part (its headers in one turn, its body in the
+                # next), and one not read yet (a keep-alive client's next request, sent as soon as
+                # the answer reached it, while the channel was not yet readable again for the turn).
+                if (channel.requests or channel.total_outbufs_len or channel.request is not None
+                        or _unread(channel)):
                     busy = True
                 else:
                     channel.handle_close()
