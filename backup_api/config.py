@@ -43,10 +43,6 @@ class Setting(NamedTuple):
     shown_default: str | None = None
 
 
-def _text(raw: str, variable: str) -> str:
-    return raw
-
-
 def _whole(least: int, unit: str) -> Callable[[str, str], int]:
     """A reader of a whole number of unit, least at the least."""
     def parse(raw: str, variable: str) -> int:
@@ -128,7 +124,7 @@ def _rate_limit(raw: str, variable: str) -> str:
 
 
 # Every BACKUP_API_* setting, declared once: configure() reads and checks them, `settings` shows them
-# in effect, and the README's table of them is settings_table()'s (test_docs holds the two equal).
+# in effect, and the README's table of them is settings_table()'s (test_settings holds the two equal).
 SETTINGS = (
     Setting("DATABASE", DEFAULT_DATABASE, _database,
             "the SQLite file, relative to the working directory unless absolute; created, with its folder, when"
