@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app backup_api
 
-.PHONY: run stand-in check test lint token fuzz soak bench snapshot dist clean
+.PHONY: run stand-in check test lint docs token fuzz soak bench snapshot dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ test: $(VENV)/.dev  ## run the whole test suite
 lint: $(VENV)/.dev  ## ruff, and mypy on the package
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+docs: $(VENV)/.dev  ## build the manual (docs/, MkDocs) into site/; a broken link or anchor fails it
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
 
 token: $(VENV)/.runtime  ## print a token owning PARTNER (make token PARTNER="casino_alpha casino_beta")
 	@test -n "$(PARTNER)" || { echo 'usage: make token PARTNER=casino_alpha' >&2; exit 2; }
@@ -65,4 +68,4 @@ dist: $(VENV)/.dev  ## the wheel and the single executable (game-backup-api), in
 		--distpath $(DIST) --workpath $(BUILD)/pyinstaller --specpath $(BUILD) packaging/game-backup-api.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__ build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__ build dist site *.egg-info

@@ -8,6 +8,7 @@ from backup_api import (
     commands,
     config,
     errors,
+    health,
     keys,
     logs,
     metrics,
@@ -42,6 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     tokens.init_app(app)
     ratelimit.init_app(app)
     errors.init_app(app)
+    health.init_app(app)
     app.register_blueprint(routes.bp)
     metrics.init_app(app)
     # The mode: the stand-in (an ephemeral store, its faults and routes), or the durable store.

@@ -26,6 +26,12 @@ def main():
     """The `game-backup-api` command: the same commands as `flask --app backup_api`."""
 
 
-# FlaskGroup's own options (--app, --env-file, --debug) would let this command load another app or
-# run in debug mode: the service's command has its own app and none of them.
-main.params = [param for param in main.params if param.name not in ("app", "env_file", "debug")]
+# FlaskGroup's --app and --debug would let this command load another app or run in debug mode: the
+# service's command has its own app and neither. Its --env-file stays: `--env-file FILE` reads the
+# BACKUP_API_* settings from a systemd EnvironmentFile (KEY=value lines) before any command runs, so
+# that `token issue` and the service read the same database and secret (python-dotenv reads it).
+main.params = [param for param in main.params if param.name not in ("app", "debug")]
+for param in main.params:
+    if param.name == "env_file":
+        param.help = ("Read the BACKUP_API_* settings from FILE (the service's systemd EnvironmentFile: KEY=value"
+                      " lines) before the command runs; a variable already set in the environment wins.")

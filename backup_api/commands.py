@@ -40,8 +40,9 @@ def serve_command(host, port, threads, stand_in):
     app = current_app._get_current_object()
     if stand_in and not app.config["STAND_IN"]:
         standin.init_app(app)
-    get_store(app)  # opened before the first request, so that a bad one fails here
+    store = get_store(app)  # opened before the first request, so that a bad one fails here
     keys.secret_key(app)
+    app.logger.info("%s", config.start_line(app, store.name))
     channel = standin.StandInChannel if app.config["STAND_IN"] else server.JSONErrorChannel
     server.serve(app, host=host, port=port, threads=threads, channel=channel)
 
@@ -324,7 +325,7 @@ def check():
 
 
 @click.command("settings")
-@click.option("--markdown", is_flag=True, help="Print the README's table of the settings instead.")
+@click.option("--markdown", is_flag=True, help="Print the table of docs/operators/settings.md instead.")
 @with_appcontext
 def settings_command(markdown):
     """Print every BACKUP_API_* setting in effect: its value and where it came from (a secret: set or unset).
@@ -341,7 +342,11 @@ def settings_command(markdown):
         click.echo(f"{config.PREFIX}{setting.name}\t{config.shown(app, setting)}\t{sources[setting.name]}")
 
 
+# The service's commands, in the order docs/operators/commands.md shows them.
+COMMANDS = (serve_command, settings_command, token, events, players, db)
+
+
 def init_app(app: Flask) -> None:
     """Add the serve, settings, token, events, players and db commands to app."""
-    for command in (serve_command, settings_command, token, events, players, db):
+    for command in COMMANDS:
         app.cli.add_command(command)

@@ -46,10 +46,12 @@ class Setting(NamedTuple):
 def _whole(least: int, unit: str) -> Callable[[str, str], int]:
     """A reader of a whole number of unit, least at the least."""
     def parse(raw: str, variable: str) -> int:
-        if not raw.strip().isdigit() or int(raw) < least:
+        text = raw.strip()
+        # ASCII digits only ("²" is a digit to isdigit, not to int), and few enough for int to read.
+        if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) < least:
             kind = "positive whole number" if least > 0 else "whole number"
             raise ConfigError(f"{variable} must be a {kind} of {unit}, not {raw!r}")
-        return int(raw)
+        return int(text)
     return parse
 
 
@@ -124,7 +126,7 @@ def _rate_limit(raw: str, variable: str) -> str:
 
 
 # Every BACKUP_API_* setting, declared once: configure() reads and checks them, `settings` shows them
-# in effect, and the README's table of them is settings_table()'s (test_settings holds the two equal).
+# in effect, and docs/operators/settings.md shows settings_table() (generated as the site is built).
 SETTINGS = (
     Setting("DATABASE", DEFAULT_DATABASE, _database,
             "the SQLite file, relative to the working directory unless absolute; created, with its folder, when"
@@ -136,25 +138,25 @@ SETTINGS = (
             shown_default="generated (SQLite)"),
     Setting("JWT_PREVIOUS_SECRETS", None, _previous,
             "comma-separated secrets that still verify tokens and never sign one: for rotating the secret (see"
-            " [Rotating the secret](#rotating-the-secret))", secret=True),
+            " [Rotating the secret](tokens.md#rotating-the-secret))", secret=True),
     Setting("LOG_LEVEL", None, _level,
             "`DEBUG`, `INFO` (one access line per request), `WARNING` (only notable events and problems; about"
             " 12% more single events a second, see the benchmark) or `ERROR`",
             shown_default="`INFO` (`WARNING` for a stand-in)"),
     Setting("LOG_FORMAT", "text", _log_format,
             "`json`: every log line one JSON object, for log shippers, the access line's fields each its own (see"
-            " [For operators](#for-operators))"),
+            " [Installing and running](install.md#logs))"),
     Setting("METRICS", True, _flag,
-            "`0` turns off `GET /metrics` and the counting (see [Metrics](#metrics))", shown_default="on"),
+            "`0` turns off `GET /metrics` and the counting (see [Metrics](metrics.md))", shown_default="on"),
     Setting("METRICS_TOKEN", None, _metrics_token,
-            "a bearer credential `GET /metrics` asks for (see [Metrics](#metrics)); unset, none", secret=True),
+            "a bearer credential `GET /metrics` asks for (see [Metrics](metrics.md)); unset, none", secret=True),
     Setting("MAX_TOKEN_DAYS", 400, _whole(1, "days"),
             "a token whose `exp` lies further ahead than this is refused (`401`); `token issue --days` stops at"
             " it"),
     Setting("RATE_LIMIT", None, _rate_limit,
             "requests per token holder, e.g. `100/second;20000/hour` (flask-limiter's syntax, read by `limits`),"
-            " or `off` (see [A limit per token holder](#a-limit-per-token-holder)); one it cannot read stops the"
-            " service", shown_default="unset (none)"),
+            " or `off` (see [A limit per token holder](tokens.md#a-limit-per-token-holder)); one it cannot read"
+            " stops the service", shown_default="unset (none)"),
     Setting("TRUSTED_PROXY", None, _proxy,
             "the IP address of your reverse proxy (`127.0.0.1` when it runs on the same machine): its"
             " `X-Forwarded-For` and `X-Forwarded-Proto` are believed, so the access line shows the real client;"
@@ -177,12 +179,21 @@ SETTINGS = (
             " piece of an import) before answering `503`, its wait behind this process's other writes included"),
     Setting("WAL_AUTOCHECKPOINT", 1000, _whole(0, "pages (0: never, for Litestream)"),
             "SQLite: pages of `-wal` after which a commit folds it into the file; `0` never, for Litestream (see"
-            " [A continuous copy](#a-continuous-copy-off-the-machine-litestream))"),
+            " [Litestream](litestream.md))"),
     Setting("PG_TIMEOUT_MS", 5000, _whole(1, "milliseconds"),
             "PostgreSQL: the longest a request waits on the database (to connect, for a pooled connection, for"
             " one statement or lock) before answering `503`; it also bounds how long a connection may go"
             " unanswered or stay idle inside a transaction, and the service itself gives up on any one answer"
             " from the server after 1.5 times it (a stalled server)"),
+    Setting("MIN_FREE_MB", 64, _whole(0, "MiB"),
+            "SQLite: `/healthz` answers `503` (and `backup_api_store_writable` is 0) once the database's"
+            " filesystem has less free space than this, before a write fails for want of room; writes go on"
+            " until one does. `0`: only once a write has failed"),
+    Setting("DRAIN_SECONDS", 0, _whole(0, "seconds"),
+            "on `SIGTERM`, how long the server goes on serving while `/healthz` answers `503` (\"stopping\") and"
+            " every answer closes its connection, so that a proxy checking `/healthz` sends elsewhere first (see"
+            " [Restarts that drop nothing](postgresql.md#restarts-that-drop-nothing)); then it stops as"
+            " with `0`. A second signal cuts the wait short"),
     Setting("STAND_IN_JOURNAL_BYTES", 64 << 20, _whole(1, "bytes"),
             "a stand-in (`serve --stand-in`): the most its journal of requests holds, in bytes of bodies and"
             " answers (the oldest entries go first)", shown_default="67108864 (64 MiB)"),
@@ -267,8 +278,20 @@ def shown(app: Flask, setting: Setting) -> str:
     return "unset" if value is None else str(value)
 
 
+def start_line(app: Flask, database: str) -> str:
+    """What serve logs first: the version, the database (without its password), the settings not at their default."""
+    from backup_api.version import __version__
+
+    sources = app.extensions["settings"]
+    changed = [f"{PREFIX}{setting.name}={shown(app, setting)}" for setting in SETTINGS
+               if sources[setting.name] != "default" and setting.name != "DATABASE"]
+    mode = " (a stand-in: nothing is kept)" if app.config["STAND_IN"] else ""
+    return (f"game-backup-api {__version__} starting; database: {database}{mode}; settings not at their default: "
+            + (", ".join(changed) or "none"))
+
+
 def settings_table() -> str:
-    """The README's table of settings, in Markdown."""
+    """The table of settings of docs/operators/settings.md, in Markdown (its links relative to that page)."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for setting in SETTINGS:
         default = setting.shown_default or ("unset" if setting.default is None else f"`{setting.default}`")

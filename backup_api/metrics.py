@@ -120,7 +120,8 @@ class Metrics:
 
 
 class _StoreCollector:
-    """The store's own gauges, read at each scrape: its files' sizes (SQLite) or its pool (PostgreSQL)."""
+    """The store's gauges, read at each scrape: whether it can take writes now (health.py), and its
+    own: its files' sizes (SQLite) or its pool (PostgreSQL)."""
 
     def __init__(self, app: Flask):
         self._app = app
@@ -129,6 +130,9 @@ class _StoreCollector:
         return []  # read at scrape time only: the store may open after the registry is made
 
     def collect(self):
+        problem = self._app.extensions["health"].problem()
+        yield GaugeMetricFamily("backup_api_store_writable", "1 when the store can take writes now (what /healthz"
+                                " checks, at each scrape), 0 when it cannot.", value=0.0 if problem else 1.0)
         store = self._app.extensions.get("store")
         if store is None:
             return

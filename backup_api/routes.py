@@ -5,7 +5,7 @@ from urllib.parse import unquote_to_bytes
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotFound
 
-from backup_api import logs, metrics, record, schemas, storage
+from backup_api import health, logs, metrics, record, schemas, storage
 from backup_api.cursors import make_cursor, read_cursor
 from backup_api.errors import error_response
 from backup_api.storage import get_store
@@ -93,13 +93,18 @@ def openapi_document():
 
 @bp.get("/healthz")
 def healthz():
-    """Answer 200 when the database answers and can take writes, else 503 saying why (no token needed)."""
-    try:
-        get_store().ping()
-    except storage.StorageError as exc:
+    """Answer 200 when the database answers and can take writes, else 503 saying why (no token needed).
+
+    Within a second, whatever the database does (health.py); 503 "stopping" while a stop drains.
+    """
+    checks = health.current()
+    if checks.stopping.is_set():
+        return error_response(503, "stopping: this process is about to stop; send to another")
+    problem = checks.problem()
+    if problem is not None:
         # Answered here, not by the storage error handler: a monitor polls this every second,
         # and each failed poll would log an ERROR line.
-        return error_response(503, f"the backup store cannot take writes: {exc}")
+        return error_response(503, problem)
     return {"status": "ok"}
 
 

@@ -310,6 +310,7 @@ def run(app: Flask, server, stop: list) -> None:
     try:
         while not stop:
             _serve_once(server, server.adj.asyncore_loop_timeout)
+        _drain(app, server, stop)
         app.logger.info("stopping on %s: no new connections; answering the requests under way", stop[0])
         _finish_requests(server)
     finally:
@@ -317,6 +318,20 @@ def run(app: Flask, server, stop: list) -> None:
         wasyncore.close_all(server._map)
         storage.close_store(app)
     app.logger.info("stopped cleanly")
+
+
+def _drain(app: Flask, server, stop: list) -> None:
+    """Go on serving BACKUP_API_DRAIN_SECONDS while /healthz says 503 and answers close their
+    connections, so that a proxy checking /healthz stops sending here first; a second stop ends it."""
+    seconds = app.config["DRAIN_SECONDS"]
+    if not seconds:
+        return
+    app.extensions["health"].stopping.set()
+    app.logger.info("stopping on %s: draining for %d s (/healthz says 503; the server still answers)",
+                    stop[0], seconds)
+    asked, deadline = len(stop), time.monotonic() + seconds
+    while len(stop) == asked and time.monotonic() < deadline:
+        _serve_once(server, min(server.adj.asyncore_loop_timeout, max(0.0, deadline - time.monotonic())))
 
 
 def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS,

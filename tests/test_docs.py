@@ -1,4 +1,5 @@
-"""The README's catalog is the rule table."""
+"""The manual (README.md and docs/): its catalog is the rule table, its marked blocks run as written, and
+the site builds strictly, its generated pages from the code."""
 
 import os
 import re
@@ -16,9 +17,8 @@ from tests.server import ROOT
 pytestmark = pytest.mark.whole
 
 
-def test_readme_catalog_matches_the_rule_table():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme.split("<!-- catalog -->")[1].split("<!-- /catalog -->")[0]
+def test_the_manuals_catalog_matches_the_rule_table():
+    table = marked("catalog")
     rows = {}
     for line in table.strip().splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -65,15 +65,23 @@ def test_copy_of_the_reference_catalog_is_current():
     assert catalog.strip() == REFERENCE_CATALOG.strip()
 
 
-def readme_block(name: str) -> str:
-    """The code of the README's block between <!-- name --> and <!-- /name -->, without its fences."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split(f"<!-- {name} -->")[1].split(f"<!-- /{name} -->")[0].strip()
-    return block.split("\n", 1)[1].removesuffix("```")
+MANUAL = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def marked(name: str) -> str:
+    """What lies between <!-- name --> and <!-- /name --> in the one page of the manual that marks it."""
+    found = [text for text in (page.read_text(encoding="utf-8") for page in MANUAL) if f"<!-- {name} -->" in text]
+    assert len(found) == 1, f"{len(found)} pages of the manual mark the block {name}"
+    return found[0].split(f"<!-- {name} -->")[1].split(f"<!-- /{name} -->")[0]
+
+
+def docs_block(name: str) -> str:
+    """The code of the manual's block marked name, without its fences."""
+    return marked(name).strip().split("\n", 1)[1].removesuffix("```")
 
 
 def test_the_readme_test_suite_example_runs_as_written(tmp_path):
-    (tmp_path / "test_example.py").write_text(readme_block("test-suite-example"), encoding="utf-8")
+    (tmp_path / "test_example.py").write_text(docs_block("test-suite-example"), encoding="utf-8")
     # This checkout is not installed, so its plugin is registered by hand; an installed wheel does it itself.
     (tmp_path / "conftest.py").write_text("from tests.helpers import register_plugin as pytest_configure\n")
     result = subprocess.run(
@@ -86,7 +94,7 @@ def test_the_readme_test_suite_example_runs_as_written(tmp_path):
 
 def run_ci_recipe(tmp_path, *suite: str) -> tuple[subprocess.CompletedProcess, int | None]:
     """Run the README's CI recipe with suite, game-backup-api being this checkout's command; the port it served on."""
-    (tmp_path / "ci-stand-in.sh").write_text(readme_block("ci-recipe"), encoding="utf-8")
+    (tmp_path / "ci-stand-in.sh").write_text(docs_block("ci-recipe"), encoding="utf-8")
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
     command = bin_folder / "game-backup-api"
@@ -117,7 +125,27 @@ def test_two_copies_of_the_node_example_pass_at_once_against_one_stand_in(tmp_pa
     if shutil.which("node") is None:
         pytest.skip("node is not on the PATH: the README's Node example was not run")
     for name in ("one", "two"):
-        (tmp_path / f"{name}.test.mjs").write_text(readme_block("node-example"), encoding="utf-8")
+        (tmp_path / f"{name}.test.mjs").write_text(docs_block("node-example"), encoding="utf-8")
     result, _ = run_ci_recipe(tmp_path, "node", "--test", "--test-concurrency=2", "one.test.mjs", "two.test.mjs")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# pass 8" in result.stdout and "# fail 0" in result.stdout
+
+
+def test_the_site_builds_strictly_with_its_generated_pages(tmp_path):
+    """mkdocs build --strict, as make docs runs it: a broken link or anchor, a page left out, fails it."""
+    site = tmp_path / "site"
+    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert built.returncode == 0, built.stderr
+    settings = (site / "operators" / "settings" / "index.html").read_text(encoding="utf-8")
+    from backup_api import config
+
+    for setting in config.SETTINGS:
+        assert f"<code>{config.PREFIX}{setting.name}</code>" in settings
+    commands = (site / "operators" / "commands" / "index.html").read_text(encoding="utf-8")
+    for path in ("game-backup-api serve", "game-backup-api token issue", "game-backup-api events import",
+                 "game-backup-api db restore", "game-backup-api players export"):
+        assert f"<code>{path}</code>" in commands, path
+    home = (site / "index.html").read_text(encoding="utf-8")
+    assert "Two commands" in home and 'href="operators/install/"' in home  # the README, its links into the site

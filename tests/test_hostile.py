@@ -1,4 +1,4 @@
-"""Named hostile inputs, each with the answer the README's table promises."""
+"""Named hostile inputs, each with the answer the manual's table promises (docs/partners/events.md)."""
 
 import gzip
 import json

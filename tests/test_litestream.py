@@ -27,7 +27,7 @@ SYNC_SECONDS = 20  # the longest we wait for a replica to catch up
 
 
 def config(tmp_path: Path, database: Path) -> Path:
-    """A litestream.yml replicating database to a folder (a file replica), as the README's example does."""
+    """A litestream.yml replicating database to a folder (a file replica), as the manual's example does (docs/operators/litestream.md)."""
     path = tmp_path / "litestream.yml"
     path.write_text(
         "dbs:\n"
@@ -41,7 +41,7 @@ def config(tmp_path: Path, database: Path) -> Path:
 
 
 def restore(configuration: Path, database: Path, output: Path, *args: str) -> None:
-    """litestream restore, as the README's drill runs it."""
+    """litestream restore, as the manual's drill runs it."""
     subprocess.run([str(LITESTREAM), "restore", "-config", str(configuration), *args, "-o", str(output),
                     str(database)], check=True, capture_output=True, text=True, timeout=60)
 

@@ -1,4 +1,4 @@
-"""The README's secret rotation for several processes on PostgreSQL, followed under load: nothing refused
+"""The manual's secret rotation for several processes on PostgreSQL, followed under load: nothing refused
 until the old secret is retired, the old tokens refused after."""
 
 import threading

@@ -149,9 +149,9 @@ class Store:
         self._lock.release()
 
     @contextmanager
-    def _write_turn(self) -> Iterator[None]:
-        """Hold this process's write lock for one write, which waits the busy timeout at most in all."""
-        self._take_turn(self._new_deadline())
+    def _write_turn(self, wait_s: float | None = None) -> Iterator[None]:
+        """Hold this process's write lock for one write, which waits the busy timeout (or wait_s) at most in all."""
+        self._take_turn(self._new_deadline() if wait_s is None else time.monotonic() + wait_s)
         try:
             yield
         finally:
@@ -225,12 +225,17 @@ class Store:
         """Return every revocation, oldest first."""
         raise NotImplementedError
 
-    def ping(self) -> None:
+    def ping(self, wait_s: float) -> None:
         """Check that the database answers and can take writes; raise StorageError saying why not.
 
-        Cheap enough to be polled every second: it writes nothing and waits for no fsync.
+        Cheap enough to be polled every second: it writes nothing and waits for no fsync, and for
+        the locks a write takes no longer than wait_s.
         """
         raise NotImplementedError
+
+    def free_bytes(self) -> int | None:
+        """The bytes free on the filesystem that holds the database, when it is on this machine."""
+        return None
 
     def gauges(self) -> dict[str, tuple[str, float]]:
         """The store's own gauges, by name: (what it measures, its value now). Never fails."""

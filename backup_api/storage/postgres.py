@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -88,8 +88,6 @@ POOL_SIZE = 8
 # to ask again: short, so that the service is back within seconds of the server.
 RECONNECT_SECONDS = 2.0
 
-# /healthz waits this long for the locks a write takes: past a piece of an import (IMPORT_HOLD_S).
-HEALTH_LOCK_WAIT_MS = 2000
 # Sessions of this database idle inside a transaction for over a second, holding an advisory lock
 # (a partner's write lock: no writer of that partner goes on until the session ends).
 STOPPED_HOLDERS = (
@@ -105,11 +103,14 @@ DIALECT = Dialect(mark="%s", event_text="event::text", event_type="event_type", 
 
 
 def _without_password(url: str) -> str:
-    """The URL as it may be printed: without its password."""
+    """The URL as it may be printed: its password, in the address or the query (libpq's password=,
+    sslpassword=), as ***."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)))
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1))
+    query = [(key, "***" if key in ("password", "sslpassword") else value)
+             for key, value in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*/:")))
 
 
 class BoundedConnection(psycopg.Connection):
@@ -277,8 +278,8 @@ class PostgresStore(SQLStore):
             cursor.execute(sql, params)
             yield cursor
 
-    def _connected(self, failure):
-        """Lend a connection of the pool."""
+    def _connected(self, failure, wait_s=None):
+        """Lend a connection of the pool (its waits bounded by the timeouts of every connection)."""
         return self._connection(failure)
 
     @contextmanager
@@ -364,7 +365,7 @@ class PostgresStore(SQLStore):
             )
         }
 
-    def _check_writable(self, conn):
+    def _check_writable(self, conn, wait_s):
         """Refuse a server that takes no writes: a standby, or read-only by setting."""
         standby, read_only = conn.execute(
             "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'"
@@ -376,12 +377,12 @@ class PostgresStore(SQLStore):
         # Nothing is written, and the transaction is rolled back.
         try:
             with conn.transaction(force_rollback=True):
-                conn.execute(f"SET LOCAL lock_timeout = {HEALTH_LOCK_WAIT_MS}")
+                conn.execute(f"SET LOCAL lock_timeout = {int(wait_s * 1000)}")
                 conn.execute("LOCK TABLE events, players IN ROW EXCLUSIVE MODE")
                 (stopped,) = conn.execute(STOPPED_HOLDERS).fetchone()
         except psycopg.errors.LockNotAvailable:
             raise StorageError(f"writes are held out: another session has held the tables for over"
-                               f" {HEALTH_LOCK_WAIT_MS} ms (an import stopped, or a stalled client)") from None
+                               f" {int(wait_s * 1000)} ms (an import stopped, or a stalled client)") from None
         if stopped:
             raise StorageError(f"writes are held out: {stopped} session(s) hold a partner's write lock, idle inside"
                                " a transaction (a process stopped or frozen); the database ends them after"

@@ -234,9 +234,9 @@ class SQLiteStore(SQLStore):
             cursor.close()
 
     @contextmanager
-    def _connected(self, failure: str) -> Iterator[sqlite3.Connection]:
+    def _connected(self, failure: str, wait_s: float | None = None) -> Iterator[sqlite3.Connection]:
         """Lend the writing connection, under the write lock, on the file at self.path."""
-        with self._write_turn(), self._guarded(failure, begin=False, writes=False) as conn:
+        with self._write_turn(wait_s), self._guarded(failure, begin=False, writes=False) as conn:
             yield conn
 
     @contextmanager
@@ -270,12 +270,12 @@ class SQLiteStore(SQLStore):
                 raise StorageError(f"{failure}: {exc}") from exc
             raise
 
-    def _check_writable(self, conn: sqlite3.Connection) -> None:
+    def _check_writable(self, conn: sqlite3.Connection, wait_s: float) -> None:
         """Refuse (StorageError) while writes would fail: the disk full since a write failed, or the lock held.
 
         Cheap enough for a poll every second: a look at the disk's free space, and the write lock
         taken and let go (BEGIN IMMEDIATE, ROLLBACK: nothing written, no fsync). Another process
-        holding that lock past the busy timeout makes it fail as a write would.
+        holding that lock past wait_s (the turn's, set by _guarded) makes it fail as a write would.
         """
         if self._full_at is not None:
             if sqlite_files.free_bytes(self.path) <= self._full_at:
@@ -381,6 +381,10 @@ class SQLiteStore(SQLStore):
             f"WITH k (p, e) AS (VALUES {rows})"
             " SELECT p, e, event FROM k JOIN events ON partner_id = p AND event_id = e",
             [value for key in keys for value in key])}
+
+    def free_bytes(self):
+        """The bytes free on the database's filesystem."""
+        return sqlite_files.free_bytes(self.path)
 
     def gauges(self):
         """The sizes of the database file and of its write-ahead log."""

@@ -110,9 +110,10 @@ class SQLStore(Store):
     #: The backend's statements (Statements of its Dialect).
     sql: Statements
     #: Rows an import stores at a time (a statement), the seconds it holds the write lock (a
-    #: transaction of chunks), and the seconds it then leaves to others.
+    #: transaction of chunks), and the seconds it then leaves to others. A piece holds the lock for
+    #: less than /healthz waits for it (health.LOCK_WAIT_S), so an import never makes it say 503.
     IMPORT_CHUNK = 1000
-    IMPORT_HOLD_S = 1.0
+    IMPORT_HOLD_S = 0.5
     IMPORT_PAUSE_S = 0.0
     #: What a piece's failure says first.
     PIECE_FAILED = "the import failed"
@@ -135,12 +136,18 @@ class SQLStore(Store):
         """Lend the connection that writes, inside a write transaction; failures become StorageError(failure)."""
         raise NotImplementedError
 
-    def _connected(self, failure: str) -> AbstractContextManager:
-        """Lend the connection that writes, outside any transaction; failures become StorageError(failure)."""
+    def _connected(self, failure: str, wait_s: float | None = None) -> AbstractContextManager:
+        """Lend the connection that writes, outside any transaction; failures become StorageError(failure).
+
+        wait_s: the longest to wait for this process's turn and the database's write lock, when
+        shorter than a write's.
+        """
         raise NotImplementedError
 
-    def _check_writable(self, conn) -> None:
-        """Raise StorageError, saying why, while the database cannot take writes (without writing)."""
+    def _check_writable(self, conn, wait_s: float) -> None:
+        """Raise StorageError, saying why, while the database cannot take writes (without writing).
+
+        It waits for the locks a write takes wait_s at most."""
 
     def _start_import(self, conn) -> None:
         """Keep every other writer out until a piece of an import ends (its transaction)."""
@@ -255,11 +262,11 @@ class SQLStore(Store):
 
     # Writes ---------------------------------------------------------------------------
 
-    def ping(self):
+    def ping(self, wait_s):
         """Query the events table and check that writes can be taken; raise StorageError, saying why, if not."""
-        with self._connected("the database does not answer") as conn:
+        with self._connected("the database does not answer", wait_s) as conn:
             conn.execute(self.sql.any_event).fetchall()
-            self._check_writable(conn)
+            self._check_writable(conn, wait_s)
 
     def set_vip(self, partner_id, player_login, is_vip, sub):
         """Record a player's VIP flag, when it was set and by whom."""
