@@ -62,14 +62,7 @@ class Health:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["health"] = checks = Health(app)
-
-    @app.after_request
-    def close_while_stopping(response):
-        # Each client's next request then opens a new connection: through the proxy, to another process.
-        if checks.stopping.is_set():
-            response.headers["Connection"] = "close"
-        return response
+    app.extensions["health"] = Health(app)
 
 
 def current() -> Health:

@@ -37,12 +37,19 @@ class JSONErrorTask(waitress.task.ErrorTask):
 
 
 class PeerTask(waitress.task.WSGITask):
-    """A request's task whose environ keeps the connection's own address, whatever a proxy forwarded."""
+    """A request's task whose environ keeps the connection's own address, whatever a proxy forwarded,
+    and whose answer closes its connection while the server drains (Connection is waitress's to set)."""
 
     def get_environment(self):
         environ = super().get_environment()
         environ.setdefault(logs.PEER_ADDRESS, self.channel.addr[0])
         return environ
+
+    def build_response_header(self):
+        if self.channel.server.draining:
+            # The client's next request opens a new connection: through the proxy, to another process.
+            self.set_close_on_finish()
+        return super().build_response_header()
 
 
 class ClientBounds:
@@ -237,6 +244,7 @@ class BackupServer(TcpWSGIServer):
     """
 
     accepted = 0  # connections accepted, each counted by its channel
+    draining = False  # set on a stop's drain (BACKUP_API_DRAIN_SECONDS): every answer closes its connection
     client_bounds: ClientBounds
     effective_host: str  # set by waitress once it listens (types-waitress leaves them out)
     effective_port: int
@@ -327,6 +335,7 @@ def _drain(app: Flask, server, stop: list) -> None:
     if not seconds:
         return
     app.extensions["health"].stopping.set()
+    server.draining = True
     app.logger.info("stopping on %s: draining for %d s (/healthz says 503; the server still answers)",
                     stop[0], seconds)
     asked, deadline = len(stop), time.monotonic() + seconds
