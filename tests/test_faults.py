@@ -129,7 +129,8 @@ def small_disk(tmp_path):
 
 
 def test_a_really_full_disk_is_503_and_recovers(small_disk):
-    app = create_app({"TESTING": True, "DATABASE": str(small_disk / "backup.db"), "JWT_SECRET": SECRET})
+    app = create_app({"TESTING": True, "DATABASE": str(small_disk / "backup.db"), "JWT_SECRET": SECRET,
+                      "MIN_FREE_MB": 0})
     client = app.test_client()
     try:
         filler = small_disk / "filler"
@@ -150,6 +151,51 @@ def test_a_really_full_disk_is_503_and_recovers(small_disk):
         assert client.get("/healthz").status_code == 200
         assert post_event(client, valid_event("win")).status_code == 200
         assert count_rows(small_disk / "backup.db") == answers.count(200) + 1
+    finally:
+        app.extensions["store"].close()
+
+
+def test_healthz_says_the_disk_is_nearly_full_before_a_write_fails(small_disk):
+    """Before: 200 until a write had failed for want of room."""
+    app = create_app({"TESTING": True, "DATABASE": str(small_disk / "backup.db"), "JWT_SECRET": SECRET,
+                      "MIN_FREE_MB": 0})
+    app.config["MIN_FREE_MB"] = 1  # the 1 MiB disk: less than that is free from the start
+    client = app.test_client()
+    try:
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "the disk is nearly full" in health.get_json()["message"]
+        assert "backup_api_store_writable 0.0" in client.get("/metrics").get_data(as_text=True)
+        assert post_event(client, valid_event("bet")).status_code == 200  # writes go on until one fails
+        app.config["MIN_FREE_MB"] = 0
+        assert client.get("/healthz").status_code == 200
+        assert "backup_api_store_writable 1.0" in client.get("/metrics").get_data(as_text=True)
+    finally:
+        app.extensions["store"].close()
+
+
+def test_healthz_answers_within_a_second_whatever_the_busy_timeout(tmp_path):
+    """Before: 5.02 s under a lock held by another process, longer than a proxy's check waits."""
+    import time
+
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "backup.db"), "JWT_SECRET": SECRET,
+                      "BUSY_TIMEOUT_MS": 5000})
+    client = app.test_client()
+    try:
+        other = sqlite3.connect(tmp_path / "backup.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process writing
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                health = client.get("/healthz")
+                assert time.monotonic() - started < 1.0
+                assert health.status_code == 503 and "locked" in health.get_json()["message"]
+            started = time.monotonic()
+            assert "backup_api_store_writable 0.0" in client.get("/metrics").get_data(as_text=True)
+            assert time.monotonic() - started < 1.0
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert client.get("/healthz").status_code == 200
     finally:
         app.extensions["store"].close()
 
