@@ -15,7 +15,7 @@ def on_page_read_source(page, config):
         # The README's links point into docs/ from the top of the repository; the site is docs/.
         return re.sub(r"\]\(docs/", "](", text).replace("](CHANGELOG.md)", "](changelog.md)")
     if page.file.src_uri == "changelog.md":
-        return (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+        return re.sub(r"\]\(docs/", "](", (ROOT / "CHANGELOG.md").read_text(encoding="utf-8"))
     return None
 
 

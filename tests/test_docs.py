@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,42 @@ def test_the_site_builds_strictly_with_its_generated_pages(tmp_path):
         assert f"<code>{path}</code>" in commands, path
     home = (site / "index.html").read_text(encoding="utf-8")
     assert "Two commands" in home and 'href="operators/install/"' in home  # the README, its links into the site
+
+
+def test_the_install_pages_settings_file_and_minting_line_agree_with_the_service(tmp_path):
+    """Before: `token issue` read none of the unit's EnvironmentFile, and signed with a secret of its own."""
+    from tests.helpers import valid_event
+    from tests.server import Server
+
+    srv = tmp_path / "srv"
+    env_file = tmp_path / "game-backup-api.env"
+    env_file.write_text(docs_block("environment-file").replace("/var/lib/game-backup-api", str(srv)))
+    settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and line[0] != "#")
+    server = Server(Path(settings["BACKUP_API_DATABASE"]))
+    server.env.update(settings)  # as systemd's EnvironmentFile gives them to the service
+    command = tmp_path / "game-backup-api"
+    command.write_text(f'#!/bin/sh\nexec {sys.executable} -c "from backup_api.cli import main; main()" "$@"\n')
+    command.chmod(0o755)
+    mint = docs_block("mint").replace("runuser -u backup-api -- ", "").replace(
+        "/opt/game-backup-api/game-backup-api", str(command)).replace("/etc/game-backup-api.env", str(env_file))
+    elsewhere = tmp_path / "elsewhere"  # an operator's shell, in another folder
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
+    env["PYTHONPATH"] = str(ROOT)
+    with server:
+        minted = subprocess.run(["sh", "-e", "-c", mint], cwd=elsewhere, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert minted.returncode == 0, minted.stderr
+        status, _, body = server.request("POST", "/player-events", valid_event("bet"), token=minted.stdout.strip())
+        assert status == 200, body
+    assert not (elsewhere / "instance").exists()  # no database, no secret of its own
+
+
+def test_the_changelog_describes_this_version_and_its_layout():
+    from backup_api import storage
+    from backup_api.version import __version__
+
+    headings = re.findall(r"^## (\d+\.\d+\.\d+)(.*)$", (ROOT / "CHANGELOG.md").read_text(encoding="utf-8"), re.M)
+    version, rest = headings[0]
+    assert version == __version__, "a new version without its entry in CHANGELOG.md"
+    assert f"layout {storage.SCHEMA_VERSION}" in rest, "the newest entry must name the database layout it writes"

@@ -1,4 +1,4 @@
-"""HTTPS in front of the service: the manual's Caddyfile (docs/operators/https.md), run by a real Caddy before a real server."""
+"""HTTPS in front of the service: the Caddyfile of docs/operators/https.md, run by a real Caddy before a real server."""
 
 import http.client
 import json

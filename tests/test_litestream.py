@@ -27,7 +27,7 @@ SYNC_SECONDS = 20  # the longest we wait for a replica to catch up
 
 
 def config(tmp_path: Path, database: Path) -> Path:
-    """A litestream.yml replicating database to a folder (a file replica), as the manual's example does (docs/operators/litestream.md)."""
+    """A litestream.yml replicating database to a folder (a file replica), as docs/operators/litestream.md does."""
     path = tmp_path / "litestream.yml"
     path.write_text(
         "dbs:\n"
