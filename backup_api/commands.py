@@ -40,9 +40,8 @@ def serve_command(host, port, threads, stand_in):
     app = current_app._get_current_object()
     if stand_in and not app.config["STAND_IN"]:
         standin.init_app(app)
-    store = get_store(app)  # opened before the first request, so that a bad one fails here
+    get_store(app)  # opened before the first request, so that a bad one fails here
     keys.secret_key(app)
-    app.logger.info("%s", config.start_line(app, store.name))
     channel = standin.StandInChannel if app.config["STAND_IN"] else server.JSONErrorChannel
     server.serve(app, host=host, port=port, threads=threads, channel=channel)
 

@@ -18,7 +18,7 @@ from waitress.adjustments import Adjustments
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
-from backup_api import logs, storage
+from backup_api import config, logs, storage
 from backup_api.config import MAX_BODY_BYTES, ConfigError
 from backup_api.errors import envelope_bytes
 
@@ -353,6 +353,7 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int = 
     # (Never done for a server in another program's process: its loggers are its own.)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     logs.lighten_records()
+    app.logger.info("%s", config.start_line(app, storage.get_store(app).name))
     app.logger.info("open descriptors: at most %d (raised from %d); connections: at most %d", soft, before,
                     server.adj.connection_limit)
     stop = []

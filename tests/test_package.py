@@ -29,8 +29,9 @@ def test_version_and_help():
     for command in ("serve", "token", "events", "players", "db"):
         assert f"  {command} " in result.output
     assert "instance/backup.db under the working directory" in " ".join(result.output.split())
-    for flask_only in ("--app", "--env-file", "--debug", "  run ", "  shell "):
+    for flask_only in ("--app", "--debug", "  run ", "  shell "):
         assert flask_only not in result.output
+    assert "--env-file FILE" in result.output  # the service's settings file, read by every command
 
 
 @pytest.fixture(scope="module")

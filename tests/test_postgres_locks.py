@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from backup_api import storage
+from backup_api import health, storage
 from backup_api.storage.postgres import PostgresStore, partner_lock
 from backup_api.storage.sqlstore import SQLStore
 from tests.helpers import valid_event
@@ -69,9 +69,9 @@ def test_a_client_stopped_inside_a_transaction_holds_writers_out_for_seconds_and
         assert stopped.holding.wait(10)
         time.sleep(1.2)  # idle inside its transaction for over a second
         with pytest.raises(storage.StorageError, match="writes are held out"):
-            service.ping()
+            service.ping(health.LOCK_WAIT_S)
         took = until_accepted(service)
-        service.ping()  # healthy again, as soon as writers can go on
+        service.ping(health.LOCK_WAIT_S)  # healthy again, as soon as writers can go on
     finally:
         stopped.release.set()
         stopped.join(30)

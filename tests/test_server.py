@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from backup_api import storage
+from backup_api.version import __version__
 from tests.helpers import SECRET, count_rows, event_lines, make_token, valid_event
 from tests.server import ROOT, Server
 
@@ -215,6 +216,9 @@ def test_a_stop_while_a_request_is_under_way_prints_no_traceback(tmp_path):
     assert answers == [200]
     printed = (tmp_path / "stderr").read_text()
     assert "stopped cleanly" in printed and "Traceback" not in printed, printed
+    # The first line says what ran: the version, the database, the settings given.
+    assert printed.splitlines()[0].endswith(f"INFO game-backup-api {__version__} starting; database: {database};"
+                                            " settings not at their default: BACKUP_API_JWT_SECRET=set"), printed
 
 
 def test_a_request_half_read_when_the_stop_comes_is_answered_before_the_server_exits(tmp_path):

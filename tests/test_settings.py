@@ -97,3 +97,16 @@ def test_settings_refuses_a_bad_value_as_the_server_would(environment, tmp_path)
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and result.stderr == (
         "Error: BACKUP_API_BUSY_TIMEOUT_MS must be a positive whole number of milliseconds, not 'soon'\n")
+
+
+def test_the_start_line_names_the_version_the_database_without_password_and_the_settings_changed(environment):
+    from backup_api.storage.postgres import _without_password
+    from backup_api.version import __version__
+
+    environment.setenv("BACKUP_API_RATE_LIMIT", "300/second")
+    app = create_app()
+    line = config.start_line(app, _without_password("postgresql://u:hunter2@db:5432/b?password=hunter3&sslmode=require"))
+    assert line.startswith(f"game-backup-api {__version__} starting; database: postgresql://u:***@db:5432/b?")
+    assert "password=***" in line and "sslmode=require" in line and "hunter" not in line
+    assert line.endswith("settings not at their default: BACKUP_API_JWT_SECRET=set, BACKUP_API_RATE_LIMIT=300/second")
+    app.extensions["store"].close()
