@@ -35,7 +35,7 @@ def serve_command(host, port, threads, stand_in):
     It prints "Serving on http://HOST:PORT" once it listens, and one log line per request on
     stderr. The database is BACKUP_API_DATABASE (default: instance/backup.db under the working
     directory), its secret jwt-secret beside it; both are made on first start. With --stand-in,
-    nothing is kept (see the README's "For test suites").
+    nothing is kept (see docs/test-suites/).
     """
     app = current_app._get_current_object()
     if stand_in and not app.config["STAND_IN"]:

@@ -127,7 +127,7 @@ def rotate_secret_file(app: Flask) -> str:
     """Make a new secret in jwt-secret; the one it replaces joins jwt-secret.previous. Return the new one's kid."""
     if app.config["JWT_SECRET"] is not None:
         raise ConfigError("the secret is BACKUP_API_JWT_SECRET's: rotate it there, the old one into"
-                          " BACKUP_API_JWT_PREVIOUS_SECRETS (see the README's Tokens)")
+                          " BACKUP_API_JWT_PREVIOUS_SECRETS (see the manual's Tokens page)")
     old = _secret_file(app)
     folder = _folder(app)
     previous = os.path.join(folder, PREVIOUS_FILE)

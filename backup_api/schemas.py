@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 # The event catalog: each event_type and the fields it requires beyond the three
-# that every event carries. The README, the tests and the validation read it from here.
+# that every event carries. The manual, the tests and the validation read it from here.
 EVENT_RULES: dict[str, tuple[str, ...]] = {
     "game_open": ("game_id",),
     "game_close": ("game_id",),

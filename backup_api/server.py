@@ -164,7 +164,7 @@ _REFUSED = envelope_bytes("too many connections from this address (BACKUP_API_MA
 TOO_MANY_CONNECTIONS = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(_REFUSED)) + _REFUSED
 
-# The waitress settings `serve` uses (the README's configuration section explains them); the
+# The waitress settings `serve` uses (docs/operators/settings.md explains them); the
 # connection limit is derived from the descriptors the process may open (connection_limit).
 WAITRESS = {
     "channel_timeout": 30,

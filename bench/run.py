@@ -23,7 +23,9 @@ from tests.helpers import SECRET, make_token
 from tests.server import Server
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+RESULTS = HERE / "results"  # what the runs keep between them (a filled database), never committed
+# Each run's table, a page of its own in the manual's benchmarks section (never committed either).
+RUNS = HERE.parent / "docs" / "benchmarks" / "runs"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 8
@@ -355,9 +357,16 @@ def main() -> int:
         *on_postgres,
     ]
     table = "\n".join(lines)
-    (RESULTS / "latest.md").write_text(table + "\n")
+    RUNS.mkdir(parents=True, exist_ok=True)
+    when = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE.parent, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    page = RUNS / f"{when}.md"
+    page.write_text(f"# Run of {when}\n\n`make bench` at commit `{commit}`, on {platform.machine()}"
+                    f" ({os.cpu_count()} cores), Python {platform.python_version()}.\n\n{table}\n")
     print()
     print(table)
+    print(f"\nwritten to {page.relative_to(HERE.parent)}")
     return 0
 
 

@@ -102,7 +102,7 @@ def per_test() -> dict:
 
 
 def old_fixture(folder: Path, starts: int = 5) -> float:
-    """The README's former fixture, per test: a `token issue` process, then a server to its first /healthz."""
+    """The former fixture, per test: a `token issue` process, then a server to its first /healthz."""
     times = []
     for _ in range(starts):
         workdir = Path(tempfile.mkdtemp(prefix="old", dir=folder))

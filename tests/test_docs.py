@@ -189,3 +189,8 @@ def test_the_changelog_describes_this_version_and_its_layout():
     version, rest = headings[0]
     assert version == __version__, "a new version without its entry in CHANGELOG.md"
     assert f"layout {storage.SCHEMA_VERSION}" in rest, "the newest entry must name the database layout it writes"
+
+
+def test_the_readme_is_a_front_page():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 300, f"README.md has {len(lines)} lines: the manual's pages are in docs/"
