@@ -230,7 +230,7 @@ def _components() -> dict:
                 "type": "http",
                 "scheme": "bearer",
                 "bearerFormat": "JWT",
-                "description": "HS256 JWT with sub, exp and optionally partners and scope (see the manual's Tokens page)."
+                "description": "HS256 JWT with sub, exp and optionally partners and scope (see the manual: Tokens)."
                 " Scopes: events:write (POST /player-events), events:read (GET /player-events,"
                 " /player-events/{id}), vip:write (PUT .../vip), vip:read (GET .../vip); a token without the"
                 " scope claim holds all four. Lacking the one an operation needs: 403, WWW-Authenticate:"
