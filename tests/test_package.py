@@ -337,3 +337,24 @@ def _stop(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=20)
     proc.stdout.close()
+
+
+def test_the_executable_starts_where_tmp_is_noexec_with_tmpdir_set(executable, tmp_path):
+    """The unit's TMPDIR (docs/operators/install.md): a noexec /tmp stops the executable, a folder of its own not."""
+    noexec = tmp_path / "noexec"
+    noexec.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m,noexec", "tmpfs", str(noexec)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a noexec tmpfs here: {mounted.stderr.strip()}")
+    try:
+        refused = subprocess.run(["env", "-i", f"TMPDIR={noexec}", str(executable), "--version"], cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0, refused.stdout  # what an operator meets with a noexec /tmp
+        own = tmp_path / "own-tmp"
+        own.mkdir(mode=0o700)
+        started = subprocess.run(["env", "-i", f"TMPDIR={own}", str(executable), "--version"], cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=120)
+        assert started.stdout == f"game-backup-api, version {backup_api.__version__}\n", started.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(noexec)], check=False)
