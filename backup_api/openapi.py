@@ -95,17 +95,17 @@ def _read(operation_id: str, summary: str, ok: str, ok_description: str, scope: 
     }
 
 
-def _query_parameters() -> list[dict]:
-    """The query parameters of GET /player-events, from the schema that checks them."""
+def _query_parameters(schema) -> list[dict]:
+    """The query parameters of a GET, from the schema that checks them."""
     return [
         {
-            "name": name,
+            "name": field.data_key or name,
             "in": "query",
             "required": field.required,
             "description": field.metadata.get("description", ""),
             "schema": field_schema(field),
         }
-        for name, field in schemas.EventQuerySchema().fields.items()
+        for name, field in schema.fields.items()
     ]
 
 
@@ -168,8 +168,32 @@ def _paths() -> dict:
                 "EventPage", "A page of events.", "events:read", 400, 401, 403, 503,
                 description="Follow `next` until it is null: each matching event comes exactly once. A page"
                 " may hold fewer than `limit` events, even none, and still have a `next`.",
-                parameters=_query_parameters(),
+                parameters=_query_parameters(schemas.EventQuerySchema()),
             ),
+        },
+        "/player-events/summary": {
+            "get": _read(
+                "summarisePlayerEvents", "Check the backup: events and exact amounts by day, type and currency",
+                "Summary", "The partner's totals.", "events:read", 400, 401, 403, 503,
+                description="Days are UTC days of received_at, from and to included. Amounts are exact decimal"
+                " sums of the amounts as sent, written as strings; kept as events are stored, so as fast for"
+                " years of events as for a day's.",
+                parameters=_query_parameters(schemas.SummaryQuerySchema()),
+            ),
+        },
+        "/player-events/missing": {
+            "post": {
+                "operationId": "findMissingPlayerEvents",
+                "summary": "Check the backup: which of these event_ids are not held",
+                "security": _needs("events:read"),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MissingQuestion"}}},
+                },
+                "responses": _responses(200, 400, 401, 403, 413, 415, 503,
+                                        ok={"$ref": "#/components/schemas/MissingAnswer"},
+                                        descriptions={200: "The event_ids not held, in the order given."}),
+            },
         },
         "/player-events/{id}": {
             "get": _read(
@@ -298,6 +322,45 @@ def _components() -> dict:
                         "description": "Pass as `after` for the next page; null on the last page.",
                     },
                 },
+            },
+            "Summary": {
+                "type": "object",
+                "required": ["partner_id", "from", "to", "rows"],
+                "properties": {
+                    "partner_id": {"type": "string"},
+                    "from": {"type": ["string", "null"], "format": "date"},
+                    "to": {"type": ["string", "null"], "format": "date"},
+                    "rows": {"type": "array", "items": {"$ref": "#/components/schemas/SummaryRow"},
+                             "description": "One row per (day, event_type, currency) holding events, in that order."},
+                },
+            },
+            "SummaryRow": {
+                "type": "object",
+                "required": ["day", "event_type", "currency", "events", "amount"],
+                "properties": {
+                    "day": {"type": "string", "format": "date", "description": "A UTC day of received_at."},
+                    "event_type": {"type": "string", "enum": list(schemas.EVENT_RULES)},
+                    "currency": {"type": ["string", "null"], "description": "null: the events carry none."},
+                    "events": {"type": "integer", "minimum": 1},
+                    "amount": {"type": ["string", "null"], "pattern": "^[0-9]+(\\.[0-9]+)?$",
+                               "description": "The exact sum of the amounts, in plain decimal notation; null"
+                               " where none of the events carries one."},
+                },
+            },
+            "MissingQuestion": {
+                "type": "object",
+                "required": ["partner_id", "event_ids"],
+                "properties": {
+                    "partner_id": field_schema(schemas.Identifier()),
+                    "event_ids": {"type": "array", "items": field_schema(schemas.Identifier()), "minItems": 1,
+                                  "maxItems": schemas.MAX_MISSING},
+                },
+                "additionalProperties": False,
+            },
+            "MissingAnswer": {
+                "type": "object",
+                "required": ["missing"],
+                "properties": {"missing": {"type": "array", "items": {"type": "string"}}},
             },
             "VipStatus": {
                 "type": "object",

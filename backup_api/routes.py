@@ -9,6 +9,7 @@ from backup_api import health, logs, metrics, record, schemas, storage
 from backup_api.cursors import make_cursor, read_cursor
 from backup_api.errors import error_response
 from backup_api.storage import get_store
+from backup_api.storage.totals import amount_text
 from backup_api.tokens import authenticate, authorise, owned_partners
 from backup_api.wire import format_event, ok_response, read_json
 
@@ -72,6 +73,32 @@ def list_player_events():
     cursor = "null" if next_after is None else f'"{make_cursor(next_after, query)}"'
     body = '{"events": [' + ", ".join(format_event(*e) for e in events) + f'], "next": {cursor}}}'
     return Response(body, mimetype="application/json")
+
+
+@bp.get("/player-events/summary")
+def summarise_player_events():
+    """Count a partner's events and sum their amounts exactly, by day (UTC), event_type and currency."""
+    claims = authenticate("events:read")
+    for partner_id in sorted(set(request.args.getlist("partner_id"))):
+        if partner_id:
+            authorise(claims, partner_id)
+    query = schemas.validate_summary_query(request.args.to_dict(flat=False))
+    first, last = query["first"], query["last"]
+    rows = get_store().summary(query["partner_id"], first or schemas.FIRST_DAY, last or schemas.LAST_DAY)
+    return {"partner_id": query["partner_id"], "from": first, "to": last, "rows": [
+        {"day": row.day, "event_type": row.event_type, "currency": row.currency, "events": row.events,
+         "amount": None if row.amount is None else amount_text(row.amount)} for row in rows]}
+
+
+@bp.post("/player-events/missing")
+def missing_player_events():
+    """Say which of the event_ids given the partner holds no event of, in the order given."""
+    claims = authenticate("events:read")
+    payload = read_json()
+    if isinstance(payload, dict) and isinstance(payload.get("partner_id"), str) and payload["partner_id"]:
+        authorise(claims, payload["partner_id"])  # ownership first, as everywhere
+    question = schemas.validate_missing(payload)
+    return {"missing": get_store().missing(question["partner_id"], question["event_ids"])}
 
 
 @bp.get(f"/player-events/<int(max={schemas.MAX_ROW_ID}):event_row_id>")

@@ -2,7 +2,7 @@
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -400,12 +400,17 @@ class EventQuerySchema(Schema):
 _query_schema = EventQuerySchema()
 
 
-def validate_event_query(args: dict[str, list[str]]) -> dict:
-    """Check the query parameters of a page read (each given at most once); return them loaded."""
+def _once(args: dict[str, list[str]]) -> dict[str, str]:
+    """The query parameters, each given at most once (ValidationError naming those given twice)."""
     repeated = {name: ["Given more than once."] for name, values in args.items() if len(values) > 1}
     if repeated:
         raise ValidationError(repeated)
-    query = _query_schema.load({name: values[0] for name, values in args.items()})
+    return {name: values[0] for name, values in args.items()}
+
+
+def validate_event_query(args: dict[str, list[str]]) -> dict:
+    """Check the query parameters of a page read (each given at most once); return them loaded."""
+    query = _query_schema.load(_once(args))
     for name in ("received_after", "received_before"):
         if name in query:
             query[name] = microseconds(query[name])
@@ -414,3 +419,72 @@ def validate_event_query(args: dict[str, list[str]]) -> dict:
 
 # The largest id a stored event can have (SQLite's and PostgreSQL's bigint).
 MAX_ROW_ID = 2**63 - 1
+
+
+# Checking the backup ---------------------------------------------------------------------
+
+# The first and the last day a summary can name.
+FIRST_DAY, LAST_DAY = "0001-01-01", "9999-12-31"
+MAX_MISSING = 10_000
+
+
+class Day(fields.String):
+    """A UTC day of the calendar, YYYY-MM-DD."""
+
+    json_schema = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+                return date.fromisoformat(text).isoformat()
+        except ValueError:
+            raise ValidationError("Must be a day of the calendar, YYYY-MM-DD.") from None
+        raise ValidationError("Must be a day, YYYY-MM-DD.")
+
+
+class SummaryQuerySchema(Schema):
+    """The query of GET /player-events/summary: the partner, and the days (UTC, of received_at), both included."""
+
+    partner_id = Identifier(required=True, metadata={"description": "Partner whose totals to give; yours."})
+    first = Day(data_key="from", metadata={"description": "The first day (UTC), YYYY-MM-DD; none: the first held."})
+    last = Day(data_key="to", metadata={"description": "The last day (UTC), YYYY-MM-DD; none: the last held."})
+
+    class Meta:
+        unknown = RAISE
+
+    @validates_schema
+    def _ordered(self, data, **kwargs):
+        if "first" in data and "last" in data and data["first"] > data["last"]:
+            raise ValidationError("Must not be after to.", "from")
+
+
+_summary_schema = SummaryQuerySchema()
+
+
+def validate_summary_query(args: dict[str, list[str]]) -> dict:
+    """Check the query of a summary (each parameter at most once); return partner_id, first and last (None: open)."""
+    query = _summary_schema.load(_once(args))
+    return {"partner_id": query["partner_id"], "first": query.get("first"), "last": query.get("last")}
+
+
+class MissingSchema(Schema):
+    """The body of POST /player-events/missing."""
+
+    partner_id = Identifier(required=True, metadata={"description": "Partner whose events to look for; yours."})
+    event_ids = fields.List(
+        Identifier(), required=True, validate=validate.Length(min=1, max=MAX_MISSING),
+        metadata={"description": f"1 to {MAX_MISSING:,} event_ids to look for."},
+    )
+
+    class Meta:
+        unknown = RAISE
+
+
+_missing_schema = MissingSchema()
+
+
+def validate_missing(payload) -> dict:
+    """Check the body of a missing-events question; return it loaded."""
+    require_object(payload)
+    return _missing_schema.load(payload)

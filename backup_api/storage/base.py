@@ -65,8 +65,8 @@ MAX_PAGE_BYTES = 4 << 20
 # The layout both stores write, stamped in the database; a database of another layout is refused,
 # but for those of UPGRADES_FROM, which a store brings up to date when it opens them (in one
 # transaction, adding what the newer layout adds: nothing held is rewritten).
-SCHEMA_VERSION = 3
-UPGRADES_FROM = (2,)
+SCHEMA_VERSION = 4
+UPGRADES_FROM = (2, 3)
 
 
 def layout_refused(name: str, version: int, advice: str) -> StorageError:
@@ -262,6 +262,20 @@ class Store:
         in the order their events were committed, so a reader paging with `after` never misses
         one committed later.
         """
+        raise NotImplementedError
+
+    def summary(self, partner_id: str, first_day: str, last_day: str) -> list:
+        """Return the partner's totals.Total rows from first_day to last_day (YYYY-MM-DD, both
+        included), by day, event_type and currency: kept as events are stored, so as fast for years
+        of events as for a day's."""
+        raise NotImplementedError
+
+    def missing(self, partner_id: str, event_ids: list[str]) -> list[str]:
+        """Return those of event_ids that the partner holds no event of, in the order given."""
+        raise NotImplementedError
+
+    def check_totals(self) -> list[str]:
+        """Recount the totals from the events; return what differs, at most 20 lines (empty when they agree)."""
         raise NotImplementedError
 
     def get_event(self, event_row_id: int) -> FoundEvent | None:

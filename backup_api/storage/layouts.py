@@ -5,7 +5,7 @@ and a table for the layout's stamp, which SQLite keeps in user_version); test_la
 two equal, column for column and index for index. A change here is a new SCHEMA_VERSION, and
 each store brings an older layout it can upgrade (base.UPGRADES_FROM) up to date when it opens it.
 
-Layout 2 had events and players; layout 3 added revocations.
+Layout 2 had events and players; layout 3 added revocations; layout 4 the totals (totals.py).
 """
 
 import sqlite_utils
@@ -43,6 +43,17 @@ def create_sqlite_tables(db: sqlite_utils.Database) -> None:
         not_null={"is_vip", "updated_at", "updated_by"},
     )
     create_sqlite_revocations(db)
+    create_sqlite_totals(db)
+
+
+def create_sqlite_totals(db: sqlite_utils.Database) -> None:
+    """Create the totals table (layout 4): each partner's events and the exact sum of their amounts, by
+    (day, event_type, currency); the currency "" where the events carry none, the amount NULL where none."""
+    db.table("totals").create(
+        {"partner_id": str, "day": str, "event_type": str, "currency": str, "events": int, "amount": str},
+        pk=("partner_id", "day", "event_type", "currency"),
+        not_null={"events"},
+    )
 
 
 def create_sqlite_revocations(db: sqlite_utils.Database) -> None:
@@ -77,6 +88,19 @@ CREATE TABLE players (
     updated_at text NOT NULL,
     updated_by text NOT NULL,
     PRIMARY KEY (partner_id, player_login)
+);
+"""
+
+# Layout 4's table, created with the others in a new database and added (then filled) to an older one.
+POSTGRES_TOTALS = """
+CREATE TABLE totals (
+    partner_id text NOT NULL,
+    day text NOT NULL,
+    event_type text NOT NULL,
+    currency text NOT NULL,
+    events bigint NOT NULL,
+    amount text,
+    PRIMARY KEY (partner_id, day, event_type, currency)
 );
 """
 

@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from backup_api.storage.base import (
     SCHEMA_VERSION,
+    UPGRADES_FROM,
     EventConflict,
     StorageError,
     WriteOutcomeUnknown,
@@ -24,7 +25,7 @@ from backup_api.storage.base import (
     layout_refused,
 )
 from backup_api.storage.jsonform import parsed_content_key
-from backup_api.storage.layouts import POSTGRES_REVOCATIONS, POSTGRES_TABLES
+from backup_api.storage.layouts import POSTGRES_REVOCATIONS, POSTGRES_TABLES, POSTGRES_TOTALS
 from backup_api.storage.rows import EventRow
 from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
 
@@ -235,10 +236,13 @@ class PostgresStore(SQLStore):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LAYOUT_LOCK,))  # one process creates them
             if _one(conn.execute("SELECT to_regclass('events') IS NULL")):
-                conn.execute(POSTGRES_TABLES + POSTGRES_REVOCATIONS)
+                conn.execute(POSTGRES_TABLES + POSTGRES_REVOCATIONS + POSTGRES_TOTALS)
                 conn.execute("INSERT INTO backup_api_layout VALUES (%s)", (SCHEMA_VERSION,))
-            elif self._layout(conn) == 2:
-                conn.execute(POSTGRES_REVOCATIONS)
+            elif self._layout(conn) in UPGRADES_FROM:
+                if self._layout(conn) == 2:
+                    conn.execute(POSTGRES_REVOCATIONS)
+                conn.execute(POSTGRES_TOTALS)
+                self._recount_all(conn)
                 conn.execute("UPDATE backup_api_layout SET version = %s", (SCHEMA_VERSION,))
             version = self._layout(conn)
         if version != SCHEMA_VERSION:
@@ -302,6 +306,7 @@ class PostgresStore(SQLStore):
                 with _transaction(conn):
                     self._lock_partners(conn, rows)
                     new = self._insert(conn, INSERT, rows)
+                    self._count(conn, [row for row, is_new in zip(rows, new, strict=True) if is_new])
             except EventConflict as exc:
                 if len(group) == 1:
                     group[0].error = exc
@@ -314,6 +319,8 @@ class PostgresStore(SQLStore):
                                 request.new = self._insert(conn, INSERT, request.rows)
                         except EventConflict as conflict:
                             request.error = conflict
+                    self._count(conn, [row for request in group if request.error is None
+                                       for row, is_new in zip(request.rows, request.new, strict=True) if is_new])
                 return
         for request in group:
             request.new, new = new[: len(request.rows)], new[len(request.rows) :]

@@ -22,7 +22,7 @@ from backup_api.storage.base import (
 from backup_api.storage.files import create_private_file
 from backup_api.storage.importing import PLAYER_SELECT, attached_staging, copy_events
 from backup_api.storage.jsonform import parsed_content_key
-from backup_api.storage.layouts import create_sqlite_revocations, create_sqlite_tables
+from backup_api.storage.layouts import create_sqlite_revocations, create_sqlite_tables, create_sqlite_totals
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow
 from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
 
@@ -149,8 +149,11 @@ class SQLiteStore(SQLStore):
             if not self.db["events"].exists():
                 create_sqlite_tables(self.db)
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif self._layout() == 2:
-                create_sqlite_revocations(self.db)
+            elif self._layout() in UPGRADES_FROM:
+                if self._layout() == 2:
+                    create_sqlite_revocations(self.db)
+                create_sqlite_totals(self.db)
+                self._recount_all(self._conn)
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn.execute("COMMIT")
         except BaseException:
@@ -311,18 +314,20 @@ class SQLiteStore(SQLStore):
                     conn.execute("ROLLBACK TO request")
                     request.error = exc
                 conn.execute("RELEASE request")
+            self._count(conn, [row for request in group if request.error is None
+                               for row, is_new in zip(request.rows, request.new, strict=True) if is_new])
 
     def _insert_new(self, rows: list[EventRow]) -> bool:
         """Insert rows all or nothing, if none is held already; tell whether they were.
 
         The common case, every event new, in as few statements as can be: each one gives the GIL
         up and waits to take it back while the group's other requests wait for the commit, and
-        under load that wait, not SQLite, was most of a commit's time. Up to GROUP_ROWS rows are
-        one INSERT, its own transaction; more, GROUP_ROWS to a statement in one transaction. A
-        row held already (or twice in rows) fails its statement, and nothing is kept.
+        under load that wait, not SQLite, was most of a commit's time. GROUP_ROWS rows to a
+        statement, and their totals, in one transaction. A row held already (or twice in rows)
+        fails its statement, and nothing is kept.
         """
         try:
-            with self._guarded("the events could not be stored", begin=len(rows) > GROUP_ROWS) as conn:
+            with self._guarded("the events could not be stored") as conn:
                 for start in range(0, len(rows), GROUP_ROWS):
                     chunk = rows[start : start + GROUP_ROWS]
                     values = [value for row in chunk for value in row[:SQLITE_COLUMNS]]
@@ -330,6 +335,7 @@ class SQLiteStore(SQLStore):
                         conn.execute(_insert_rows(len(chunk)), values)
                     except sqlite3.IntegrityError:
                         raise _Held from None
+                self._count(conn, rows)
         except _Held:
             return False
         return True

@@ -20,7 +20,8 @@ def inspect_database(conn: sqlite3.Connection) -> tuple[int, list[str]]:
     """Return an open database's layout (0 without our tables) and what SQLite's integrity_check says (["ok"])."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not {"events", "players"} | ({"revocations"} if version >= 3 else set()) <= tables:
+    if not ({"events", "players"} | ({"revocations"} if version >= 3 else set())
+            | ({"totals"} if version >= 4 else set())) <= tables:
         version = 0
     return version, [message for (message,) in conn.execute("PRAGMA integrity_check(20)")]
 

@@ -10,8 +10,10 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from decimal import Decimal
 from typing import NamedTuple
 
+from backup_api.storage import totals
 from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, ImportStopped, RecordError, Store
 from backup_api.storage.importing import (
     EVENT_COLUMNS,
@@ -21,6 +23,7 @@ from backup_api.storage.importing import (
     interrupts_held,
 )
 from backup_api.storage.rows import (
+    EventRow,
     ExportedEvent,
     FoundEvent,
     PlayerRecord,
@@ -30,6 +33,10 @@ from backup_api.storage.rows import (
     now_us,
     rfc3339_us,
 )
+from backup_api.storage.totals import Total
+
+# The event_ids a statement of `missing` asks about at a time (SQLite takes at most 32,766 parameters).
+MISSING_CHUNK = 1000
 
 
 class Dialect(NamedTuple):
@@ -85,6 +92,18 @@ class Statements:
                        " ON CONFLICT (kind, value) DO UPDATE SET revoked_at = excluded.revoked_at")
         self.lift = f"DELETE FROM revocations WHERE kind = {m} AND value = {m}"
         self.revocations = "SELECT kind, value, revoked_at FROM revocations ORDER BY revoked_at, kind, value"
+        # The totals (totals.py): one row read and written back with the events a commit adds to it.
+        key = f"partner_id = {m} AND day = {m} AND event_type = {m} AND currency = {m}"
+        self.total = f"SELECT events, amount FROM totals WHERE {key}"
+        self.put_total = ("INSERT INTO totals (partner_id, day, event_type, currency, events, amount)"
+                          f" VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (partner_id, day, event_type, currency)"
+                          " DO UPDATE SET events = excluded.events, amount = excluded.amount")
+        self.summary = (f"SELECT day, event_type, currency, events, amount FROM totals WHERE partner_id = {m}"
+                        f" AND day >= {m} AND day <= {m} ORDER BY day, event_type{d.by_bytes}, currency{d.by_bytes}")
+        self.all_totals = "SELECT partner_id, day, event_type, currency, events, amount FROM totals"
+        self.counted_events = f"SELECT partner_id, received_at, {d.event_text} FROM events"
+        # {marks}: one mark per id asked about.
+        self.held_event_ids = f"SELECT event_id FROM events WHERE partner_id = {m} AND event_id IN ({{marks}})"
         self.mark = m
 
 
@@ -290,6 +309,43 @@ class SQLStore(Store):
         with self._reading() as conn:
             return [Revocation._make(row) for row in conn.execute(self.sql.revocations).fetchall()]
 
+    # What a partner holds ---------------------------------------------------------------
+
+    def summary(self, partner_id, first_day, last_day):
+        """Return the partner's totals from first_day to last_day (YYYY-MM-DD, both included), in order."""
+        with self._reading() as conn:
+            rows = conn.execute(self.sql.summary, (partner_id, first_day, last_day)).fetchall()
+        return [Total(day, event_type, currency or None, events, None if amount is None else Decimal(amount))
+                for day, event_type, currency, events, amount in rows]
+
+    def missing(self, partner_id, event_ids):
+        """Return the event_ids of event_ids that the partner holds no event of, in their order."""
+        held: set[str] = set()
+        with self._reading() as conn:
+            for start in range(0, len(event_ids), MISSING_CHUNK):
+                chunk = event_ids[start : start + MISSING_CHUNK]
+                statement = self.sql.held_event_ids.format(marks=", ".join([self.sql.mark] * len(chunk)))
+                held.update(event_id for (event_id,) in conn.execute(statement, (partner_id, *chunk)))
+        return [event_id for event_id in event_ids if event_id not in held]
+
+    def check_totals(self):
+        """Recount the totals from the events; return what differs (empty when they agree)."""
+        with self._reading() as conn, self._snapshot(conn):
+            with self._stream(conn, self.sql.counted_events, [], 10_000) as rows:
+                expected = totals.recount(rows)
+            kept = {tuple(row[:4]): (row[4], row[5]) for row in conn.execute(self.sql.all_totals).fetchall()}
+        return [f"the totals of {key} say {kept.get(key)}, the events {expected.get(key)}"
+                for key in sorted(set(expected) | set(kept)) if expected.get(key) != kept.get(key)][:20]
+
+    def _count(self, conn, rows) -> None:
+        """Add rows (EventRow, or a staged record: id first), just stored on conn's transaction, to their totals."""
+        totals.count_events(conn, self.sql, ((row.partner_id, row.received_at, row.event) for row in rows))
+
+    def _recount_all(self, conn) -> None:
+        """Fill the totals table from every event held (an upgrade to layout 4, in its transaction)."""
+        with self._stream(conn, self.sql.counted_events, [], 10_000) as rows:
+            totals.count_events(conn, self.sql, rows)
+
     def import_events(self, records):
         """Check every record, then store them in pieces of IMPORT_HOLD_S; return (imported, already held).
 
@@ -313,7 +369,11 @@ class SQLStore(Store):
 
             def store(conn, after):
                 nonlocal imported
-                imported += sum(self._move_chunk(conn, staged, after, keep_ids))
+                new = self._move_chunk(conn, staged, after, keep_ids)
+                imported += sum(new)
+                if any(new):
+                    self._count(conn, [EventRow._make(record[1:]) for record, is_new
+                                       in zip(staged.records(after, len(new)), new, strict=True) if is_new])
 
             self._in_pieces(staged, store, begin, lambda conn: self._finish_import(conn, kept_ids=keep_ids))
             return imported, staged.count - imported

@@ -1,0 +1,83 @@
+"""What a partner holds, day by day: the events and the exact sum of their amounts per (day, event_type,
+currency), kept in the totals table in the same transaction as the events they count.
+
+A store adds a commit's new events to their rows (count_events) wherever events are written: the
+group commit, each piece of an import, the upgrade that makes the table. Amounts are added as
+decimals of unbounded precision, never floats: 0.1 + 0.1 + 0.1 is 0.3, and a sum is the exact sum
+of the amounts as sent. `db check` recounts the table from the events.
+"""
+
+import decimal
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import NamedTuple
+
+# Exact: as many digits as a sum needs (an amount is at most about 1.8e308, and has at most the
+# digits its JSON text has), so no addition ever rounds.
+EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[])
+# The currency of events that carry none, in the table's key (a key column cannot hold NULL in
+# a UNIQUE key on every backend); the answers say null.
+NO_CURRENCY = ""
+
+
+class Total(NamedTuple):
+    """A row of a summary: a day (UTC, of received_at), an event_type, a currency or None, how many
+    events, and the exact sum of their amounts (None when none carries one)."""
+
+    day: str
+    event_type: str
+    currency: str | None
+    events: int
+    amount: Decimal | None
+
+
+def day_of(received_at: int) -> str:
+    """The UTC day (YYYY-MM-DD) of a time in microseconds since the epoch."""
+    return datetime.fromtimestamp(received_at // 1_000_000, UTC).strftime("%Y-%m-%d")
+
+
+def amount_text(amount: Decimal) -> str:
+    """An amount in plain decimal notation (no exponent), as the table keeps it and the answer writes it."""
+    return format(amount, "f")
+
+
+Key = tuple[str, str, str, str]  # partner_id, day, event_type, currency ("" for none)
+
+
+def tally(events: Iterable[tuple[str, int, str]]) -> dict[Key, list]:
+    """Count events (partner_id, received_at, the event's JSON text) by key: {key: [events, amount or None]}."""
+    counts: dict[Key, list] = {}
+    for partner_id, received_at, text in events:
+        # The stored text was checked when it came in: the standard parser reads it, numbers exactly.
+        event = json.loads(text, parse_float=Decimal, parse_int=Decimal)
+        currency = event.get("currency")
+        key = (partner_id, day_of(received_at), event["event_type"],
+               currency if isinstance(currency, str) else NO_CURRENCY)
+        count = counts.get(key)
+        if count is None:
+            count = counts[key] = [0, None]
+        count[0] += 1
+        amount = event.get("amount")
+        if isinstance(amount, Decimal):
+            count[1] = amount if count[1] is None else EXACT.add(count[1], amount)
+    return counts
+
+
+def count_events(conn, sql, events: Iterable[tuple[str, int, str]]) -> None:
+    """Add events (partner_id, received_at, text), just stored on conn's transaction, to their totals."""
+    for key, (events_added, amount_added) in tally(events).items():
+        held = conn.execute(sql.total, key).fetchone()
+        count, amount = events_added, amount_added
+        if held is not None:
+            count += held[0]
+            if held[1] is not None:
+                amount = Decimal(held[1]) if amount is None else EXACT.add(Decimal(held[1]), amount)
+        conn.execute(sql.put_total, (*key, count, None if amount is None else amount_text(amount)))
+
+
+def recount(rows: Iterable[tuple[str, int, str]]) -> dict[Key, tuple[int, str | None]]:
+    """The totals table's rows as the events say they should be: {key: (events, amount text or None)}."""
+    return {key: (count, None if amount is None else amount_text(amount))
+            for key, (count, amount) in tally(rows).items()}
