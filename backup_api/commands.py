@@ -17,7 +17,7 @@ from marshmallow import ValidationError
 
 from backup_api import config, export_lines, keys, loading, revocations, schemas, server, standin, storage, tokens
 from backup_api.loading import LineError
-from backup_api.storage import get_store
+from backup_api.storage import get_store, totals
 
 
 @click.command("serve")
@@ -184,6 +184,27 @@ def export_events(partner, player, output):
     _write_lines(export_lines.event_lines(get_store().export_events(partner, player)), output)
 
 
+@events.command("summary")
+@click.option("--partner", required=True, help="The partner_id.")
+@click.option("--from", "first", help="The first day (UTC, of received_at), YYYY-MM-DD; none: the first held.")
+@click.option("--to", "last", help="The last day, YYYY-MM-DD; none: the last held.")
+def summary_command(partner, first, last):
+    """Print a partner's events and the exact sum of their amounts by day, event_type and currency.
+
+    One line each, separated by tabs: DAY, EVENT_TYPE, CURRENCY, EVENTS, AMOUNT (- for none), as
+    GET /player-events/summary gives them.
+    """
+    args = {"partner_id": [partner], **({"from": [first]} if first else {}), **({"to": [last]} if last else {})}
+    try:
+        query = schemas.validate_summary_query(args)
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(f"--{name}: {' '.join(map(str, problems))}"
+                                         for name, problems in exc.normalized_messages().items())) from None
+    for row in get_store().summary(partner, query["first"] or schemas.FIRST_DAY, query["last"] or schemas.LAST_DAY):
+        amount = "-" if row.amount is None else totals.amount_text(row.amount)
+        click.echo(f"{row.day}\t{row.event_type}\t{row.currency or '-'}\t{row.events}\t{amount}")
+
+
 @events.command("import")
 @click.argument("file", type=click.File("rb"))
 def import_events(file):
@@ -319,7 +340,9 @@ def check():
     click.echo("integrity_check: " + "; ".join(integrity))
     click.echo(f"events: {events}")
     click.echo(f"players: {players}")
-    if layout != storage.SCHEMA_VERSION or integrity != ["ok"]:
+    differences = store.check_totals() if layout == storage.SCHEMA_VERSION else ["not kept in this layout"]
+    click.echo("totals: " + ("; ".join(differences) or "ok"))
+    if layout != storage.SCHEMA_VERSION or integrity != ["ok"] or differences:
         raise click.exceptions.Exit(1)
 
 

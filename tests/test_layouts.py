@@ -49,6 +49,18 @@ LAYOUT_3 = LAYOUT_2.replace("PRAGMA user_version = 2;", """CREATE TABLE "revocat
 );
 PRAGMA user_version = 3;""")
 
+# Layout 4 added the totals (what a partner holds by day, event_type and currency).
+LAYOUT_4 = LAYOUT_3.replace("PRAGMA user_version = 3;", """CREATE TABLE "totals" (
+   "partner_id" TEXT,
+   "day" TEXT,
+   "event_type" TEXT,
+   "currency" TEXT,
+   "events" INTEGER NOT NULL,
+   "amount" TEXT,
+   PRIMARY KEY ("partner_id", "day", "event_type", "currency")
+);
+PRAGMA user_version = 4;""")
+
 OLD_EVENT = '{"partner_id":"casino_alpha","player_login":"p1","event_type":"bet","amount":5.00}'
 
 
@@ -68,11 +80,11 @@ def _layout_2_file(path):
     conn.close()
 
 
-def test_the_current_layout_is_layout_3_as_released(tmp_path):
+def test_the_current_layout_is_layout_4_as_released(tmp_path):
     app = create_app({"DATABASE": str(tmp_path / "new.db"), "JWT_SECRET": SECRET})
     app.extensions["store"].close()
     conn = sqlite3.connect(tmp_path / "released.db")
-    conn.executescript(LAYOUT_3)
+    conn.executescript(LAYOUT_4)
     conn.close()
     schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
     new, released = (sqlite3.connect(tmp_path / name) for name in ("new.db", "released.db"))
@@ -105,11 +117,15 @@ def test_a_layout_2_database_is_upgraded_in_place_keeping_a_copy_and_serves_as_i
     conflict = valid_event("win", player_login="p2", amount=2, event_id="e-1")
     assert client.post("/player-events", json=conflict, headers=bearer()).status_code == 409
     assert client.post("/player-events", json=valid_event("bet", n=3), headers=bearer(make_token())).status_code == 200
-    assert app.test_cli_runner().invoke(args=["db", "check"]).output.endswith("events: 3\nplayers: 1\n")
+    assert app.test_cli_runner().invoke(args=["db", "check"]).output.endswith("events: 3\nplayers: 1\ntotals: ok\n")
+    # The totals the upgrade made from the events held, and kept since.
+    summary = client.get("/player-events/summary?partner_id=casino_alpha", headers=bearer()).get_json()["rows"]
+    assert [(r["day"], r["event_type"], r["events"], r["amount"]) for r in summary] == [
+        ("2025-11-24", "bet", 1, "5.00"), ("2025-11-24", "win", 1, "1"), (summary[-1]["day"], "bet", 1, "5")]
     app.extensions["store"].close()
 
 
-TABLES = ("events", "players", "revocations")
+TABLES = ("events", "players", "revocations", "totals")
 
 # How each SQLite column type is written on PostgreSQL (by column where a type is used two ways).
 _PG_TYPES = {"INTEGER": {"bigint"}, "TEXT": {"text"}, "BLOB": {"bytea"}}
