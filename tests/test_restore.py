@@ -245,7 +245,7 @@ def test_an_import_killed_midway_keeps_whole_pieces_and_the_same_import_again_fi
 def test_db_check_reports_and_fails_on_a_damaged_file(source, tmp_path):
     result = run(source, "db", "check")
     assert result.exit_code == 0
-    assert "layout: 3" in result.output and "integrity_check: ok" in result.output
+    assert f"layout: {storage.SCHEMA_VERSION}" in result.output and "integrity_check: ok" in result.output
     assert "events: 5" in result.output and "players: 2" in result.output
     source.extensions["store"].close()
     # Damage an index page: the file still opens, integrity_check finds it.
