@@ -238,3 +238,20 @@ def test_token_issue_mints_a_token_of_a_namespace(backup_api):
     assert in_namespace(backup_api, None).events("casino_alpha") == []
     refused = runner.invoke(args=["token", "issue", "casino_alpha", "--ns", ""])
     assert refused.exit_code != 0 and "--ns" in refused.output
+
+
+def test_the_summary_and_missing_are_of_the_tokens_world_and_meet_the_reads_fault(backup_api):
+    other = in_namespace(backup_api, "suite-b")
+    assert call(backup_api, "POST", "/player-events", valid_event("bet", event_id="mine", amount=5))[0] == 200
+    assert call(other, "POST", "/player-events", valid_event("bet", event_id="theirs", amount=7))[0] == 200
+    for world, event_id, amount in ((backup_api, "mine", "5"), (other, "theirs", "7")):
+        status, _, answer = call(world, "GET", "/player-events/summary?partner_id=casino_alpha")
+        assert status == 200 and [(r["events"], r["amount"]) for r in answer["rows"]] == [(1, amount)]
+        status, _, answer = call(world, "POST", "/player-events/missing",
+                                 {"partner_id": "casino_alpha", "event_ids": ["mine", "theirs"]})
+        assert status == 200 and answer["missing"] == [({"mine", "theirs"} - {event_id}).pop()]
+    backup_api.fault("casino_alpha", "503", route="reads", count=2)
+    assert call(backup_api, "GET", "/player-events/summary?partner_id=casino_alpha")[0] == 503
+    assert call(backup_api, "POST", "/player-events/missing", {"partner_id": "casino_alpha", "event_ids": ["x"]}
+                )[0] == 503
+    assert call(other, "GET", "/player-events/summary?partner_id=casino_alpha")[0] == 200

@@ -204,6 +204,16 @@ class StandInStore:
         return play(self._fault({partner_id}, "reads"), lambda: world.get_vip(partner_id, player_login),
                     self._state.delays)
 
+    def summary(self, partner_id, first_day, last_day):
+        world = self._world()
+        return play(self._fault({partner_id}, "reads"), lambda: world.summary(partner_id, first_day, last_day),
+                    self._state.delays)
+
+    def missing(self, partner_id, event_ids):
+        world = self._world()
+        return play(self._fault({partner_id}, "reads"), lambda: world.missing(partner_id, event_ids),
+                    self._state.delays)
+
     def get_event(self, event_row_id):
         found = self._world().get_event(event_row_id)
         fault = None if found is None else self._fault({found.partner_id}, "reads")
