@@ -289,6 +289,10 @@ def main() -> int:
     from bench import postgres  # it imports this module's wrk
 
     on_postgres = postgres.table_lines(*postgres.run())
+    print("checking the backup: the summary and missing ...", flush=True)
+    from bench import checking
+
+    checks = checking.rows(checking.run())
     per_event, json_size = disk_per_event(filled)
     small, large = reads.IMPORT_EVENTS
 
@@ -355,6 +359,7 @@ def main() -> int:
         *crowded,
         *at_the_edge,
         *on_postgres,
+        *checks,
     ]
     table = "\n".join(lines)
     RUNS.mkdir(parents=True, exist_ok=True)

@@ -220,12 +220,13 @@ def test_a_group_commit_sorts_new_held_twice_sent_and_conflicting_rows(store):
         [event(event_id="c"), event(event_id="a")],
         [event(event_id=f"many-{n}") for n in range(70)],
     ]
-    group = [WriteRequest([storage.event_row(e, 1, "s") for e in call]) for call in calls]
+    group = [WriteRequest([storage.event_row(e, 1, "s") for e in call], call) for call in calls]
     store._commit_group(group)
     assert [request.new for request in group] == [[True], [False], [], [True, False], [True] * 70]
     assert [type(request.error) for request in group] == [type(None)] * 2 + [storage.EventConflict] + [type(None)] * 2
     held = {parse_json(line.encode())["event"]["event_id"] for line in event_lines(store)}
     assert held == {"taken", "a", "c"} | {f"many-{n}" for n in range(70)}
+    assert store.check_totals() == []  # the new rows of the requests that stand, counted once
 
 
 def test_received_at_is_written_as_rfc3339():

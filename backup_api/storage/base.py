@@ -90,10 +90,11 @@ BUSY = ("the database is busy: another writer has held it for the whole busy tim
 class WriteRequest:
     """Rows that one call asked to store, and what became of them."""
 
-    __slots__ = ("rows", "new", "error", "done", "deadline")
+    __slots__ = ("rows", "events", "new", "error", "done", "deadline")
 
-    def __init__(self, rows: list[EventRow], deadline: float | None = None):
+    def __init__(self, rows: list[EventRow], events: list[dict], deadline: float | None = None):
         self.rows = rows
+        self.events = events  # the events parsed, beside their rows: what the totals count
         self.new: list[bool] = []
         self.error: BaseException | None = None
         self.done = False
@@ -165,7 +166,7 @@ class Store:
         that call alone.
         """
         received_at = now_us()
-        request = WriteRequest([event_row(e, received_at, sub) for e in events], self._new_deadline())
+        request = WriteRequest([event_row(e, received_at, sub) for e in events], events, self._new_deadline())
         with self._queue_lock:
             self._queue.append(request)
         try:

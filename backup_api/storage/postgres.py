@@ -306,7 +306,9 @@ class PostgresStore(SQLStore):
                 with _transaction(conn):
                     self._lock_partners(conn, rows)
                     new = self._insert(conn, INSERT, rows)
-                    self._count(conn, [row for row, is_new in zip(rows, new, strict=True) if is_new])
+                    for request in group:
+                        request.new, new = new[: len(request.rows)], new[len(request.rows) :]
+                    self._count(conn, group)
             except EventConflict as exc:
                 if len(group) == 1:
                     group[0].error = exc
@@ -319,11 +321,8 @@ class PostgresStore(SQLStore):
                                 request.new = self._insert(conn, INSERT, request.rows)
                         except EventConflict as conflict:
                             request.error = conflict
-                    self._count(conn, [row for request in group if request.error is None
-                                       for row, is_new in zip(request.rows, request.new, strict=True) if is_new])
+                    self._count(conn, group)
                 return
-        for request in group:
-            request.new, new = new[: len(request.rows)], new[len(request.rows) :]
 
     @staticmethod
     def _lock_partners(conn: psycopg.Connection, rows: list[EventRow]) -> None:

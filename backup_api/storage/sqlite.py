@@ -299,7 +299,7 @@ class SQLiteStore(SQLStore):
 
     def _commit_group(self, group: list[WriteRequest]) -> None:
         """Write every request of group in one transaction; undo a request that conflicts, alone."""
-        if self._insert_new([row for request in group for row in request.rows]):
+        if self._insert_new(group):
             for request in group:
                 request.new = [True] * len(request.rows)
             return
@@ -314,11 +314,10 @@ class SQLiteStore(SQLStore):
                     conn.execute("ROLLBACK TO request")
                     request.error = exc
                 conn.execute("RELEASE request")
-            self._count(conn, [row for request in group if request.error is None
-                               for row, is_new in zip(request.rows, request.new, strict=True) if is_new])
+            self._count(conn, group)
 
-    def _insert_new(self, rows: list[EventRow]) -> bool:
-        """Insert rows all or nothing, if none is held already; tell whether they were.
+    def _insert_new(self, group: list[WriteRequest]) -> bool:
+        """Insert the rows of group all or nothing, if none is held already; tell whether they were.
 
         The common case, every event new, in as few statements as can be: each one gives the GIL
         up and waits to take it back while the group's other requests wait for the commit, and
@@ -326,6 +325,7 @@ class SQLiteStore(SQLStore):
         statement, and their totals, in one transaction. A row held already (or twice in rows)
         fails its statement, and nothing is kept.
         """
+        rows = [row for request in group for row in request.rows]
         try:
             with self._guarded("the events could not be stored") as conn:
                 for start in range(0, len(rows), GROUP_ROWS):
@@ -335,7 +335,7 @@ class SQLiteStore(SQLStore):
                         conn.execute(_insert_rows(len(chunk)), values)
                     except sqlite3.IntegrityError:
                         raise _Held from None
-                self._count(conn, rows)
+                self._count(conn, group, all_new=True)
         except _Held:
             return False
         return True

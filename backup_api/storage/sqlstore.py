@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from backup_api.storage import totals
-from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, ImportStopped, RecordError, Store
+from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, ImportStopped, RecordError, Store, WriteRequest
 from backup_api.storage.importing import (
     EVENT_COLUMNS,
     PLAYER_COLUMNS,
@@ -332,19 +332,23 @@ class SQLStore(Store):
         """Recount the totals from the events; return what differs (empty when they agree)."""
         with self._reading() as conn, self._snapshot(conn):
             with self._stream(conn, self.sql.counted_events, [], 10_000) as rows:
-                expected = totals.recount(rows)
+                expected = totals.recount((p, at, totals.parsed(text)) for p, at, text in rows)
             kept = {tuple(row[:4]): (row[4], row[5]) for row in conn.execute(self.sql.all_totals).fetchall()}
         return [f"the totals of {key} say {kept.get(key)}, the events {expected.get(key)}"
                 for key in sorted(set(expected) | set(kept)) if expected.get(key) != kept.get(key)][:20]
 
-    def _count(self, conn, rows) -> None:
-        """Add rows (EventRow, or a staged record: id first), just stored on conn's transaction, to their totals."""
-        totals.count_events(conn, self.sql, ((row.partner_id, row.received_at, row.event) for row in rows))
+    def _count(self, conn, group: list[WriteRequest], all_new: bool = False) -> None:
+        """Add the new rows of group's requests that stand (all_new: every row), just stored on conn's
+        transaction, to their totals."""
+        totals.count_events(conn, self.sql, [
+            (row.partner_id, row.received_at, event) for request in group if request.error is None
+            for row, event, is_new in zip(request.rows, request.events, request.new or [True] * len(request.rows),
+                                          strict=True) if all_new or is_new])
 
     def _recount_all(self, conn) -> None:
         """Fill the totals table from every event held (an upgrade to layout 4, in its transaction)."""
         with self._stream(conn, self.sql.counted_events, [], 10_000) as rows:
-            totals.count_events(conn, self.sql, rows)
+            totals.count_events(conn, self.sql, ((p, at, totals.parsed(text)) for p, at, text in rows))
 
     def import_events(self, records):
         """Check every record, then store them in pieces of IMPORT_HOLD_S; return (imported, already held).
@@ -372,8 +376,10 @@ class SQLStore(Store):
                 new = self._move_chunk(conn, staged, after, keep_ids)
                 imported += sum(new)
                 if any(new):
-                    self._count(conn, [EventRow._make(record[1:]) for record, is_new
-                                       in zip(staged.records(after, len(new)), new, strict=True) if is_new])
+                    records = [EventRow._make(record[1:]) for record in staged.records(after, len(new))]
+                    totals.count_events(conn, self.sql, [
+                        (row.partner_id, row.received_at, totals.parsed(row.event))
+                        for row, is_new in zip(records, new, strict=True) if is_new])
 
             self._in_pieces(staged, store, begin, lambda conn: self._finish_import(conn, kept_ids=keep_ids))
             return imported, staged.count - imported

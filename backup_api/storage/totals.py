@@ -8,6 +8,7 @@ of the amounts as sent. `db check` recounts the table from the events.
 """
 
 import decimal
+import functools
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -35,7 +36,20 @@ class Total(NamedTuple):
 
 def day_of(received_at: int) -> str:
     """The UTC day (YYYY-MM-DD) of a time in microseconds since the epoch."""
-    return datetime.fromtimestamp(received_at // 1_000_000, UTC).strftime("%Y-%m-%d")
+    return _day(received_at // DAY_US)
+
+
+DAY_US = 86_400_000_000
+
+
+@functools.lru_cache(maxsize=64)
+def _day(number: int) -> str:
+    return datetime.fromtimestamp(number * 86_400, UTC).strftime("%Y-%m-%d")
+
+
+def parsed(text: str) -> dict:
+    """A stored event's JSON text, read (it was checked when it came in: the standard parser, numbers exact)."""
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
 
 
 def amount_text(amount: Decimal) -> str:
@@ -46,12 +60,10 @@ def amount_text(amount: Decimal) -> str:
 Key = tuple[str, str, str, str]  # partner_id, day, event_type, currency ("" for none)
 
 
-def tally(events: Iterable[tuple[str, int, str]]) -> dict[Key, list]:
-    """Count events (partner_id, received_at, the event's JSON text) by key: {key: [events, amount or None]}."""
+def tally(events: Iterable[tuple[str, int, dict]]) -> dict[Key, list]:
+    """Count events (partner_id, received_at, the event read) by key: {key: [events, amount or None]}."""
     counts: dict[Key, list] = {}
-    for partner_id, received_at, text in events:
-        # The stored text was checked when it came in: the standard parser reads it, numbers exactly.
-        event = json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    for partner_id, received_at, event in events:
         currency = event.get("currency")
         key = (partner_id, day_of(received_at), event["event_type"],
                currency if isinstance(currency, str) else NO_CURRENCY)
@@ -65,8 +77,8 @@ def tally(events: Iterable[tuple[str, int, str]]) -> dict[Key, list]:
     return counts
 
 
-def count_events(conn, sql, events: Iterable[tuple[str, int, str]]) -> None:
-    """Add events (partner_id, received_at, text), just stored on conn's transaction, to their totals."""
+def count_events(conn, sql, events: Iterable[tuple[str, int, dict]]) -> None:
+    """Add events (partner_id, received_at, the event read), just stored on conn's transaction, to their totals."""
     for key, (events_added, amount_added) in tally(events).items():
         held = conn.execute(sql.total, key).fetchone()
         count, amount = events_added, amount_added
@@ -77,7 +89,7 @@ def count_events(conn, sql, events: Iterable[tuple[str, int, str]]) -> None:
         conn.execute(sql.put_total, (*key, count, None if amount is None else amount_text(amount)))
 
 
-def recount(rows: Iterable[tuple[str, int, str]]) -> dict[Key, tuple[int, str | None]]:
+def recount(rows: Iterable[tuple[str, int, dict]]) -> dict[Key, tuple[int, str | None]]:
     """The totals table's rows as the events say they should be: {key: (events, amount text or None)}."""
     return {key: (count, None if amount is None else amount_text(amount))
             for key, (count, amount) in tally(rows).items()}
