@@ -394,6 +394,11 @@ class PostgresStore(SQLStore):
                                " a transaction (a process stopped or frozen); the database ends them after"
                                " the timeout")
 
+    def _held_event_ids(self, conn, partner_id, event_ids):
+        """One statement with the ids as an array: a list of a thousand parameters took PostgreSQL 60 ms to plan."""
+        return [event_id for (event_id,) in conn.execute(
+            "SELECT event_id FROM events WHERE partner_id = %s AND event_id = ANY(%s)", (partner_id, event_ids))]
+
     def _start_import(self, conn):
         """No other writer during a piece of an import, in any process: ids stay in commit order.
 

@@ -323,10 +323,13 @@ class SQLStore(Store):
         held: set[str] = set()
         with self._reading() as conn:
             for start in range(0, len(event_ids), MISSING_CHUNK):
-                chunk = event_ids[start : start + MISSING_CHUNK]
-                statement = self.sql.held_event_ids.format(marks=", ".join([self.sql.mark] * len(chunk)))
-                held.update(event_id for (event_id,) in conn.execute(statement, (partner_id, *chunk)))
+                held.update(self._held_event_ids(conn, partner_id, event_ids[start : start + MISSING_CHUNK]))
         return [event_id for event_id in event_ids if event_id not in held]
+
+    def _held_event_ids(self, conn, partner_id: str, event_ids: list[str]) -> Iterable[str]:
+        """Those of event_ids (at most MISSING_CHUNK) the partner holds an event of."""
+        statement = self.sql.held_event_ids.format(marks=", ".join([self.sql.mark] * len(event_ids)))
+        return [event_id for (event_id,) in conn.execute(statement, (partner_id, *event_ids))]
 
     def check_totals(self):
         """Recount the totals from the events; return what differs (empty when they agree)."""
