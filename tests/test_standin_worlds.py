@@ -255,3 +255,7 @@ def test_the_summary_and_missing_are_of_the_tokens_world_and_meet_the_reads_faul
     assert call(backup_api, "POST", "/player-events/missing", {"partner_id": "casino_alpha", "event_ids": ["x"]}
                 )[0] == 503
     assert call(other, "GET", "/player-events/summary?partner_id=casino_alpha")[0] == 200
+    # Journaled like any read, each in its own world.
+    assert backup_api.requests("casino_alpha", path="/player-events/summary")["count"] == 2
+    assert [r["status"] for r in backup_api.requests("casino_alpha", path="/player-events/missing")["requests"]] == [
+        503, 200]
