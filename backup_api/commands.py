@@ -55,7 +55,8 @@ token = AppGroup("token", help="Mint, revoke and rotate bearer tokens.")
               help="How many days the token is valid (at most BACKUP_API_MAX_TOKEN_DAYS).")
 @click.option("--sub", help="The token holder, recorded with what it writes (default: the first partner).")
 @click.option("--scope", "scopes", multiple=True, metavar="SCOPE",
-              help=f"What it may do, repeatable: {', '.join(tokens.SCOPES)} (default: all four).")
+              help=f"What it may do, repeatable: {', '.join(tokens.SCOPES)} (default: the first four;"
+                   " players:erase only when named).")
 @click.option("--ns", help="A stand-in's namespace: the token's world of its own there (the durable service"
               " ignores it).")
 def issue(partners, days, sub, scopes, ns):
@@ -213,13 +214,56 @@ def import_events(file):
     A bad line stops it before anything is stored. The events then go in in pieces of about a
     second, so that the service's own writes get their turn between them. Into an empty database
     everything comes back as it was, ids included; into one that holds events, those already held
-    are skipped and the rest get new ids.
+    are skipped and the rest get new ids. The events of a player erased since are skipped too.
     """
-    imported, held = _import(file, export_lines.load_exported_row, get_store().import_events)
-    click.echo(f"imported {imported}, already held {held}")
+    imported, held, skipped = _import(file, export_lines.load_exported_row, get_store().import_events)
+    click.echo(f"imported {imported}, already held {held}" + _skipped(skipped))
 
 
-players = AppGroup("players", help="Export and import VIP flags.")
+def _skipped(count: int) -> str:
+    return f", skipped {count} of players erased since (players erasures lists them)" if count else ""
+
+
+players = AppGroup("players", help="Export, import and erase players' VIP flags and events.")
+
+
+@players.command("erase")
+@click.argument("partner", required=False)
+@click.argument("player", required=False)
+@click.option("--from-receipts", "receipts_file", type=click.File("r"),
+              help="Apply the receipts `players erasures --output` wrote from a later copy of this database (after"
+                   " a restore of an older snapshot): erase again the players they name.")
+def erase_player(partner, player, receipts_file):
+    """Erase PLAYER of PARTNER: every event of theirs and their VIP flag, in one transaction, with a receipt.
+
+    The receipt (players erasures) keeps when, who, how many, and a salted digest of the player, never
+    the login. A player_login holding "/" (which no URL path can carry) is erased here.
+    """
+    store = get_store()
+    if receipts_file is not None:
+        if partner or player:
+            raise click.UsageError("give PARTNER PLAYER, or --from-receipts, not both")
+        try:
+            receipts = [storage.Receipt._make(export_lines.load_receipt(line)) for line in receipts_file
+                        if line.strip()]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise click.ClickException(f"{receipts_file.name} is not a file of receipts: {exc}") from None
+        players_erased, events = store.reapply(receipts)
+        click.echo(f"applied {len(receipts)} receipts: erased {players_erased} players ({events} events)")
+        return
+    if not partner or not player:
+        raise click.UsageError("give PARTNER and PLAYER (or --from-receipts FILE)")
+    receipt = store.erase_player(partner, player, "command")
+    click.echo(f"erased {receipt.events} events and {'the' if receipt.vip else 'no'} VIP flag of {player!r}"
+               f" ({partner}); receipt digest {receipt.player_digest}")
+
+
+@players.command("erasures")
+@click.option("--partner", help="Only this partner_id's.")
+@_OUTPUT
+def list_erasures(partner, output):
+    """Write the receipts of the erasures as JSON Lines, oldest first (for `players erase --from-receipts`)."""
+    _write_lines(export_lines.receipt_lines(get_store().erasures(partner)), output)
 
 
 @players.command("export")
@@ -249,8 +293,8 @@ def import_players(file):
 
     A flag newer than the one held (by updated_at) replaces it; an older one is skipped.
     """
-    imported, updated, held = _import(file, export_lines.load_exported_player, get_store().import_players)
-    click.echo(f"imported {imported}, updated {updated}, already held {held}")
+    imported, updated, held, skipped = _import(file, export_lines.load_exported_player, get_store().import_players)
+    click.echo(f"imported {imported}, updated {updated}, already held {held}" + _skipped(skipped))
 
 
 def _import(file, load, store_all):

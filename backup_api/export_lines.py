@@ -5,6 +5,7 @@ holder as the store writes them. A line exactly as the export writes it is cut a
 parsed whole (the import's fast path); any other is parsed, and refused with what is wrong.
 """
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
@@ -22,7 +23,7 @@ from backup_api.schemas import (
     validate_event,
 )
 from backup_api.storage import ExportedEvent, PlayerRecord, event_row
-from backup_api.storage.rows import us_of_utc
+from backup_api.storage.rows import rfc3339_us, us_of_utc
 from backup_api.wire import format_event, format_player
 
 EXPORTED_EVENT_KEYS = ("id", "received_at", "sub", "event")
@@ -153,3 +154,33 @@ def player_lines(players: Iterable[PlayerRecord]) -> Iterator[str]:
     """Write VIP flags as the lines of `players export`."""
     for player in players:
         yield format_player(player)
+
+
+RECEIPT_KEYS = ("erased_at", "partner_id", "player_digest", "sub", "events", "vip")
+
+
+def receipt_lines(receipts: Iterable) -> Iterator[str]:
+    """Write erasure receipts as the lines of `players erasures` (erased_at in the store's time form)."""
+    for receipt in receipts:
+        yield json.dumps({"erased_at": rfc3339_us(receipt.erased_at), "partner_id": receipt.partner_id,
+                          "player_digest": receipt.player_digest, "sub": receipt.sub, "events": receipt.events,
+                          "vip": receipt.vip})
+
+
+def load_receipt(text: str) -> tuple:
+    """Read a line of `players erasures`: (erased_at in microseconds, partner_id, digest, sub, events, vip).
+
+    ValueError naming what is wrong, as a file of receipts is refused whole."""
+    line = json.loads(text)
+    if not isinstance(line, dict) or set(line) != set(RECEIPT_KEYS):
+        raise ValueError(f"a receipt has exactly the keys {', '.join(RECEIPT_KEYS)}")
+    try:
+        erased_at = _stored_time(line["erased_at"], "erased_at")
+    except ValidationError as exc:
+        raise ValueError(f"erased_at: {exc.messages}") from None
+    if not (isinstance(line["partner_id"], str) and line["partner_id"] and isinstance(line["sub"], str)
+            and isinstance(line["player_digest"], str) and re.fullmatch("[0-9a-f]{64}", line["player_digest"])
+            and type(line["events"]) is int and line["events"] >= 0 and type(line["vip"]) is bool):
+        raise ValueError("a receipt's partner_id, player_digest (64 hex digits), sub, events and vip are not as"
+                         " `players erasures` writes them")
+    return erased_at, line["partner_id"], line["player_digest"], line["sub"], line["events"], line["vip"]

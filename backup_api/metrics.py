@@ -69,6 +69,9 @@ class Metrics:
                                         " included.", buckets=LATENCY_BUCKETS, registry=registry)
         self.unavailable = Counter("backup_api_unavailable", "Requests answered 503, by cause.", ["cause"],
                                    registry=registry)
+        self.erased = Counter("backup_api_events_erased", "Events erased with their player (DELETE"
+                              " /users/{id}/player/{player_id}).", registry=registry)
+        self.players_erased = Counter("backup_api_players_erased", "Players erased.", registry=registry)
         registry.register(_StoreCollector(app))
         # Label children by their labels, as labels() checks and locks each time. Bounded: routes x
         # methods x the statuses the app answers, and event types x new or not.
@@ -186,6 +189,14 @@ def conflict(events: list[dict], partner_id: str, event_id: str) -> None:
     if metrics is not None:
         found = [e for e in events if e["partner_id"] == partner_id and e.get("event_id") == event_id]
         metrics.conflicts.labels(found[0]["event_type"] if found else "unknown").inc()
+
+
+def erased(events: int) -> None:
+    """Count a player erased, and their events."""
+    metrics = _current()
+    if metrics is not None:
+        metrics.players_erased.inc()
+        metrics.erased.inc(events)
 
 
 def unavailable(cause: str) -> None:

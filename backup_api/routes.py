@@ -8,7 +8,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 from backup_api import health, logs, metrics, record, schemas, storage
 from backup_api.cursors import make_cursor, read_cursor
 from backup_api.errors import error_response
-from backup_api.storage import get_store
+from backup_api.storage import get_store, rfc3339_us
 from backup_api.storage.totals import amount_text
 from backup_api.tokens import authenticate, authorise, owned_partners
 from backup_api.wire import format_event, ok_response, read_json
@@ -153,3 +153,26 @@ def get_vip(partner_id, player_login):
     schemas.validate_player_path(partner_id, player_login)
     is_vip, updated_at, updated_by = get_store().get_vip(partner_id, player_login) or (False, None, None)
     return {"is_vip": is_vip, "updated_at": updated_at, "updated_by": updated_by}
+
+
+@bp.delete("/users/<partner_id>/player/<player_login>")
+def erase_player(partner_id, player_login):
+    """Erase a player: every event of theirs and their VIP flag, in one transaction, with a receipt."""
+    claims = authenticate("players:erase")
+    authorise(claims, partner_id)
+    schemas.validate_player_path(partner_id, player_login)
+    receipt = get_store().erase_player(partner_id, player_login, claims["sub"])
+    metrics.erased(receipt.events)
+    return {"status": "ok", "erased_events": receipt.events, "erased_vip": receipt.vip,
+            "player_digest": receipt.player_digest}
+
+
+@bp.get("/users/<partner_id>/erasures")
+def list_erasures(partner_id):
+    """The receipts of the erasures of a partner's players, oldest first."""
+    claims = authenticate("players:erase")
+    authorise(claims, partner_id)
+    schemas.validate_partner_path(partner_id)
+    return {"erasures": [
+        {"erased_at": rfc3339_us(r.erased_at), "player_digest": r.player_digest, "sub": r.sub, "events": r.events,
+         "vip": r.vip} for r in get_store().erasures(partner_id)]}

@@ -329,6 +329,13 @@ def _path_errors(partner_id: str, player_login: str) -> dict:
     return identifier_errors({"id": partner_id, "player_id": player_login})
 
 
+def validate_partner_path(partner_id: str) -> None:
+    """Check the partner's identifier of a path (its id)."""
+    errors = identifier_errors({"id": partner_id})
+    if errors:
+        raise ValidationError(errors)
+
+
 def validate_player_path(partner_id: str, player_login: str) -> None:
     """Check the identifiers of a player's path."""
     errors = _path_errors(partner_id, player_login)

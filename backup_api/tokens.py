@@ -20,8 +20,10 @@ from backup_api.jsontext import BodyError, RepeatedKey, parse_json
 from backup_api.keys import key_id, secret_key, verifying_key
 
 # What a token may do, claim `scope` (space-separated, as OAuth 2.0 writes it). A token without
-# the claim may do all four, as every token could before scopes.
-SCOPES = ("events:write", "events:read", "vip:write", "vip:read")
+# the claim may do the first four, as every token could before scopes; erasing a player only a
+# token whose claim names it.
+SCOPES = ("events:write", "events:read", "vip:write", "vip:read", "players:erase")
+DEFAULT_SCOPES = SCOPES[:4]
 # The latest time a token's exp, nbf or iat may name: the end of the year 9999, in seconds since the epoch.
 LATEST_TIME = 253_402_300_799
 # The longest namespace a stand-in token's `ns` claim may name (the durable service ignores the claim).
@@ -32,7 +34,7 @@ def issue(partners: list[str], days: int = 90, sub: str | None = None, scopes: l
           ns: str | None = None) -> str:
     """Mint a token owning partners, held by sub (default: the first partner), valid for days; needs an app context.
 
-    scopes: what it may do (a subset of SCOPES); None, everything (no `scope` claim). ns: a stand-in's
+    scopes: what it may do (a subset of SCOPES); None, DEFAULT_SCOPES (no `scope` claim). ns: a stand-in's
     namespace (the `ns` claim).
     """
     claims: dict[str, object] = {"partners": list(partners)}
@@ -67,7 +69,7 @@ class InsufficientScope(Forbidden):
 def granted_scopes(claims: dict) -> set[str]:
     """The scopes a token holds: those its `scope` claim names (unknown names ignored), or all without one."""
     if "scope" not in claims:
-        return set(SCOPES)
+        return set(DEFAULT_SCOPES)
     return set(claims["scope"].split()) & set(SCOPES)
 
 

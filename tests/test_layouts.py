@@ -49,15 +49,28 @@ LAYOUT_3 = LAYOUT_2.replace("PRAGMA user_version = 2;", """CREATE TABLE "revocat
 );
 PRAGMA user_version = 3;""")
 
-# Layout 4 added the totals (what a partner holds by day, event_type and currency).
+# Layout 4 added the totals (what a partner holds by day, event_type and currency) and the erasures.
 LAYOUT_4 = LAYOUT_3.replace("PRAGMA user_version = 3;", """CREATE TABLE "totals" (
    "partner_id" TEXT,
    "day" TEXT,
    "event_type" TEXT,
    "currency" TEXT,
    "events" INTEGER NOT NULL,
+   "amounts" INTEGER NOT NULL,
    "amount" TEXT,
    PRIMARY KEY ("partner_id", "day", "event_type", "currency")
+);
+CREATE TABLE "erasures" (
+   "id" INTEGER PRIMARY KEY,
+   "erased_at" INTEGER NOT NULL,
+   "partner_id" TEXT NOT NULL,
+   "player_digest" TEXT NOT NULL,
+   "sub" TEXT NOT NULL,
+   "events" INTEGER NOT NULL,
+   "vip" INTEGER NOT NULL
+);
+CREATE TABLE "erasure_salt" (
+   "salt" TEXT NOT NULL
 );
 PRAGMA user_version = 4;""")
 
@@ -125,7 +138,7 @@ def test_a_layout_2_database_is_upgraded_in_place_keeping_a_copy_and_serves_as_i
     app.extensions["store"].close()
 
 
-TABLES = ("events", "players", "revocations", "totals")
+TABLES = ("events", "players", "revocations", "totals", "erasures", "erasure_salt")
 
 # How each SQLite column type is written on PostgreSQL (by column where a type is used two ways).
 _PG_TYPES = {"INTEGER": {"bigint"}, "TEXT": {"text"}, "BLOB": {"bytea"}}

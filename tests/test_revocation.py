@@ -44,7 +44,8 @@ def test_a_store_records_lists_and_lifts_revocations(database):
 def _as_layout_2(database: str) -> None:
     """Make a database of this layout one of layout 2 (before revocations and totals), as that version left it."""
     execute(database, "DROP TABLE revocations")
-    execute(database, "DROP TABLE totals")
+    for table in ("totals", "erasures", "erasure_salt"):
+        execute(database, f"DROP TABLE {table}")
     if storage.is_url(database):
         execute(database, "UPDATE backup_api_layout SET version = 2")
     else:

@@ -214,6 +214,12 @@ class StandInStore:
         return play(self._fault({partner_id}, "reads"), lambda: world.missing(partner_id, event_ids),
                     self._state.delays)
 
+    def erase_player(self, partner_id, player_login, sub):
+        return self._world().erase_player(partner_id, player_login, sub)
+
+    def erasures(self, partner_id=None):
+        return self._world().erasures(partner_id)
+
     def get_event(self, event_row_id):
         found = self._world().get_event(event_row_id)
         fault = None if found is None else self._fault({found.partner_id}, "reads")

@@ -28,6 +28,7 @@ from backup_api.storage.base import (
     Store,
     WriteOutcomeUnknown,
 )
+from backup_api.storage.erasure import Receipt
 from backup_api.storage.files import (
     PRIVATE_FILE,
     PRIVATE_FOLDER,
@@ -55,7 +56,7 @@ from backup_api.storage.rows import (
 __all__ = [
     "MAX_PAGE_BYTES", "PRIVATE_FILE", "PRIVATE_FOLDER", "SCAN_WINDOW", "SCHEMA_VERSION", "UPGRADES_FROM",
     "EventConflict", "EventRow", "ExportedEvent", "FoundEvent", "ImportedEvent", "ImportStopped", "PlayerRecord",
-    "RecordError",
+    "Receipt", "RecordError",
     "Revocation", "StorageError", "Store", "StoredEvent", "VipFlag", "WriteOutcomeUnknown", "close_store",
     "content_key", "create_private_file", "dumps", "event_row", "get_store", "init_app", "is_url", "loose_modes",
     "make_private_folder", "now_us", "open_store", "rfc3339_us", "store_opened", "write_private_file",

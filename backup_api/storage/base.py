@@ -275,6 +275,21 @@ class Store:
         """Return those of event_ids that the partner holds no event of, in the order given."""
         raise NotImplementedError
 
+    def erase_player(self, partner_id: str, player_login: str, sub: str):
+        """Delete every event of the player and its VIP flag in one transaction, keep a receipt (erasure.Receipt:
+        when, the partner, a salted digest of the player, who asked, how many events, whether a flag);
+        return it. The erased bytes leave the database's files where the backend can."""
+        raise NotImplementedError
+
+    def erasures(self, partner_id: str | None = None) -> list:
+        """Return the receipts of the erasures (of partner_id's players, when given), oldest first."""
+        raise NotImplementedError
+
+    def reapply(self, receipts: list) -> tuple[int, int]:
+        """Apply receipts from a later copy of this database: erase the players they name that it holds, keep
+        the receipts it lacks; return how many players and events were erased now."""
+        raise NotImplementedError
+
     def check_totals(self) -> list[str]:
         """Recount the totals from the events; return what differs, at most 20 lines (empty when they agree)."""
         raise NotImplementedError

@@ -237,12 +237,13 @@ class PostgresStore(SQLStore):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LAYOUT_LOCK,))  # one process creates them
             if _one(conn.execute("SELECT to_regclass('events') IS NULL")):
                 conn.execute(POSTGRES_TABLES + POSTGRES_REVOCATIONS + POSTGRES_TOTALS)
+                self._fill_layout_4(conn)
                 conn.execute("INSERT INTO backup_api_layout VALUES (%s)", (SCHEMA_VERSION,))
             elif self._layout(conn) in UPGRADES_FROM:
                 if self._layout(conn) == 2:
                     conn.execute(POSTGRES_REVOCATIONS)
                 conn.execute(POSTGRES_TOTALS)
-                self._recount_all(conn)
+                self._fill_layout_4(conn)
                 conn.execute("UPDATE backup_api_layout SET version = %s", (SCHEMA_VERSION,))
             version = self._layout(conn)
         if version != SCHEMA_VERSION:
@@ -393,6 +394,10 @@ class PostgresStore(SQLStore):
             raise StorageError(f"writes are held out: {stopped} session(s) hold a partner's write lock, idle inside"
                                " a transaction (a process stopped or frozen); the database ends them after"
                                " the timeout")
+
+    def _hold_partner(self, conn, partner_id):
+        """The partner's write lock, as a group commit takes it: its totals are read and written back."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (partner_lock(partner_id),))
 
     def _held_event_ids(self, conn, partner_id, event_ids):
         """One statement with the ids as an array: a list of a thousand parameters took PostgreSQL 60 ms to plan."""

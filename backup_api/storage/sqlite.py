@@ -22,7 +22,7 @@ from backup_api.storage.base import (
 from backup_api.storage.files import create_private_file
 from backup_api.storage.importing import PLAYER_SELECT, attached_staging, copy_events
 from backup_api.storage.jsonform import parsed_content_key
-from backup_api.storage.layouts import create_sqlite_revocations, create_sqlite_tables, create_sqlite_totals
+from backup_api.storage.layouts import create_sqlite_layout_4, create_sqlite_revocations, create_sqlite_tables
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow
 from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
 
@@ -97,6 +97,8 @@ class SQLiteStore(SQLStore):
             self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             self.db.enable_wal()
             self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            # What a delete (an erasure) removes is overwritten with zeros, not left in free space.
+            self._conn.execute("PRAGMA secure_delete = ON")
             self._conn.execute(f"PRAGMA wal_autocheckpoint = {self._wal_autocheckpoint}")
             self._create_schema()
             version = self._layout()
@@ -148,12 +150,13 @@ class SQLiteStore(SQLStore):
             # Asked again under the lock: another process may have done it meanwhile.
             if not self.db["events"].exists():
                 create_sqlite_tables(self.db)
+                self._fill_layout_4(self._conn)
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif self._layout() in UPGRADES_FROM:
                 if self._layout() == 2:
                     create_sqlite_revocations(self.db)
-                create_sqlite_totals(self.db)
-                self._recount_all(self._conn)
+                create_sqlite_layout_4(self.db)
+                self._fill_layout_4(self._conn)
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn.execute("COMMIT")
         except BaseException:
@@ -387,6 +390,11 @@ class SQLiteStore(SQLStore):
             f"WITH k (p, e) AS (VALUES {rows})"
             " SELECT p, e, event FROM k JOIN events ON partner_id = p AND event_id = e",
             [value for key in keys for value in key])}
+
+    def _after_erasure(self):
+        """Fold the -wal into the file and empty it: the old copies of the erased pages go with it."""
+        with self._connected("the checkpoint after the erasure failed") as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def free_bytes(self):
         """The bytes free on the database's filesystem."""

@@ -6,6 +6,7 @@ stores a chunk of imported rows. The statements are built here from the dialect,
 stores' queries are the same text but for those words.
 """
 
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -13,8 +14,9 @@ from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
 from typing import NamedTuple
 
-from backup_api.storage import totals
+from backup_api.storage import erasure, totals
 from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, ImportStopped, RecordError, Store, WriteRequest
+from backup_api.storage.erasure import Receipt
 from backup_api.storage.importing import (
     EVENT_COLUMNS,
     PLAYER_COLUMNS,
@@ -34,6 +36,47 @@ from backup_api.storage.rows import (
     rfc3339_us,
 )
 from backup_api.storage.totals import Total
+
+
+class Skipped:
+    """The records of an import that skip(record) says to leave out (an erased player's), and the line numbers
+    of the rest told as the file's: an error about the n-th record kept names its line in the file."""
+
+    def __init__(self, skip):
+        self._skip = skip
+        self._positions: list[int] = []  # the file's indexes of the records left out, in order
+        self.count = 0
+
+    def passed(self, records: Iterable) -> Iterator:
+        for index, record in enumerate(records):
+            if self._skip(record):
+                self._positions.append(index)
+                self.count += 1
+            else:
+                yield record
+
+    def line_index(self, index: int) -> int:
+        """The file's index of the index-th record kept."""
+        for position in self._positions:
+            if position <= index:
+                index += 1
+        return index
+
+    @contextmanager
+    def lines_told(self) -> Iterator[None]:
+        """Make a RecordError's index, and an ImportStopped's count of records kept, the file's."""
+        try:
+            yield
+        except ImportStopped as exc:
+            if exc.committed:
+                exc.committed = self.line_index(exc.committed - 1) + 1
+            if isinstance(exc.__cause__, RecordError):
+                exc.__cause__.index = self.line_index(exc.__cause__.index)
+            raise
+        except RecordError as exc:
+            exc.index = self.line_index(exc.index)
+            raise
+
 
 # The event_ids a statement of `missing` asks about at a time (SQLite takes at most 32,766 parameters).
 MISSING_CHUNK = 1000
@@ -94,14 +137,27 @@ class Statements:
         self.revocations = "SELECT kind, value, revoked_at FROM revocations ORDER BY revoked_at, kind, value"
         # The totals (totals.py): one row read and written back with the events a commit adds to it.
         key = f"partner_id = {m} AND day = {m} AND event_type = {m} AND currency = {m}"
-        self.total = f"SELECT events, amount FROM totals WHERE {key}"
-        self.put_total = ("INSERT INTO totals (partner_id, day, event_type, currency, events, amount)"
-                          f" VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (partner_id, day, event_type, currency)"
-                          " DO UPDATE SET events = excluded.events, amount = excluded.amount")
+        self.total = f"SELECT events, amounts, amount FROM totals WHERE {key}"
+        self.put_total = ("INSERT INTO totals (partner_id, day, event_type, currency, events, amounts, amount)"
+                          f" VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (partner_id, day, event_type,"
+                          " currency) DO UPDATE SET events = excluded.events, amounts = excluded.amounts,"
+                          " amount = excluded.amount")
+        self.drop_total = f"DELETE FROM totals WHERE {key}"
         self.summary = (f"SELECT day, event_type, currency, events, amount FROM totals WHERE partner_id = {m}"
                         f" AND day >= {m} AND day <= {m} ORDER BY day, event_type{d.by_bytes}, currency{d.by_bytes}")
-        self.all_totals = "SELECT partner_id, day, event_type, currency, events, amount FROM totals"
+        self.all_totals = "SELECT partner_id, day, event_type, currency, events, amounts, amount FROM totals"
         self.counted_events = f"SELECT partner_id, received_at, {d.event_text} FROM events"
+        # Erasing a player (erasure.py): the events counted off the totals, then deleted; the flag; the receipt.
+        player = f"partner_id = {m} AND player_login = {m}"
+        self.player_events = f"SELECT partner_id, received_at, {d.event_text} FROM events WHERE {player}"
+        self.erase_events = f"DELETE FROM events WHERE {player}"
+        self.erase_flag = f"DELETE FROM players WHERE {player}"
+        self.salt = "SELECT salt FROM erasure_salt"
+        self.add_receipt = ("INSERT INTO erasures (erased_at, partner_id, player_digest, sub, events, vip)"
+                            f" VALUES ({m}, {m}, {m}, {m}, {m}, {m})")
+        self.receipts = "SELECT erased_at, partner_id, player_digest, sub, events, vip FROM erasures{where} ORDER BY id"
+        self.players_of = (f"SELECT DISTINCT player_login FROM events WHERE partner_id = {m}"
+                           f" UNION SELECT player_login FROM players WHERE partner_id = {m}")
         # {marks}: one mark per id asked about.
         self.held_event_ids = f"SELECT event_id FROM events WHERE partner_id = {m} AND event_id IN ({{marks}})"
         self.mark = m
@@ -336,7 +392,7 @@ class SQLStore(Store):
         with self._reading() as conn, self._snapshot(conn):
             with self._stream(conn, self.sql.counted_events, [], 10_000) as rows:
                 expected = totals.recount((p, at, totals.parsed(text)) for p, at, text in rows)
-            kept = {tuple(row[:4]): (row[4], row[5]) for row in conn.execute(self.sql.all_totals).fetchall()}
+            kept = {tuple(row[:4]): tuple(row[4:]) for row in conn.execute(self.sql.all_totals).fetchall()}
         return [f"the totals of {key} say {kept.get(key)}, the events {expected.get(key)}"
                 for key in sorted(set(expected) | set(kept)) if expected.get(key) != kept.get(key)][:20]
 
@@ -348,19 +404,90 @@ class SQLStore(Store):
             for row, event, is_new in zip(request.rows, request.events, request.new or [True] * len(request.rows),
                                           strict=True) if all_new or is_new])
 
+    # Erasing a player -----------------------------------------------------------------
+
+    def erase_player(self, partner_id, player_login, sub):
+        """Delete the player's events and VIP flag in one transaction, keep a receipt; return it."""
+        with self._writing("the player could not be erased") as conn:
+            salt = conn.execute(self.sql.salt).fetchone()[0]
+            events, vip = self._erase(conn, partner_id, player_login)
+            receipt = Receipt(now_us(), partner_id, erasure.digest(salt, partner_id, player_login), sub, events, vip)
+            conn.execute(self.sql.add_receipt, (*receipt[:5], int(vip)))
+        self._after_erasure()
+        return receipt
+
+    def _erase(self, conn, partner_id: str, player_login: str) -> tuple[int, bool]:
+        """Delete the player's events (counted off the totals first) and flag on conn's transaction; (events, flag)."""
+        self._hold_partner(conn, partner_id)
+        held = conn.execute(self.sql.player_events, (partner_id, player_login)).fetchall()
+        totals.count_events(conn, self.sql, [(p, at, totals.parsed(text)) for p, at, text in held], sign=-1)
+        events = conn.execute(self.sql.erase_events, (partner_id, player_login)).rowcount
+        return events, conn.execute(self.sql.erase_flag, (partner_id, player_login)).rowcount == 1
+
+    def erasures(self, partner_id=None):
+        """Return the receipts of every erasure (of partner_id's players only, when given), oldest first."""
+        where, params = ("", ()) if partner_id is None else (f" WHERE partner_id = {self.sql.mark}", (partner_id,))
+        with self._reading() as conn:
+            rows = conn.execute(self.sql.receipts.format(where=where), params).fetchall()
+        return [Receipt._make((*row[:5], bool(row[5]))) for row in rows]
+
+    def reapply(self, receipts):
+        """Apply receipts from a later copy of this database (a restore brought an older one back): erase the
+        players they name that it holds, and keep the receipts it lacks; return (players, events) erased."""
+        players = events = 0
+        for partner_id in sorted({receipt.partner_id for receipt in receipts}):
+            mine = [receipt for receipt in receipts if receipt.partner_id == partner_id]
+            wanted = {receipt.player_digest for receipt in mine}
+            with self._writing("the receipts could not be applied") as conn:
+                salt = conn.execute(self.sql.salt).fetchone()[0]
+                for (login,) in conn.execute(self.sql.players_of, (partner_id, partner_id)).fetchall():
+                    if erasure.digest(salt, partner_id, login) in wanted:
+                        erased, _ = self._erase(conn, partner_id, login)
+                        players, events = players + 1, events + erased
+                where = f" WHERE partner_id = {self.sql.mark}"
+                kept = set(conn.execute(self.sql.receipts.format(where=where), (partner_id,)).fetchall())
+                for receipt in mine:
+                    if (*receipt[:5], int(receipt.vip)) not in kept:
+                        conn.execute(self.sql.add_receipt, (*receipt[:5], int(receipt.vip)))
+        self._after_erasure()
+        return players, events
+
+    def _erased(self, conn) -> erasure.Erased:
+        """The players erased, to skip in an import."""
+        salt = conn.execute(self.sql.salt).fetchone()[0]
+        rows = conn.execute(self.sql.receipts.format(where=""), ()).fetchall()
+        return erasure.Erased(salt, [Receipt._make((*row[:5], bool(row[5]))) for row in rows])
+
+    def _hold_partner(self, conn, partner_id: str) -> None:
+        """Keep the partner's other writers out until the commit (SQLite: the one writer already is)."""
+
+    def _after_erasure(self) -> None:
+        """Make the erased bytes leave the database's files, where the backend can (SQLite: its -wal)."""
+
+    def _fill_layout_4(self, conn) -> None:
+        """Fill layout 4's new tables (in the transaction that made them): the totals from every event held,
+        and the erasures' salt, random."""
+        conn.execute(f"INSERT INTO erasure_salt (salt) VALUES ({self.sql.mark})", (secrets.token_hex(32),))
+        self._recount_all(conn)
+
     def _recount_all(self, conn) -> None:
         """Fill the totals table from every event held (an upgrade to layout 4, in its transaction)."""
         with self._stream(conn, self.sql.counted_events, [], 10_000) as rows:
             totals.count_events(conn, self.sql, ((p, at, totals.parsed(text)) for p, at, text in rows))
 
     def import_events(self, records):
-        """Check every record, then store them in pieces of IMPORT_HOLD_S; return (imported, already held).
+        """Check every record, then store them in pieces of IMPORT_HOLD_S; return (imported, already held, skipped).
 
         The records go to a staging table first, so that a bad line, ids out of order or an
-        event_id taken stop the import before any of it is stored.
+        event_id taken stop the import before any of it is stored. The lines of a player erased
+        since they were received are skipped: an erasure is for good.
         """
-        with self._staging(EVENT_COLUMNS) as staged:
-            staged.load((id_, *row) for id_, row in increasing_ids(records))
+        with self._reading() as conn:
+            erased = self._erased(conn)
+        # A record is (id, the row's fields, in EventRow's order: partner_id first, player_login 4th, received_at 5th).
+        skipped = Skipped(lambda record: bool(erased) and erased.before(record[1][0], record[1][3], record[1][4]))
+        with skipped.lines_told(), self._staging(EVENT_COLUMNS) as staged:
+            staged.load((id_, *row) for id_, row in increasing_ids(skipped.passed(records)))
             with self._connected("the import failed") as conn:  # the writer's: no reader left open behind
                 (empty,) = conn.execute(self.sql.empty).fetchone()
                 staged.check(None if empty else lambda keys: self._held_texts(conn, keys))
@@ -385,24 +512,34 @@ class SQLStore(Store):
                         for row, is_new in zip(records, new, strict=True) if is_new])
 
             self._in_pieces(staged, store, begin, lambda conn: self._finish_import(conn, kept_ids=keep_ids))
-            return imported, staged.count - imported
+            return imported, staged.count - imported, skipped.count
 
     def import_players(self, records):
-        """Store exported VIP flags, checked whole first, in pieces as import_events; return (imported, updated, held).
+        """Store exported VIP flags, checked whole first, in pieces as import_events; return (imported, updated,
+        held, skipped).
 
         A player not held is added; one held with an older updated_at takes the file's flag; one
-        held with the same or a newer updated_at keeps its own.
+        held with the same or a newer updated_at keeps its own. The flag of a player erased since
+        it was set is skipped.
         """
         counts = [0, 0, 0]
+        with self._reading() as conn:
+            erased = self._erased(conn)
+        def flag_erased(record) -> bool:
+            # updated_at in the one form flags are kept in, whose text orders them (PlayerRecord: its 4th field).
+            erased_at = erased.erased_at(record[0], record[1])
+            return erased_at is not None and record[3] < rfc3339_us(erased_at)
+
+        skipped = Skipped(flag_erased)
 
         def store(conn, after):
             for n, count in enumerate(self._merge_chunk(conn, staged, after)):
                 counts[n] += count
 
-        with self._staging(PLAYER_COLUMNS) as staged:
-            staged.load(records)
+        with skipped.lines_told(), self._staging(PLAYER_COLUMNS) as staged:
+            staged.load(skipped.passed(records))
             self._in_pieces(staged, store)
-        return tuple(counts)
+        return (*counts, skipped.count)
 
     def _in_pieces(self, staged: Staging, store, begin=None, end=None) -> None:
         """Call store(conn, after) for each chunk of the staged lines, in transactions of about IMPORT_HOLD_S.

@@ -61,7 +61,7 @@ Key = tuple[str, str, str, str]  # partner_id, day, event_type, currency ("" for
 
 
 def tally(events: Iterable[tuple[str, int, dict]]) -> dict[Key, list]:
-    """Count events (partner_id, received_at, the event read) by key: {key: [events, amount or None]}."""
+    """Count events (partner_id, received_at, the event read) by key: {key: [events, with an amount, their sum]}."""
     counts: dict[Key, list] = {}
     for partner_id, received_at, event in events:
         currency = event.get("currency")
@@ -69,27 +69,31 @@ def tally(events: Iterable[tuple[str, int, dict]]) -> dict[Key, list]:
                currency if isinstance(currency, str) else NO_CURRENCY)
         count = counts.get(key)
         if count is None:
-            count = counts[key] = [0, None]
+            count = counts[key] = [0, 0, Decimal(0)]
         count[0] += 1
         amount = event.get("amount")
         if isinstance(amount, Decimal):
-            count[1] = amount if count[1] is None else EXACT.add(count[1], amount)
+            count[1] += 1
+            count[2] = EXACT.add(count[2], amount)
     return counts
 
 
-def count_events(conn, sql, events: Iterable[tuple[str, int, dict]]) -> None:
-    """Add events (partner_id, received_at, the event read), just stored on conn's transaction, to their totals."""
-    for key, (events_added, amount_added) in tally(events).items():
+def count_events(conn, sql, events: Iterable[tuple[str, int, dict]], sign: int = 1) -> None:
+    """Add events (partner_id, received_at, the event read), just stored on conn's transaction, to their totals;
+    sign -1: take events just deleted away from them (a row left with none is deleted)."""
+    for key, (events_changed, amounts_changed, amount_changed) in tally(events).items():
         held = conn.execute(sql.total, key).fetchone()
-        count, amount = events_added, amount_added
-        if held is not None:
-            count += held[0]
-            if held[1] is not None:
-                amount = Decimal(held[1]) if amount is None else EXACT.add(Decimal(held[1]), amount)
-        conn.execute(sql.put_total, (*key, count, None if amount is None else amount_text(amount)))
+        count, amounts, amount = (0, 0, Decimal(0)) if held is None else (
+            held[0], held[1], Decimal(0) if held[2] is None else Decimal(held[2]))
+        count, amounts = count + sign * events_changed, amounts + sign * amounts_changed
+        amount = EXACT.add(amount, amount_changed) if sign > 0 else EXACT.subtract(amount, amount_changed)
+        if count == 0:
+            conn.execute(sql.drop_total, key)
+        else:
+            conn.execute(sql.put_total, (*key, count, amounts, amount_text(amount) if amounts else None))
 
 
-def recount(rows: Iterable[tuple[str, int, dict]]) -> dict[Key, tuple[int, str | None]]:
-    """The totals table's rows as the events say they should be: {key: (events, amount text or None)}."""
-    return {key: (count, None if amount is None else amount_text(amount))
-            for key, (count, amount) in tally(rows).items()}
+def recount(rows: Iterable[tuple[str, int, dict]]) -> dict[Key, tuple[int, int, str | None]]:
+    """The totals table's rows as the events say they should be: {key: (events, with an amount, their sum or None)}."""
+    return {key: (count, amounts, amount_text(amount) if amounts else None)
+            for key, (count, amounts, amount) in tally(rows).items()}
