@@ -15,7 +15,19 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
-from backup_api import config, export_lines, keys, loading, revocations, schemas, server, standin, storage, tokens
+from backup_api import (
+    config,
+    export_lines,
+    keys,
+    loading,
+    retention,
+    revocations,
+    schemas,
+    server,
+    standin,
+    storage,
+    tokens,
+)
 from backup_api.loading import LineError
 from backup_api.storage import get_store, totals
 
@@ -43,7 +55,14 @@ def serve_command(host, port, threads, stand_in):
     get_store(app)  # opened before the first request, so that a bad one fails here
     keys.secret_key(app)
     channel = standin.StandInChannel if app.config["STAND_IN"] else server.JSONErrorChannel
-    server.serve(app, host=host, port=port, threads=threads, channel=channel)
+    pruner = None
+    if app.config["RETENTION_DAYS"] is not None and not app.config["STAND_IN"]:
+        pruner = retention.Pruner(app).start()
+    try:
+        server.serve(app, host=host, port=port, threads=threads, channel=channel)
+    finally:
+        if pruner is not None:
+            pruner.stop()
 
 
 token = AppGroup("token", help="Mint, revoke and rotate bearer tokens.")
@@ -369,6 +388,28 @@ def restore(snapshot_path):
     click.echo(f"restored {snapshot_path} ({events} events, {players} players) to {store.name}")
     if kept:
         click.echo(f"the database it replaced is kept as {kept}")
+
+
+@db.command("prune")
+@click.option("--before", help="Delete the events received before this day (UTC), YYYY-MM-DD; without it, those"
+              " older than BACKUP_API_RETENTION_DAYS.")
+def prune_command(before):
+    """Delete old events, in small pieces that hold no writer long (VIP flags are kept); print how many."""
+    days = current_app.config["RETENTION_DAYS"]
+    if before is not None:
+        try:
+            cutoff = retention.day_start(schemas.Day().deserialize(before))
+        except ValidationError as exc:
+            raise click.BadParameter(" ".join(exc.messages), param_hint="--before") from None
+    elif days is None:
+        raise click.UsageError("give --before YYYY-MM-DD, or set BACKUP_API_RETENTION_DAYS")
+    else:
+        cutoff = retention.cutoff(days)
+    try:
+        pruned = retention.prune(current_app._get_current_object(), cutoff)
+    except storage.StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"deleted {pruned} events received before {storage.rfc3339_us(cutoff)}")
 
 
 @db.command("check")

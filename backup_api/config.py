@@ -185,6 +185,10 @@ SETTINGS = (
             " one statement or lock) before answering `503`; it also bounds how long a connection may go"
             " unanswered or stay idle inside a transaction, and the service itself gives up on any one answer"
             " from the server after 1.5 times it (a stalled server)"),
+    Setting("RETENTION_DAYS", None, _whole(1, "days"),
+            "events received more than this many days ago are deleted: at the server's start and then every"
+            " day, in small pieces (VIP flags are kept); `db prune` does it on demand (see [Retention and"
+            " erasure](retention.md))", shown_default="unset (keep everything)"),
     Setting("MIN_FREE_MB", 64, _whole(0, "MiB"),
             "SQLite: `/healthz` answers `503` (and `backup_api_store_writable` is 0) once the database's"
             " filesystem has less free space than this, before a write fails for want of room; writes go on"

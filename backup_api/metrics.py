@@ -72,6 +72,8 @@ class Metrics:
         self.erased = Counter("backup_api_events_erased", "Events erased with their player (DELETE"
                               " /users/{id}/player/{player_id}).", registry=registry)
         self.players_erased = Counter("backup_api_players_erased", "Players erased.", registry=registry)
+        self.pruned = Counter("backup_api_events_pruned", "Events deleted by the retention window"
+                              " (BACKUP_API_RETENTION_DAYS), by this process.", registry=registry)
         registry.register(_StoreCollector(app))
         # Label children by their labels, as labels() checks and locks each time. Bounded: routes x
         # methods x the statuses the app answers, and event types x new or not.
@@ -189,6 +191,13 @@ def conflict(events: list[dict], partner_id: str, event_id: str) -> None:
     if metrics is not None:
         found = [e for e in events if e["partner_id"] == partner_id and e.get("event_id") == event_id]
         metrics.conflicts.labels(found[0]["event_type"] if found else "unknown").inc()
+
+
+def pruned(events: int) -> None:
+    """Count events the retention window deleted."""
+    metrics = _current()
+    if metrics is not None:
+        metrics.pruned.inc(events)
 
 
 def erased(events: int) -> None:

@@ -290,6 +290,11 @@ class Store:
         the receipts it lacks; return how many players and events were erased now."""
         raise NotImplementedError
 
+    def prune(self, before: int) -> int:
+        """Delete the events received before `before` (microseconds since the epoch), in pieces that hold no
+        writer long, their totals counted down; give the space back where the backend can; return how many."""
+        raise NotImplementedError
+
     def check_totals(self) -> list[str]:
         """Recount the totals from the events; return what differs, at most 20 lines (empty when they agree)."""
         raise NotImplementedError

@@ -95,6 +95,9 @@ class SQLiteStore(SQLStore):
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.db = sqlite_utils.Database(self._conn)
             self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            # A new file gives the space of deleted events back (a prune's incremental vacuum); an older
+            # one keeps its mode until a VACUUM.
+            self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self.db.enable_wal()
             self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             # What a delete (an erasure) removes is overwritten with zeros, not left in free space.
@@ -390,6 +393,14 @@ class SQLiteStore(SQLStore):
             f"WITH k (p, e) AS (VALUES {rows})"
             " SELECT p, e, event FROM k JOIN events ON partner_id = p AND event_id = e",
             [value for key in keys for value in key])}
+
+    def _after_prune(self):
+        """Give the free pages back to the file system, in a file made with incremental auto-vacuum (layout 4's
+        new files); then fold the -wal in, as after an erasure."""
+        with self._connected("the vacuum after the prune failed") as conn:
+            # executescript steps the pragma to its end: one step of execute() frees one page.
+            conn.executescript("PRAGMA incremental_vacuum")
+        self._after_erasure()
 
     def _after_erasure(self):
         """Fold the -wal into the file and empty it: the old copies of the erased pages go with it."""

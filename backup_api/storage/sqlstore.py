@@ -78,6 +78,8 @@ class Skipped:
             raise
 
 
+# The events a piece of a prune deletes.
+PRUNE_CHUNK = 1000
 # The event_ids a statement of `missing` asks about at a time (SQLite takes at most 32,766 parameters).
 MISSING_CHUNK = 1000
 
@@ -158,6 +160,11 @@ class Statements:
         self.receipts = "SELECT erased_at, partner_id, player_digest, sub, events, vip FROM erasures{where} ORDER BY id"
         self.players_of = (f"SELECT DISTINCT player_login FROM events WHERE partner_id = {m}"
                            f" UNION SELECT player_login FROM players WHERE partner_id = {m}")
+        # A retention's prune: the oldest events' ids first, then the rows in their span, counted and deleted.
+        self.old_events = f"SELECT id FROM events WHERE received_at < {m} ORDER BY id LIMIT {m}"
+        span = f"id >= {m} AND id <= {m} AND received_at < {m}"
+        self.old_rows = f"SELECT partner_id, received_at, {d.event_text} FROM events WHERE {span}"
+        self.prune = f"DELETE FROM events WHERE {span}"
         # {marks}: one mark per id asked about.
         self.held_event_ids = f"SELECT event_id FROM events WHERE partner_id = {m} AND event_id IN ({{marks}})"
         self.mark = m
@@ -457,6 +464,35 @@ class SQLStore(Store):
         salt = conn.execute(self.sql.salt).fetchone()[0]
         rows = conn.execute(self.sql.receipts.format(where=""), ()).fetchall()
         return erasure.Erased(salt, [Receipt._make((*row[:5], bool(row[5]))) for row in rows])
+
+    # Retention --------------------------------------------------------------------------
+
+    def prune(self, before):
+        """Delete the events received before `before` (microseconds), PRUNE_CHUNK at a time, each piece in a
+        transaction of its own with its totals counted down; return how many were deleted."""
+        pruned = 0
+        while True:
+            with self._reading() as conn:
+                ids = [id_ for (id_,) in conn.execute(self.sql.old_events, (before, PRUNE_CHUNK)).fetchall()]
+            if not ids:
+                break
+            with self._writing("the prune failed") as conn:
+                span = (ids[0], ids[-1], before)
+                held = conn.execute(self.sql.old_rows, span).fetchall()
+                self._hold_partners(conn, {partner_id for partner_id, _, _ in held})
+                totals.count_events(conn, self.sql, [(p, at, totals.parsed(text)) for p, at, text in held], sign=-1)
+                pruned += conn.execute(self.sql.prune, span).rowcount
+            time.sleep(self.IMPORT_PAUSE_S)
+        self._after_prune()
+        return pruned
+
+    def _after_prune(self) -> None:
+        """Give the space back where the backend can (SQLite: an incremental vacuum)."""
+
+    def _hold_partners(self, conn, partner_ids: set[str]) -> None:
+        """Keep the partners' other writers out until the commit (SQLite: the one writer already is)."""
+        for partner_id in partner_ids:
+            self._hold_partner(conn, partner_id)
 
     def _hold_partner(self, conn, partner_id: str) -> None:
         """Keep the partner's other writers out until the commit (SQLite: the one writer already is)."""
