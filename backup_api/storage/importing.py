@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 
-from backup_api.storage.base import EventConflict, RecordError, StorageError
+from backup_api.storage.base import EventConflict, ImportStopped, RecordError, StorageError
 from backup_api.storage.jsonform import parsed_content_key
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow, PlayerRecord
 
@@ -189,3 +189,43 @@ def increasing_ids(records: Iterable[tuple]) -> Iterator[tuple]:
             raise error
         last_id = id_
         yield record
+
+
+class Skipped:
+    """The records of an import that skip(record) says to leave out (an erased player's), and the line numbers
+    of the rest told as the file's: an error about the n-th record kept names its line in the file."""
+
+    def __init__(self, skip):
+        self._skip = skip
+        self._positions: list[int] = []  # the file's indexes of the records left out, in order
+        self.count = 0
+
+    def passed(self, records: Iterable) -> Iterator:
+        for index, record in enumerate(records):
+            if self._skip(record):
+                self._positions.append(index)
+                self.count += 1
+            else:
+                yield record
+
+    def line_index(self, index: int) -> int:
+        """The file's index of the index-th record kept."""
+        for position in self._positions:
+            if position <= index:
+                index += 1
+        return index
+
+    @contextmanager
+    def lines_told(self) -> Iterator[None]:
+        """Make a RecordError's index, and an ImportStopped's count of records kept, the file's."""
+        try:
+            yield
+        except ImportStopped as exc:
+            if exc.committed:
+                exc.committed = self.line_index(exc.committed - 1) + 1
+            if isinstance(exc.__cause__, RecordError):
+                exc.__cause__.index = self.line_index(exc.__cause__.index)
+            raise
+        except RecordError as exc:
+            exc.index = self.line_index(exc.index)
+            raise

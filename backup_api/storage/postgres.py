@@ -27,7 +27,8 @@ from backup_api.storage.base import (
 from backup_api.storage.jsonform import parsed_content_key
 from backup_api.storage.layouts import POSTGRES_REVOCATIONS, POSTGRES_TABLES, POSTGRES_TOTALS
 from backup_api.storage.rows import EventRow
-from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
+from backup_api.storage.sqlstore import SQLStore
+from backup_api.storage.statements import Dialect, Statements
 
 # Any constant of our own: the lock that one process holds while it creates the tables.
 LAYOUT_LOCK = 0x6761_6D65_6261_636B

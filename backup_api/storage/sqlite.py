@@ -24,7 +24,8 @@ from backup_api.storage.importing import PLAYER_SELECT, attached_staging, copy_e
 from backup_api.storage.jsonform import parsed_content_key
 from backup_api.storage.layouts import create_sqlite_layout_4, create_sqlite_revocations, create_sqlite_tables
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow
-from backup_api.storage.sqlstore import Dialect, SQLStore, Statements
+from backup_api.storage.sqlstore import SQLStore
+from backup_api.storage.statements import Dialect, Statements
 
 # Raw SQL: the UNIQUE indexes decide, and the count of changes says whether they did. The columns
 # of EventRow but event_type, which SQLite reads from the event itself.

@@ -1,9 +1,10 @@
-"""What both backends do alike, written once: pages, lookups, exports, imports and VIP flags.
+"""What both backends do alike, written once: pages, lookups, exports, imports, VIP flags, the totals, erasures
+and the retention's prunes.
 
 Each backend supplies its dialect (how it writes a parameter, the event's text, its type) and a
 few hooks: how it lends a connection to read and to write, opens a snapshot, streams rows, and
-stores a chunk of imported rows. The statements are built here from the dialect, so the two
-stores' queries are the same text but for those words.
+stores a chunk of imported rows. The statements are built from the dialect (statements.py), so the
+two stores' queries are the same text but for those words.
 """
 
 import secrets
@@ -12,7 +13,6 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
-from typing import NamedTuple
 
 from backup_api.storage import erasure, totals
 from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, ImportStopped, RecordError, Store, WriteRequest
@@ -20,6 +20,7 @@ from backup_api.storage.erasure import Receipt
 from backup_api.storage.importing import (
     EVENT_COLUMNS,
     PLAYER_COLUMNS,
+    Skipped,
     Staging,
     increasing_ids,
     interrupts_held,
@@ -35,139 +36,13 @@ from backup_api.storage.rows import (
     now_us,
     rfc3339_us,
 )
+from backup_api.storage.statements import Statements
 from backup_api.storage.totals import Total
-
-
-class Skipped:
-    """The records of an import that skip(record) says to leave out (an erased player's), and the line numbers
-    of the rest told as the file's: an error about the n-th record kept names its line in the file."""
-
-    def __init__(self, skip):
-        self._skip = skip
-        self._positions: list[int] = []  # the file's indexes of the records left out, in order
-        self.count = 0
-
-    def passed(self, records: Iterable) -> Iterator:
-        for index, record in enumerate(records):
-            if self._skip(record):
-                self._positions.append(index)
-                self.count += 1
-            else:
-                yield record
-
-    def line_index(self, index: int) -> int:
-        """The file's index of the index-th record kept."""
-        for position in self._positions:
-            if position <= index:
-                index += 1
-        return index
-
-    @contextmanager
-    def lines_told(self) -> Iterator[None]:
-        """Make a RecordError's index, and an ImportStopped's count of records kept, the file's."""
-        try:
-            yield
-        except ImportStopped as exc:
-            if exc.committed:
-                exc.committed = self.line_index(exc.committed - 1) + 1
-            if isinstance(exc.__cause__, RecordError):
-                exc.__cause__.index = self.line_index(exc.__cause__.index)
-            raise
-        except RecordError as exc:
-            exc.index = self.line_index(exc.index)
-            raise
-
 
 # The events a piece of a prune deletes.
 PRUNE_CHUNK = 1000
 # The event_ids a statement of `missing` asks about at a time (SQLite takes at most 32,766 parameters).
 MISSING_CHUNK = 1000
-
-
-class Dialect(NamedTuple):
-    """The words in which the two backends' SQL differs."""
-
-    mark: str  # a parameter: "?" or "%s"
-    event_text: str  # the event's JSON text as a string
-    event_type: str  # the event's type, to filter on
-    by_bytes: str  # what makes ORDER BY compare text by its bytes ("" where it already does)
-    window: str  # the columns a page's window passes on to its filters
-
-
-class Statements:
-    """The statements of the shared algorithms, in one backend's dialect."""
-
-    def __init__(self, d: Dialect):
-        m = d.mark
-        self.filters = (
-            ("player_login", f"player_login = {m}"),
-            ("event_type", f"{d.event_type} = {m}"),
-            ("received_after", f"received_at > {m}"),
-            ("received_before", f"received_at < {m}"),
-        )
-        # The window's size is a parameter: SCAN_WINDOW, read at each call.
-        window = f"SELECT {d.window} FROM events WHERE partner_id = {m} AND id > {m} ORDER BY id LIMIT {m}"
-        # {where}: the filters given, each " AND ..."; ORDER BY inside the window's LIMIT, and again outside.
-        self.page = f"SELECT id, received_at, {d.event_text} FROM ({window}) AS w WHERE true{{where}} ORDER BY id"
-        self.window_end = (f"SELECT count(*), max(id) FROM (SELECT id FROM events WHERE partner_id = {m}"
-                           f" AND id > {m} ORDER BY id LIMIT {m}) AS w")
-        self.by_event_id = (f"SELECT id, received_at, {d.event_text} FROM events"
-                            f" WHERE partner_id = {m} AND event_id = {m} AND id > {m}{{where}}")
-        self.get_event = f"SELECT partner_id, received_at, {d.event_text} FROM events WHERE id = {m}"
-        self.get_vip = ("SELECT is_vip, updated_at, updated_by FROM players"
-                        f" WHERE partner_id = {m} AND player_login = {m}")
-        self.export_events = f"SELECT id, received_at, sub, {d.event_text} FROM events{{where}} ORDER BY id"
-        self.export_players = ("SELECT partner_id, player_login, is_vip, updated_at, updated_by FROM players"
-                               f" ORDER BY partner_id{d.by_bytes}, player_login{d.by_bytes}")
-        self.any_event = "SELECT 1 FROM events LIMIT 1"
-        self.empty = "SELECT NOT EXISTS (SELECT 1 FROM events)"
-        self.last_id = "SELECT coalesce(max(id), 0) FROM events"
-        # A player's VIP flag, added or replaced (from a VALUES or a SELECT of the five columns).
-        players = "INSERT INTO players (partner_id, player_login, is_vip, updated_at, updated_by) {select}"
-        replace = (" ON CONFLICT (partner_id, player_login) DO UPDATE SET"
-                   " is_vip = excluded.is_vip, updated_at = excluded.updated_at, updated_by = excluded.updated_by")
-        self.upsert_player = players.format(select=f"VALUES ({m}, {m}, {m}, {m}, {m})") + replace
-        # Imported flags ({select}): the players not held are added; then each flag replaces a held
-        # one only when newer (times in one form: their text orders them). The rule is the
-        # database's, inside the statement that writes: a flag the service sets meanwhile is never
-        # overwritten by an older one.
-        self.add_players = players + " ON CONFLICT DO NOTHING"
-        self.merge_players = players + replace + " WHERE excluded.updated_at > players.updated_at"
-        self.revoke = (f"INSERT INTO revocations (kind, value, revoked_at) VALUES ({m}, {m}, {m})"
-                       " ON CONFLICT (kind, value) DO UPDATE SET revoked_at = excluded.revoked_at")
-        self.lift = f"DELETE FROM revocations WHERE kind = {m} AND value = {m}"
-        self.revocations = "SELECT kind, value, revoked_at FROM revocations ORDER BY revoked_at, kind, value"
-        # The totals (totals.py): one row read and written back with the events a commit adds to it.
-        key = f"partner_id = {m} AND day = {m} AND event_type = {m} AND currency = {m}"
-        self.total = f"SELECT events, amounts, amount FROM totals WHERE {key}"
-        self.put_total = ("INSERT INTO totals (partner_id, day, event_type, currency, events, amounts, amount)"
-                          f" VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (partner_id, day, event_type,"
-                          " currency) DO UPDATE SET events = excluded.events, amounts = excluded.amounts,"
-                          " amount = excluded.amount")
-        self.drop_total = f"DELETE FROM totals WHERE {key}"
-        self.summary = (f"SELECT day, event_type, currency, events, amount FROM totals WHERE partner_id = {m}"
-                        f" AND day >= {m} AND day <= {m} ORDER BY day, event_type{d.by_bytes}, currency{d.by_bytes}")
-        self.all_totals = "SELECT partner_id, day, event_type, currency, events, amounts, amount FROM totals"
-        self.counted_events = f"SELECT partner_id, received_at, {d.event_text} FROM events"
-        # Erasing a player (erasure.py): the events counted off the totals, then deleted; the flag; the receipt.
-        player = f"partner_id = {m} AND player_login = {m}"
-        self.player_events = f"SELECT partner_id, received_at, {d.event_text} FROM events WHERE {player}"
-        self.erase_events = f"DELETE FROM events WHERE {player}"
-        self.erase_flag = f"DELETE FROM players WHERE {player}"
-        self.salt = "SELECT salt FROM erasure_salt"
-        self.add_receipt = ("INSERT INTO erasures (erased_at, partner_id, player_digest, sub, events, vip)"
-                            f" VALUES ({m}, {m}, {m}, {m}, {m}, {m})")
-        self.receipts = "SELECT erased_at, partner_id, player_digest, sub, events, vip FROM erasures{where} ORDER BY id"
-        self.players_of = (f"SELECT DISTINCT player_login FROM events WHERE partner_id = {m}"
-                           f" UNION SELECT player_login FROM players WHERE partner_id = {m}")
-        # A retention's prune: the oldest events' ids first, then the rows in their span, counted and deleted.
-        self.old_events = f"SELECT id FROM events WHERE received_at < {m} ORDER BY id LIMIT {m}"
-        span = f"id >= {m} AND id <= {m} AND received_at < {m}"
-        self.old_rows = f"SELECT partner_id, received_at, {d.event_text} FROM events WHERE {span}"
-        self.prune = f"DELETE FROM events WHERE {span}"
-        # {marks}: one mark per id asked about.
-        self.held_event_ids = f"SELECT event_id FROM events WHERE partner_id = {m} AND event_id IN ({{marks}})"
-        self.mark = m
 
 
 def fill_page(rows: Iterable[tuple], limit: int) -> tuple[list[StoredEvent], bool]:
