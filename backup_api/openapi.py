@@ -227,6 +227,28 @@ def _paths() -> dict:
                 "The flag; a player never flagged is false, with nulls.", "vip:read", 400, 401, 403, 503,
             ),
         },
+        "/users/{id}/player/{player_id}": {
+            "parameters": [
+                _path_parameter("id", "partner_id; owned by your token.", path_segment),
+                _path_parameter("player_id", "player_login within the partner.", path_segment),
+            ],
+            "delete": {
+                "operationId": "erasePlayer",
+                "summary": "Erase a player: every event of theirs and their VIP flag, with a receipt",
+                "description": "One transaction. Needs a token whose scope names players:erase (a token without a"
+                " scope claim does not have it). Nothing held is no error: zeros.",
+                "security": _needs("players:erase"),
+                "responses": _responses(200, 400, 401, 403, 503, ok={"$ref": "#/components/schemas/Erased"},
+                                        descriptions={200: "What was erased, and the receipt's digest."}),
+            },
+        },
+        "/users/{id}/erasures": {
+            "get": _read(
+                "listErasures", "The receipts of a partner's erasures, oldest first", "Erasures",
+                "The receipts.", "players:erase", 400, 401, 403, 503,
+                parameters=[_path_parameter("id", "partner_id; owned by your token.", path_segment)],
+            ),
+        },
         "/healthz": {
             "get": {
                 "operationId": "health",
@@ -361,6 +383,32 @@ def _components() -> dict:
                 "type": "object",
                 "required": ["missing"],
                 "properties": {"missing": {"type": "array", "items": {"type": "string"}}},
+            },
+            "Erased": {
+                "type": "object",
+                "required": ["status", "erased_events", "erased_vip", "player_digest"],
+                "properties": {
+                    "status": {"const": "ok"},
+                    "erased_events": {"type": "integer", "minimum": 0},
+                    "erased_vip": {"type": "boolean"},
+                    "player_digest": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                                      "description": "How the receipt names the player: a salted SHA-256."},
+                },
+            },
+            "Erasures": {
+                "type": "object",
+                "required": ["erasures"],
+                "properties": {"erasures": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["erased_at", "player_digest", "sub", "events", "vip"],
+                    "properties": {
+                        "erased_at": {"type": "string", "format": "date-time"},
+                        "player_digest": {"type": "string"},
+                        "sub": {"type": "string", "description": "Who asked: a token's sub, or command."},
+                        "events": {"type": "integer", "minimum": 0},
+                        "vip": {"type": "boolean"},
+                    },
+                }}},
             },
             "VipStatus": {
                 "type": "object",

@@ -11,6 +11,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from backup_api import create_app
 from backup_api.schemas import ALWAYS_REQUIRED, EVENT_RULES
+from backup_api.tokens import SCOPES
 from tests.helpers import SECRET, make_token
 from tests.test_docs import REFERENCE_CATALOG, _reference_rows
 
@@ -59,7 +60,7 @@ def _owner_token(case) -> str:
     if isinstance(case.body, dict) and "event_ids" in case.body:
         partner = case.body.get("partner_id")
     partners = [partner] if isinstance(partner, str) and partner else []
-    return make_token(sub="fuzzer", partners=partners)
+    return make_token(sub="fuzzer", partners=partners, scope=" ".join(SCOPES))  # erasing too
 
 
 def call_and_validate(case, **kwargs):
@@ -103,5 +104,7 @@ def test_each_operation_names_the_scope_it_needs(client):
         ("/player-events/missing", "post"): [{"bearerAuth": ["events:read"]}],
         ("/users/{id}/player/{player_id}/vip", "put"): [{"bearerAuth": ["vip:write"]}],
         ("/users/{id}/player/{player_id}/vip", "get"): [{"bearerAuth": ["vip:read"]}],
+        ("/users/{id}/player/{player_id}", "delete"): [{"bearerAuth": ["players:erase"]}],
+        ("/users/{id}/erasures", "get"): [{"bearerAuth": ["players:erase"]}],
         ("/healthz", "get"): [],
     }
