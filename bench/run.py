@@ -293,6 +293,10 @@ def main() -> int:
     from bench import checking
 
     checks = checking.rows(checking.run())
+    print("erasure and retention under load ...", flush=True)
+    from bench import erasure
+
+    checks += erasure.rows(erasure.run())
     per_event, json_size = disk_per_event(filled)
     small, large = reads.IMPORT_EVENTS
 
