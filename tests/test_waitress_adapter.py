@@ -31,6 +31,8 @@ METHODS = [
     (HTTPChannel, "del_channel", ["map"]),
     (HTTPChannel, "handle_close", []),
     (WSGITask, "get_environment", []),
+    (WSGITask, "build_response_header", []),  # PeerTask: every answer closes its connection while draining
+    (WSGITask, "set_close_on_finish", []),
     (WSGITask, "write", ["data"]),
     (ErrorTask, "execute", []),
     (ThreadedTaskDispatcher, "set_thread_count", ["count"]),
