@@ -386,8 +386,13 @@ def test_several_processes_store_each_acknowledged_event_once_and_one_writer_win
             parsed_content_key(text).hex()
         )
 
-    # Nothing but what was sent, and each key once.
+    # Nothing but what was sent, and each key once; the totals, kept by three processes, those of the events.
     assert all(len(contents) == 1 for contents in stored.values())
+    checker = open_store(postgres_url)
+    try:
+        assert checker.check_totals() == []
+    finally:
+        checker.close()
     assert all(contents[0] in sent[key] for key, contents in stored.items())
     statuses = defaultdict(list)
     for key, content, status in answers:
