@@ -112,6 +112,7 @@ def test_writes_go_in_between_the_pieces_of_an_import(database, small_pieces, tm
     assert [event_id for event_id in held if event_id.startswith("live")] == writer.sent
     written_meanwhile = held[held.index("e1") : held.index(f"e{LINES}")]
     assert any(event_id.startswith("live") for event_id in written_meanwhile), "no write went in meanwhile"
+    assert app.extensions["store"].check_totals() == []  # the pieces' totals and the writer's, both counted
     app.extensions["store"].close()
 
 

@@ -72,6 +72,8 @@ def tally(events: Iterable[tuple[str, int, dict]]) -> dict[Key, list]:
             count = counts[key] = [0, 0, Decimal(0)]
         count[0] += 1
         amount = event.get("amount")
+        if isinstance(amount, int) and not isinstance(amount, bool):
+            amount = Decimal(amount)  # a caller of the store's own (the store writes ints as they are)
         if isinstance(amount, Decimal):
             count[1] += 1
             count[2] = EXACT.add(count[2], amount)
