@@ -259,3 +259,13 @@ def test_the_summary_and_missing_are_of_the_tokens_world_and_meet_the_reads_faul
     assert backup_api.requests("casino_alpha", path="/player-events/summary")["count"] == 2
     assert [r["status"] for r in backup_api.requests("casino_alpha", path="/player-events/missing")["requests"]] == [
         503, 200]
+
+
+def test_a_reset_forgets_the_totals_and_receipts_with_the_events(backup_api):
+    assert call(backup_api, "POST", "/player-events", valid_event("bet", event_id="before", amount=5))[0] == 200
+    backup_api.reset()
+    status, _, answer = call(backup_api, "GET", "/player-events/summary?partner_id=casino_alpha")
+    assert status == 200 and answer["rows"] == []
+    assert call(backup_api, "POST", "/player-events", valid_event("bet", event_id="after", amount=2))[0] == 200
+    status, _, answer = call(backup_api, "GET", "/player-events/summary?partner_id=casino_alpha")
+    assert [(r["events"], r["amount"]) for r in answer["rows"]] == [(1, "2")]

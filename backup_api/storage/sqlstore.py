@@ -491,15 +491,17 @@ class SQLStore(Store):
         return min(after, staged.count)
 
     def forget(self, partners=None) -> None:
-        """Delete every event and VIP flag of partners, or of everyone when None (the stand-in's reset)."""
+        """Delete everything held of partners (events, VIP flags, their totals and erasures), or of everyone
+        when None: the stand-in's reset."""
+        tables = ("events", "players", "totals", "erasures")
         with self._writing("the reset failed") as conn:
             if partners is None:
-                conn.execute("DELETE FROM events")
-                conn.execute("DELETE FROM players")
+                for table in tables:
+                    conn.execute(f"DELETE FROM {table}")
                 return
             chosen = sorted(partners)
             for start in range(0, len(chosen), 500):
                 part = chosen[start : start + 500]
                 marks = ", ".join([self.sql.mark] * len(part))
-                conn.execute(f"DELETE FROM events WHERE partner_id IN ({marks})", part)
-                conn.execute(f"DELETE FROM players WHERE partner_id IN ({marks})", part)
+                for table in tables:
+                    conn.execute(f"DELETE FROM {table} WHERE partner_id IN ({marks})", part)
