@@ -117,6 +117,14 @@ def test_a_fault_closing_the_connection_leaves_no_answer(backup_api, route, faul
     assert stored(backup_api, route) is (route == "reads" or fault == "drop-after-commit")
     assert call(backup_api, *ROUTES[route])[0] == 200  # the resend
     assert stored(backup_api, route)
+    # The journal says what the client saw: one 200 (the resend; the fixture's own reads, issue 38, aside), and
+    # the closed connection with no status, among the rejections.
+    if route != "reads":
+        assert backup_api.requests("casino_alpha", method=ROUTES[route][0], status=200)["count"] == 1
+    [closed] = backup_api.rejections("casino_alpha")
+    assert (closed["status"], closed["fault"]) == (None, fault)
+    assert closed["outcome"] == {"reset-before-commit": "connection reset",
+                                 "drop-after-commit": "connection dropped after commit"}[fault]
 
 
 @pytest.mark.parametrize("route", ROUTES)

@@ -106,7 +106,9 @@ def components() -> dict:
             "at": {"type": "string", "format": "date-time"},
             "method": {"type": "string"},
             "path": {"type": "string", "description": "With its query."},
-            "status": {"type": "integer"},
+            "status": {"type": ["integer", "null"], "description": "null: a fault closed the connection unanswered."},
+            "outcome": {"type": "string", "enum": ["connection reset", "connection dropped after commit"],
+                        "description": "What the client saw of a connection a fault closed."},
             "fault": {"type": "string", "enum": list(faults.FAULTS), "description": "The fault it met, if any."},
             "events": {"type": "array", "description": "A POST /player-events' events naming the partner.",
                        "items": {"type": "object", "required": ["outcome"], "properties": {

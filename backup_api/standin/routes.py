@@ -36,7 +36,7 @@ def keep_body():
     request.get_data(cache=True)
 
 
-def _body_items(req: Request, seen: RequestRecord, status: int) -> list | None:
+def _body_items(req: Request, seen: RequestRecord, status: int | None) -> list | None:
     """The request's body as a list of its items (one for an object), or None when it is not JSON."""
     if status == 413:
         return None
@@ -62,7 +62,7 @@ def _named_partners(req: Request, seen: RequestRecord, items: list | None) -> se
     return {partner for partner in named if partner}
 
 
-def _outcome(seen: RequestRecord, index: int, item, status: int) -> str:
+def _outcome(seen: RequestRecord, index: int, item, status: int | None) -> str:
     """What became of the index-th event of a POST /player-events: stored, duplicate, conflict or refused."""
     if seen.new is not None:
         return "stored" if seen.new[index] else "duplicate"
@@ -72,11 +72,15 @@ def _outcome(seen: RequestRecord, index: int, item, status: int) -> str:
     return "refused"
 
 
+# What the client of a request whose connection a fault closed saw, by fault.
+CONNECTION_OUTCOMES = {"reset-before-commit": "connection reset",
+                       "drop-after-commit": "connection dropped after commit"}
+
 # What the journal keeps of each event, beside its outcome.
 EVENT_KEYS = ("event_type", "player_login", "event_id")
 
 
-def _events_of(seen: RequestRecord, partner: str, items: list, status: int) -> list[tuple]:
+def _events_of(seen: RequestRecord, partner: str, items: list, status: int | None) -> list[tuple]:
     """The events of a POST /player-events naming partner: what became of each, and its keys (None where missing)."""
     return [
         (_outcome(seen, index, item, status), *(item.get(name) if isinstance(item.get(name), str) else None
@@ -92,8 +96,12 @@ def journal_request(response: Response) -> Response:
     req, seen = request._get_current_object(), record.current()  # type: ignore[attr-defined]
     if req.blueprint == "stand_in":
         return response
-    status = response.status_code
+    # A connection fault: the client got no answer, so none is its status; the outcome says what it saw.
+    dropped = bool(req.environ.get(DROP_CONNECTION))
+    status = None if dropped else response.status_code
     entry = {"at": storage.now_us(), "method": req.method, "path": req.full_path.rstrip("?"), "status": status}
+    if dropped:
+        entry["outcome"] = CONNECTION_OUTCOMES.get(seen.fault or "", "connection closed")
     entry["answer"], entry["answer_chars"] = cut("" if response.is_streamed else response.get_data(as_text=True))
     raw = b"" if status == 413 else req.get_data(cache=True)
     entry["body_bytes"] = len(raw)
@@ -180,6 +188,8 @@ def clear_faults():
 def _shown(entry: dict) -> dict:
     """An entry as the journal's routes answer it: the answer parsed (unless it was cut), the body as text."""
     shown = {"at": storage.rfc3339_us(entry["at"]), **{name: entry[name] for name in ("method", "path", "status")}}
+    if "outcome" in entry:
+        shown["outcome"] = entry["outcome"]
     if entry["events"] is not None:
         shown["events"] = [{"outcome": outcome, **{name: value for name, value in zip(EVENT_KEYS, keys, strict=True)
                                                    if value is not None}}
@@ -270,7 +280,8 @@ def rejections():
     """A partner's most recent refused requests (status 400 and above), newest first."""
     partner_id = _read_query(_rejections_query)["partner_id"]
     found, _ = current_app.extensions["stand_in"].journal.find((namespace(), partner_id),
-                                                               lambda entry: entry["status"] >= 400,
+                                                               lambda entry: entry["status"] is None
+                                                               or entry["status"] >= 400,
                                                                KEPT_REJECTIONS)
     return {"rejections": [_shown(entry) for entry in found], "kept": KEPT_REJECTIONS}
 
