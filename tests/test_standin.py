@@ -363,3 +363,37 @@ def test_the_stand_in_routes_take_any_scope_and_the_api_routes_keep_theirs(backu
     assert status == 403 and "events:write" in answer["message"]
     with pytest.raises(ValueError, match="events:delete"):
         backup_api.token("casino_alpha", scopes=["events:delete"])
+
+
+@pytest.mark.whole
+def test_a_killed_stand_ins_folder_is_removed_by_the_next_start(tmp_path):
+    """Before: a SIGKILLed `serve --stand-in` left its temporary folder (and its worlds) forever."""
+    import signal
+
+    from tests.server import Server
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+
+    def stand_in() -> Server:
+        server = Server(tmp_path / "unused.db", SECRET)
+        server.env["TMPDIR"] = str(temporary)
+        server.env.pop("BACKUP_API_DATABASE")
+        return server.start(command=[sys.executable, "-m", "flask", "--app", "backup_api", "serve", "--stand-in",
+                                     "--port", "0"])
+
+    first = stand_in()
+    assert first.request("POST", "/player-events", valid_event("bet"), token=make_token())[0] == 200
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(timeout=10)
+    first.stop()
+    [left] = list(temporary.iterdir())
+    kept = temporary / "backup-api-stand-in-someone-elses"  # a live process's: never touched
+    kept.mkdir()
+    (kept / "owner-pid").write_text(str(os.getpid()))
+    second = stand_in()
+    try:
+        assert not left.exists() and kept.exists()
+        assert len(list(temporary.iterdir())) == 2  # the second's own, and the live one's
+    finally:
+        second.stop()

@@ -11,6 +11,7 @@ the server is handed as a parameter.
 """
 
 import atexit
+import os
 import secrets
 import shutil
 import tempfile
@@ -64,10 +65,41 @@ def init_app(app: Flask) -> None:
                            " nobody else knows: set one to mint tokens for your tests")
 
 
+FOLDER_PREFIX = "backup-api-stand-in-"
+# In each stand-in's folder: the process that made it, so that a later start can tell it was left behind.
+OWNER_FILE = "owner-pid"
+
+
+def remove_left_behind(parent: str) -> list[str]:
+    """Remove the stand-in folders in parent whose process is gone (killed with SIGKILL, which no atexit
+    survives); return them. Only folders that name their process, and only this user's."""
+    removed = []
+    for name in os.listdir(parent):
+        folder = os.path.join(parent, name)
+        if not name.startswith(FOLDER_PREFIX) or os.path.islink(folder) or not os.path.isdir(folder):
+            continue
+        try:
+            if os.stat(folder).st_uid != os.getuid():
+                continue
+            with open(os.path.join(folder, OWNER_FILE), encoding="ascii") as owner:
+                pid = int(owner.read().strip())
+            os.kill(pid, 0)  # alive (or another user's process of that number): kept
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except (OSError, ValueError):  # no owner file (yet), unreadable, another user's: left alone
+            continue
+    return removed
+
+
 def _open_store(app: Flask, state: State) -> StandInStore:
     """Open the worlds, in a private temporary folder deleted when the store closes."""
-    folder = tempfile.mkdtemp(prefix="backup-api-stand-in-")  # mode 0700
+    for folder in remove_left_behind(tempfile.gettempdir()):
+        app.logger.info("STAND-IN: removed %s, left behind by a stand-in that was killed", folder)
+    folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # mode 0700
     atexit.register(shutil.rmtree, folder, True)  # should the server not stop cleanly
+    with open(os.path.join(folder, OWNER_FILE), "w", encoding="ascii") as owner:
+        owner.write(str(os.getpid()))
     busy_timeout_ms = int(app.config["BUSY_TIMEOUT_MS"])
 
     def open_world(path: str) -> SQLiteStore:
