@@ -108,13 +108,14 @@ class StandIn:
         return self._get("/_stand-in/rejections?" + urllib.parse.urlencode({"partner_id": partner_id}),
                          partner_id)["rejections"]
 
-    def fault(self, partner_id: str, fault: str, count: int = 1, seconds=None, **options) -> None:
-        """Queue a fault for partner_id: "503", "429", "500", "reset-before-commit", "drop-after-commit" or "delay".
+    def fault(self, partner_id: str, fault: str | int, count: int = 1, seconds=None, **options) -> None:
+        """Queue a fault for partner_id: 503, 429, 500 (as numbers or text, as requests(status=...) takes them),
+        "reset-before-commit", "drop-after-commit" or "delay".
 
         seconds: the delay's, or a range [least, most]. options: route ("events", "vip", "reads"),
         retry_after, probability, seed, as POST /_stand-in/faults takes them.
         """
-        body = {"fault": fault, "count": count, **({} if seconds is None else {"seconds": seconds}), **options}
+        body = {"fault": str(fault), "count": count, **({} if seconds is None else {"seconds": seconds}), **options}
         status, answer = self.request("POST", "/_stand-in/faults", body, partner_id=partner_id)
         if status != 200:
             raise ValueError(f"{answer['message']}: {answer.get('errors')}")

@@ -277,3 +277,9 @@ def test_a_reset_forgets_the_totals_and_receipts_with_the_events(backup_api):
     assert call(backup_api, "POST", "/player-events", valid_event("bet", event_id="after", amount=2))[0] == 200
     status, _, answer = call(backup_api, "GET", "/player-events/summary?partner_id=casino_alpha")
     assert [(r["events"], r["amount"]) for r in answer["rows"]] == [(1, "2")]
+
+
+def test_a_status_fault_is_armed_by_number_as_by_text(backup_api):
+    backup_api.fault("casino_alpha", 503)
+    assert call(backup_api, "POST", "/player-events", valid_event("bet"))[0] == 503
+    assert backup_api.requests("casino_alpha", status=503)["count"] == 1
