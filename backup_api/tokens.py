@@ -28,6 +28,14 @@ DEFAULT_SCOPES = SCOPES[:4]
 LATEST_TIME = 253_402_300_799
 # The longest namespace a stand-in token's `ns` claim may name (the durable service ignores the claim).
 MAX_NAMESPACE_CHARS = 200
+# A stand-in token's claim marking the test's own helpers (the fixture's reads), not the code under test:
+# their requests are neither journaled, nor met by faults, nor counted by the limit. Ignored elsewhere.
+HELPER_CLAIM = "stand_in_helper"
+
+
+def is_helper(claims: dict) -> bool:
+    """Whether claims are a stand-in's test helper's (HELPER_CLAIM), not the code under test's."""
+    return bool(current_app.config["STAND_IN"]) and claims.get(HELPER_CLAIM) is True
 
 
 def issue(partners: list[str], days: int = 90, sub: str | None = None, scopes: list[str] | None = None,
@@ -237,7 +245,11 @@ def authenticate(scope: str | None = None) -> dict:
         verified.remember(authorization, claims)
     seen = record.current()
     seen.claims, seen.sub, seen.jti = claims, claims["sub"], claims.get("jti")
-    ratelimit.count_holder(claims["sub"])
+    if not current_app.config["STAND_IN"]:
+        ratelimit.count_holder(claims["sub"])
+    elif request.blueprint != "stand_in" and not is_helper(claims):
+        # A stand-in counts each namespace's holders apart, and never its own routes or a test's helpers.
+        ratelimit.count_holder(f"{claims.get('ns') or ''}\x1f{claims['sub']}")
     if scope is not None and scope not in granted_scopes(claims):
         raise InsufficientScope(scope)
     return claims

@@ -283,3 +283,14 @@ def test_a_status_fault_is_armed_by_number_as_by_text(backup_api):
     backup_api.fault("casino_alpha", 503)
     assert call(backup_api, "POST", "/player-events", valid_event("bet"))[0] == 503
     assert backup_api.requests("casino_alpha", status=503)["count"] == 1
+
+
+def test_the_fixtures_own_reads_are_not_the_codes(backup_api):
+    """Before: events() and vip() were journaled as the code's, and a reads fault or delay met them first."""
+    assert call(backup_api, "POST", "/player-events", valid_event("bet", event_id="sent"))[0] == 200
+    backup_api.fault("casino_alpha", 503, route="reads")
+    assert [e["event"]["event_id"] for e in backup_api.events("casino_alpha")] == ["sent"]  # no fault met
+    assert backup_api.vip("casino_alpha", "p1")["is_vip"] is False
+    assert backup_api.requests("casino_alpha")["count"] == 1  # the code's post, and nothing of the fixture's
+    assert len(backup_api.faults("casino_alpha")) == 1  # still armed for the code's next read
+    assert call(backup_api, "GET", "/player-events?partner_id=casino_alpha")[0] == 503
