@@ -294,3 +294,21 @@ def test_the_fixtures_own_reads_are_not_the_codes(backup_api):
     assert backup_api.requests("casino_alpha")["count"] == 1  # the code's post, and nothing of the fixture's
     assert len(backup_api.faults("casino_alpha")) == 1  # still armed for the code's next read
     assert call(backup_api, "GET", "/player-events?partner_id=casino_alpha")[0] == 503
+
+
+def test_a_stand_ins_limit_counts_each_namespace_apart_and_never_its_own_routes(tmp_path):
+    """Before: one holder's limit was shared by every namespace, and reading the journal counted against it."""
+    from backup_api import create_app
+    from tests.helpers import SECRET
+
+    app = create_app({"TESTING": True, "STAND_IN": True, "JWT_SECRET": SECRET, "RATE_LIMIT": "3/minute"})
+    client = app.test_client()
+    try:
+        for namespace in ("a", "b"):
+            headers = bearer(make_token(ns=namespace))
+            for n in range(3):
+                assert client.get("/_stand-in/requests?partner_id=casino_alpha", headers=headers).status_code == 200
+                assert client.post("/player-events", json=valid_event("bet", n=n), headers=headers).status_code == 200
+            assert client.post("/player-events", json=valid_event("bet", n=9), headers=headers).status_code == 429
+    finally:
+        app.extensions["store"].close()
