@@ -198,6 +198,10 @@ SETTINGS = (
             " every answer closes its connection, so that a proxy checking `/healthz` sends elsewhere first (see"
             " [Restarts that drop nothing](postgresql.md#restarts-that-drop-nothing)); then it stops as"
             " with `0`. A second signal cuts the wait short"),
+    Setting("STAND_IN_NAMESPACES", 100, _whole(1, "namespaces"),
+            "a stand-in: the namespaces (worlds) it keeps beside the default one; past it, the least recently"
+            " used is forgotten, but never one used within the last minute: a new namespace is then `503`,"
+            " naming this setting"),
     Setting("STAND_IN_JOURNAL_BYTES", 64 << 20, _whole(1, "bytes"),
             "a stand-in (`serve --stand-in`): the most its journal of requests holds, in bytes of bodies and"
             " answers (the oldest entries go first)", shown_default="67108864 (64 MiB)"),

@@ -27,7 +27,7 @@ def test_the_stand_in_documents_its_routes_and_the_service_does_not():
     document = stand_in_app.test_client().get("/openapi.json").get_json()
     validate(document)
     stand_in_paths = {path for path in document["paths"] if path.startswith("/_stand-in/")}
-    assert stand_in_paths == {"/_stand-in/reset", "/_stand-in/faults", "/_stand-in/requests",
+    assert stand_in_paths == {"/_stand-in/reset", "/_stand-in/done", "/_stand-in/faults", "/_stand-in/requests",
                               "/_stand-in/rejections", "/_stand-in/unverified"}
     assert set(document["paths"]["/_stand-in/faults"]) == {"get", "post", "delete"}
     routes = {rule.rule for rule in stand_in_app.url_map.iter_rules() if rule.rule.startswith("/_stand-in/")}

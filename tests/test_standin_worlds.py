@@ -12,10 +12,22 @@ from backup_api.pytest_plugin import StandIn
 from tests.helpers import bearer, make_token, valid_event
 from tests.helpers import call_stand_in as call
 
+_OPENED: list[StandIn] = []
+
 
 def in_namespace(backup_api, namespace):
-    """The same stand-in, seen from another namespace."""
-    return StandIn(backup_api.url, backup_api.secret, namespace, backup_api.app)
+    """The same stand-in, seen from another namespace (released when the test ends, as the fixture's own is)."""
+    world = StandIn(backup_api.url, backup_api.secret, namespace, backup_api.app)
+    _OPENED.append(world)
+    return world
+
+
+@pytest.fixture(autouse=True)
+def _release_namespaces():
+    """Each namespace a test opened beside its own is done with at its end: its world may make room at once."""
+    yield
+    while _OPENED:
+        _OPENED.pop().done()
 
 
 # Namespaces -----------------------------------------------------------------------------------
@@ -48,12 +60,13 @@ def test_each_namespace_is_a_world_of_its_own_for_the_same_partner(backup_api):
 def test_the_oldest_namespace_is_forgotten_past_the_bound(backup_api, monkeypatch):
     from backup_api.standin import state
 
-    monkeypatch.setattr(state, "KEPT_NAMESPACES", 3)
+    kept = backup_api.app.extensions["stand_in"]
+    monkeypatch.setattr(kept.worlds, "_kept", 3)
+    monkeypatch.setattr(state, "IN_USE_S", 0)  # each world unused as soon as its request is over
     worlds = [in_namespace(backup_api, f"bound-{n}") for n in range(5)]
     for world in worlds:
         assert call(world, "POST", "/player-events", valid_event("bet"))[0] == 200
         world.fault("casino_alpha", "503")
-    kept = backup_api.app.extensions["stand_in"]
     assert len(kept.worlds.each()) == 4  # three namespaces and the default world
     assert worlds[0].events("casino_alpha") == []  # forgotten: a new, empty world
     assert worlds[0].requests("casino_alpha", method="POST")["count"] == 0
@@ -233,6 +246,7 @@ def test_the_worlds_open_no_more_descriptors_than_they_reserve(backup_api):
             reader.start()
         for reader in readers:
             reader.join(30)
+        world.done()  # as each test's fixture does at its end: its world may make room
     opened = len(os.listdir("/proc/self/fd")) - before
     assert opened <= backup_api.app.config["RESERVED_DESCRIPTORS"], opened
 
@@ -310,5 +324,25 @@ def test_a_stand_ins_limit_counts_each_namespace_apart_and_never_its_own_routes(
                 assert client.get("/_stand-in/requests?partner_id=casino_alpha", headers=headers).status_code == 200
                 assert client.post("/player-events", json=valid_event("bet", n=n), headers=headers).status_code == 200
             assert client.post("/player-events", json=valid_event("bet", n=9), headers=headers).status_code == 429
+    finally:
+        app.extensions["store"].close()
+
+
+def test_a_world_in_use_is_never_taken_a_new_namespace_is_503_instead():
+    """Before: past the bound the least recently used world went, a running test's included, silently."""
+    from backup_api import create_app
+    from tests.helpers import SECRET
+
+    app = create_app({"TESTING": True, "STAND_IN": True, "JWT_SECRET": SECRET, "STAND_IN_NAMESPACES": 1})
+    client = app.test_client()
+    first, second = bearer(make_token(ns="first")), bearer(make_token(ns="second"))
+    try:
+        assert client.post("/player-events", json=valid_event("bet", event_id="kept"), headers=first).status_code == 200
+        refused = client.post("/player-events", json=valid_event("bet"), headers=second)
+        assert refused.status_code == 503 and "BACKUP_API_STAND_IN_NAMESPACES" in refused.get_json()["message"]
+        page = client.get("/player-events?partner_id=casino_alpha", headers=first).get_json()
+        assert [e["event"]["event_id"] for e in page["events"]] == ["kept"]  # nothing lost
+        assert client.post("/_stand-in/done", headers=first).status_code == 200  # its test is over
+        assert client.post("/player-events", json=valid_event("bet"), headers=second).status_code == 200
     finally:
         app.extensions["store"].close()

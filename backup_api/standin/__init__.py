@@ -24,7 +24,7 @@ from backup_api.standin.channel import DROP_CONNECTION, StandInChannel
 from backup_api.standin.faults import DropConnection, InjectedFault
 from backup_api.standin.journal import KEPT_BODY_BYTES, KEPT_PARTNERS, KEPT_PER_PARTNER, KEPT_UNVERIFIED
 from backup_api.standin.routes import KEPT_REJECTIONS, bp, drop, injected, journal_request, keep_body
-from backup_api.standin.state import KEPT_NAMESPACES, StandInStore, State, Worlds
+from backup_api.standin.state import StandInStore, State, Worlds
 from backup_api.storage.sqlite import SQLiteStore
 
 # Descriptors a world holds open, kept from the connections' share: its file, -wal and -shm for the
@@ -34,13 +34,14 @@ READERS = 1
 DESCRIPTORS_PER_WORLD = 6
 
 __all__ = ["DROP_CONNECTION", "KEPT_BODY_BYTES", "KEPT_PARTNERS", "KEPT_PER_PARTNER", "KEPT_REJECTIONS",
-           "KEPT_NAMESPACES", "KEPT_UNVERIFIED", "StandInChannel", "init_app"]
+           "KEPT_UNVERIFIED", "StandInChannel", "init_app"]
 
 
 def init_app(app: Flask) -> None:
     """Make app the stand-in: an ephemeral store, a secret of its own unless one is set, its routes and hooks."""
     app.config["STAND_IN"] = True
-    app.config["RESERVED_DESCRIPTORS"] = DESCRIPTORS_PER_WORLD * (KEPT_NAMESPACES + 1) + 2 * server.THREADS
+    kept = int(app.config["STAND_IN_NAMESPACES"])
+    app.config["RESERVED_DESCRIPTORS"] = DESCRIPTORS_PER_WORLD * (kept + 1) + 2 * server.THREADS
     configured = app.config["JWT_SECRET"]
     app.config["JWT_SECRET_KEY"] = configured or secrets.token_urlsafe(48)
     state = app.extensions["stand_in"] = State(int(app.config["STAND_IN_JOURNAL_BYTES"]))
@@ -105,5 +106,5 @@ def _open_store(app: Flask, state: State) -> StandInStore:
     def open_world(path: str) -> SQLiteStore:
         return SQLiteStore(path, synchronous="OFF", busy_timeout_ms=busy_timeout_ms, readers=READERS)
 
-    state.open(Worlds(folder, open_world, state.forget_namespace))
+    state.open(Worlds(folder, open_world, state.forget_namespace, int(app.config["STAND_IN_NAMESPACES"])))
     return StandInStore(state)

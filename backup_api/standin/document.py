@@ -45,6 +45,9 @@ def paths() -> dict:
         "/_stand-in/reset": {"post": _operation(
             "standInReset", "Forget every event, VIP flag, fault and journal entry of the token's partners"
             " (in its namespace)", OK, 401)},
+        "/_stand-in/done": {"post": _operation(
+            "standInDone", "Say the token's namespace is done with (a test ended): its world may be forgotten at once"
+            " to make room, instead of a minute after its last use", OK, 401)},
         "/_stand-in/faults": {
             "post": _operation(
                 "standInArmFault", "Queue a fault for the token's partners, behind those armed already", OK,

@@ -164,6 +164,14 @@ def reset():
     return ok_response()
 
 
+@bp.post("/done")
+def done():
+    """The token's namespace is done with (its test ended): its world may go at once when room is needed."""
+    claims = authenticate()
+    current_app.extensions["stand_in"].worlds.release(claims.get("ns", ""))
+    return ok_response()
+
+
 @bp.post("/faults")
 def arm_fault():
     """Queue a fault for the token's partners: it falls on the next `count` requests of its route naming one."""

@@ -5,17 +5,21 @@ faults armed for it.
 A token's `ns` claim names its namespace; tokens without one share the default world. Each world is a
 SQLite database of its own in the stand-in's temporary folder, opened on first use: its events and
 VIP flags are nobody else's, and the faults and the journal are kept by (namespace, partner) too.
-Past KEPT_NAMESPACES, the world used least recently is forgotten (the default world never is).
+Past BACKUP_API_STAND_IN_NAMESPACES, the world used least recently is forgotten (the default world
+never is), unless it was used within IN_USE_S: then the new namespace is refused (503), never a
+running test's world taken.
 """
 
 import itertools
 import os
 import shutil
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 from flask import current_app
+from werkzeug.exceptions import ServiceUnavailable
 
 from backup_api import record
 from backup_api.standin.faults import DelaySlots, Faults, play
@@ -24,8 +28,12 @@ from backup_api.storage import get_store
 from backup_api.storage.sqlite import SQLiteStore
 from backup_api.tokens import is_helper, owned_partners
 
-# Namespaces whose worlds are kept, beside the default world.
-KEPT_NAMESPACES = 100
+# A world used this recently (seconds) is in use: never forgotten to make room for another.
+IN_USE_S = 60.0
+
+
+class WorldsFull(ServiceUnavailable):
+    """503: every world is in use, and a new namespace would take one of them."""
 # The namespace of tokens without an `ns` claim (an `ns` claim is never empty).
 DEFAULT = ""
 
@@ -44,8 +52,11 @@ def owned_keys(claims: dict) -> set[tuple[str, str]]:
 class Worlds:
     """The stores by namespace, least recently used first: opened on first use, the oldest forgotten past the bound."""
 
-    def __init__(self, folder: str, open_store: Callable[[str], SQLiteStore], forgotten: Callable[[str], None]):
+    def __init__(self, folder: str, open_store: Callable[[str], SQLiteStore], forgotten: Callable[[str], None],
+                 kept: int = 100):
         self._folder = folder
+        self._kept = kept  # namespaces whose worlds are kept, beside the default world
+        self._used: dict[str, float] = {}  # when each world was last used (time.monotonic())
         self._open_store = open_store
         self._forgotten = forgotten
         self._lock = threading.Lock()
@@ -65,19 +76,32 @@ class Worlds:
         """The world of ns, opened now when it has none."""
         gone = []
         with self._lock:
+            now = self._used[ns] = time.monotonic()
             store = self._stores.get(ns)
             if store is not None:
                 self._stores.move_to_end(ns)
                 return store
+            while len(self._stores) >= self._kept + 1:
+                oldest = next(name for name in self._stores if name != DEFAULT)
+                if now - self._used[oldest] < IN_USE_S:
+                    del self._used[ns]
+                    raise WorldsFull(f"the stand-in keeps {self._kept} namespaces, each used within the last"
+                                     f" {IN_USE_S:.0f} s: a new one would take a running test's world. Set"
+                                     " BACKUP_API_STAND_IN_NAMESPACES higher, or run fewer tests at once")
+                del self._used[oldest]
+                gone.append((oldest, self._stores.pop(oldest)))
             store = self._stores[ns] = self._open_store(os.path.join(self._folder, f"world-{next(self._numbers)}.db"))
             store.observe_commit = self._observe_commit
-            while len(self._stores) > KEPT_NAMESPACES + 1:
-                oldest = next(name for name in self._stores if name != DEFAULT)
-                gone.append((oldest, self._stores.pop(oldest)))
         for oldest, old in gone:
             self._forgotten(oldest)
             self._remove(old)
         return store
+
+    def release(self, ns: str) -> None:
+        """ns is done with: its world is no longer in use (the next new namespace may take its place at once)."""
+        with self._lock:
+            if ns in self._used and ns != DEFAULT:
+                self._used[ns] = float("-inf")
 
     def close(self) -> None:
         """Close every world and remove the folder."""
