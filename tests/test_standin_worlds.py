@@ -1,10 +1,12 @@
 """The stand-in's namespaces (a world per token `ns` claim) and its faults on every route."""
 
 import http.client
+import json
 import os
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -346,3 +348,28 @@ def test_a_world_in_use_is_never_taken_a_new_namespace_is_503_instead():
         assert client.post("/player-events", json=valid_event("bet"), headers=second).status_code == 200
     finally:
         app.extensions["store"].close()
+
+
+def test_a_request_no_route_took_is_journaled_with_the_route_it_meant(backup_api):
+    """Before: with a valid token it went to the list of unverified requests, with Flask's generic 404."""
+    token = backup_api.token("casino_alpha")
+    assert backup_api.request("POST", "/player-event", valid_event("bet"), token=token)[0] == 404
+    assert backup_api.request("PUT", "/player-events", valid_event("bet"), token=token)[0] == 405
+    wrong_method, typo = backup_api.requests("casino_alpha")["requests"]
+    assert typo["hint"] == "no route POST /player-event: did you mean POST /player-events?"
+    assert wrong_method["hint"].startswith("no route PUT /player-events: did you mean ")
+    assert all(entry not in backup_api.unverified() for entry in (typo, wrong_method))
+
+
+def test_the_journal_keeps_the_headers_the_client_sent_never_its_token(backup_api):
+    token = backup_api.token("casino_alpha", sub="my-client")
+    request = urllib.request.Request(backup_api.url + "/player-events", json.dumps(valid_event("bet")).encode(),
+                                     {"Content-Type": "application/json", "Authorization": f"Bearer {token}",
+                                      "User-Agent": "my-client/1.2", "Idempotency-Key": "k-1"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200
+    [entry] = backup_api.requests("casino_alpha")["requests"]
+    headers = entry["headers"]
+    assert headers["User-Agent"] == "my-client/1.2" and headers["Idempotency-Key"] == "k-1"
+    assert headers["Authorization"].startswith("Bearer token of sub=my-client jti=")
+    assert f"ns={backup_api.namespace}" in headers["Authorization"] and token not in json.dumps(entry)

@@ -113,6 +113,9 @@ def components() -> dict:
             "outcome": {"type": "string", "enum": ["connection reset", "connection dropped after commit"],
                         "description": "What the client saw of a connection a fault closed."},
             "fault": {"type": "string", "enum": list(faults.FAULTS), "description": "The fault it met, if any."},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"},
+                        "description": "The request's headers; Authorization as its token's sub, jti and ns."},
+            "hint": {"type": "string", "description": "A request no route took: the route it most likely meant."},
             "events": {"type": "array", "description": "A POST /player-events' events naming the partner.",
                        "items": {"type": "object", "required": ["outcome"], "properties": {
                            "outcome": {"type": "string", "enum": list(OUTCOMES)}, "event_type": {"type": "string"},

@@ -15,10 +15,11 @@ from backup_api.record import RequestRecord
 from backup_api.schemas import require_object
 from backup_api.standin.channel import DROP_CONNECTION
 from backup_api.standin.faults import DropConnection, FaultSchema, InjectedFault
+from backup_api.standin.hints import headers_kept, route_hint
 from backup_api.standin.journal import KEPT_PER_PARTNER, KEPT_UNVERIFIED, cut
 from backup_api.standin.state import namespace, owned_keys
 from backup_api.storage import dumps
-from backup_api.tokens import authenticate, authorise, is_helper
+from backup_api.tokens import authenticate, authorise, is_helper, owned_partners, verified_claims
 from backup_api.wire import ok_response, read_json
 
 OUTCOMES = ("stored", "duplicate", "conflict", "refused")
@@ -107,19 +108,26 @@ def journal_request(response: Response) -> Response:
     entry["body_bytes"] = len(raw)
     entry["fault"] = seen.fault
     claims = seen.claims
+    missed = req.url_rule is None or status == 405  # no route (or not this method): no view read the token
+    if claims is None and missed:
+        claims = verified_claims()
     state = current_app.extensions["stand_in"]
     if claims is None:
         state.journal.add_unverified({**entry, "events": None})
         return response
     if is_helper(claims):
         return response  # the test's own reads: not what the code under test did
+    entry["headers"] = headers_kept(req, claims)
+    if missed:
+        entry["hint"] = route_hint(req)
     try:
         text, form = raw.decode("utf-8"), "body"
     except UnicodeDecodeError:
         text, form = base64.b64encode(raw).decode(), "body_base64"
     items = _body_items(req, seen, status)
     posted = req.method == "POST" and req.url_rule is not None and req.url_rule.rule == "/player-events"
-    named = _named_partners(req, seen, items)
+    # A request no route took names no partner the service read: it goes to every partner its token owns.
+    named = owned_partners(claims) if missed else _named_partners(req, seen, items)
     for key in sorted(key for key in owned_keys(claims) if key[1] in named):
         partner = key[1]
         mine = [item for item in items or () if isinstance(item, dict) and item.get("partner_id") == partner]
@@ -211,7 +219,7 @@ def _shown(entry: dict) -> dict:
             shown["answer_text"] = entry["answer"]
     else:
         shown["answer_text"], shown["answer_chars"] = entry["answer"], entry["answer_chars"]
-    for name in ("fault", "body", "body_base64", "body_chars"):
+    for name in ("fault", "body", "body_base64", "body_chars", "headers", "hint"):
         if entry.get(name) is not None:
             shown[name] = entry[name]
     shown["body_bytes"] = entry["body_bytes"]
