@@ -202,6 +202,9 @@ SETTINGS = (
             "a stand-in: the namespaces (worlds) it keeps beside the default one; past it, the least recently"
             " used is forgotten, but never one used within the last minute: a new namespace is then `503`,"
             " naming this setting"),
+    Setting("STAND_IN_FAULTS", 10_000, _whole(1, "faults"),
+            "a stand-in: the faults armed at once, over every partner and namespace; arming past it is `429`,"
+            " naming this setting"),
     Setting("STAND_IN_JOURNAL_BYTES", 64 << 20, _whole(1, "bytes"),
             "a stand-in (`serve --stand-in`): the most its journal of requests holds, in bytes of bodies and"
             " answers (the oldest entries go first)", shown_default="67108864 (64 MiB)"),

@@ -373,3 +373,42 @@ def test_the_journal_keeps_the_headers_the_client_sent_never_its_token(backup_ap
     assert headers["User-Agent"] == "my-client/1.2" and headers["Idempotency-Key"] == "k-1"
     assert headers["Authorization"].startswith("Bearer token of sub=my-client jti=")
     assert f"ns={backup_api.namespace}" in headers["Authorization"] and token not in json.dumps(entry)
+
+
+def test_the_journals_byte_bound_holds_for_astral_characters():
+    """Before: its bound counted characters, and 300 bytes an event: 16 MiB set held about 170 MiB of such ids."""
+    import sys
+
+    from backup_api.standin.journal import Journal
+
+    journal = Journal(2 << 20)
+    astral = "\U0001F600" * 250  # 250 characters, 1,000 bytes of memory
+    for n in range(3000):
+        events = [("stored", "bet", f"p{n}", astral) for _ in range(20)]
+        journal.add(f"partner-{n % 50}", {"answer": astral, "body": astral * 20, "events": events,
+                                          "headers": {"User-Agent": astral}})
+    held = sum(sys.getsizeof(entry["body"]) + sys.getsizeof(entry["answer"]) + 20 * sys.getsizeof(astral)
+               for kept in journal._by_partner.values() for _, entry in kept)
+    assert held <= 2 * journal.max_bytes, (held, journal.max_bytes)
+
+
+def test_the_faults_armed_at_once_are_bounded_over_every_queue():
+    """Before: one arm by a token owning 3,000 partners queued 3,000 faults, and nothing bounded the queues."""
+    from backup_api import create_app
+    from tests.helpers import SECRET
+
+    app = create_app({"TESTING": True, "STAND_IN": True, "JWT_SECRET": SECRET, "STAND_IN_FAULTS": 5})
+    client = app.test_client()
+    owner = bearer(make_token(partners=["p1", "p2", "p3"], ns="bounded"))
+    try:
+        assert client.post("/_stand-in/faults", json={"fault": "503"}, headers=owner).status_code == 200
+        refused = client.post("/_stand-in/faults", json={"fault": "503"}, headers=owner)
+        assert refused.status_code == 429 and "BACKUP_API_STAND_IN_FAULTS" in refused.get_json()["message"]
+        assert len(client.get("/_stand-in/faults", headers=owner).get_json()["faults"]) == 3  # nothing half-armed
+        assert client.post("/player-events", json=valid_event("bet", partner_id="p1"), headers=owner).status_code == 503
+        assert client.post("/_stand-in/faults", json={"fault": "503"}, headers=owner).status_code == 200  # 2 + 3
+        assert client.post("/_stand-in/faults", json={"fault": "503"}, headers=owner).status_code == 429  # 5 + 3
+        assert client.delete("/_stand-in/faults", headers=owner).status_code == 200
+        assert client.post("/_stand-in/faults", json={"fault": "503"}, headers=owner).status_code == 200
+    finally:
+        app.extensions["store"].close()

@@ -44,7 +44,8 @@ def init_app(app: Flask) -> None:
     app.config["RESERVED_DESCRIPTORS"] = DESCRIPTORS_PER_WORLD * (kept + 1) + 2 * server.THREADS
     configured = app.config["JWT_SECRET"]
     app.config["JWT_SECRET_KEY"] = configured or secrets.token_urlsafe(48)
-    state = app.extensions["stand_in"] = State(int(app.config["STAND_IN_JOURNAL_BYTES"]))
+    state = app.extensions["stand_in"] = State(int(app.config["STAND_IN_JOURNAL_BYTES"]),
+                                               int(app.config["STAND_IN_FAULTS"]))
     storage.init_app(app, lambda app: _open_store(app, state))
     app.register_blueprint(bp)
     app.extensions["openapi"] = document.extend(app.extensions["openapi"])

@@ -15,7 +15,8 @@ def _operation(operation_id: str, summary: str, ok: dict, *codes: int, **more) -
     """An operation of the stand-in: any valid token, whatever its scope, acting on the partners it owns."""
     errors = {400: "A bad body or query; `errors` names each offending field.", 401: "No valid bearer token.",
               403: "The token does not own this partner_id.", 413: "The body is over 1 MiB.",
-              415: "The body was not sent as application/json."}
+              415: "The body was not sent as application/json.",
+              429: "The faults armed at once would pass the stand-in's bound (BACKUP_API_STAND_IN_FAULTS)."}
     return {
         "operationId": operation_id,
         "summary": summary,
@@ -51,7 +52,7 @@ def paths() -> dict:
         "/_stand-in/faults": {
             "post": _operation(
                 "standInArmFault", "Queue a fault for the token's partners, behind those armed already", OK,
-                400, 401, 413, 415,
+                400, 401, 413, 415, 429,
                 requestBody={"required": True, "content": {"application/json": {"schema": _ref("StandInFault")}}}),
             "get": _operation("standInFaults", "The faults armed for the token's partners, in the order they play",
                               _ref("StandInFaultList"), 401),

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from werkzeug.exceptions import TooManyRequests
 
 from backup_api import storage
 
@@ -133,9 +134,11 @@ class Fault:
 class Faults:
     """The armed faults, by (namespace, partner, route), each key's queue in the order they were armed."""
 
-    def __init__(self):
+    def __init__(self, most: int = 10_000):
         self._lock = threading.Lock()
         self._armed: dict[tuple[str, str, str], deque[Fault]] = {}
+        self._most = most  # faults armed at once, over every queue (BACKUP_API_STAND_IN_FAULTS)
+        self._count = 0
 
     def arm(self, keys, spec: dict) -> None:
         """Queue the fault spec for each (namespace, partner) of keys, behind those armed already."""
@@ -145,8 +148,16 @@ class Faults:
                 if len(queue) >= MAX_ARMED:
                     raise ValidationError({"fault": [f"{MAX_ARMED} faults are armed already for this partner and"
                                                       " route: clear them first"]})
+            if self._count + len(keys) > self._most:
+                for key in keys:  # the queues made empty above
+                    if not self._armed[(*key, spec["route"])]:
+                        del self._armed[(*key, spec["route"])]
+                raise TooManyRequests(f"{self._count} faults are armed, and {len(keys)} more would pass the"
+                                      f" stand-in's bound of {self._most} (BACKUP_API_STAND_IN_FAULTS): clear some"
+                                      " first")
             for key in keys:
                 self._armed[(*key, spec["route"])].append(Fault(spec))
+            self._count += len(keys)
 
     def take(self, keys, route: str) -> Fault | None:
         """The fault falling on a request of route for keys (the first key with one), its count used up by one."""
@@ -160,6 +171,7 @@ class Faults:
                     fault.count -= 1
                     if fault.count == 0:
                         queue.popleft()
+                        self._count -= 1
                         if not queue:
                             del self._armed[(*key, route)]
                     return fault
@@ -181,7 +193,7 @@ class Faults:
         with self._lock:
             for armed in list(self._armed):
                 if keys is None or armed[:2] in keys:
-                    del self._armed[armed]
+                    self._count -= len(self._armed.pop(armed))
 
 
 class DelaySlots:

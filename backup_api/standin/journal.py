@@ -20,8 +20,8 @@ KEPT_PER_PARTNER = 10_000
 KEPT_PARTNERS = 1000
 KEPT_BODY_BYTES = 64 * 1024
 KEPT_UNVERIFIED = 100
-# What an entry costs beyond its body's and answer's text (its dict, times, strings), and each of
-# its events (a tuple of four strings), roughly, as measured.
+# What an entry costs beyond its texts (its dict, times, small strings), and each of its events (a
+# tuple of four strings) beyond its keys' text, roughly, as measured.
 ENTRY_OVERHEAD = 1000
 EVENT_OVERHEAD = 300
 
@@ -33,10 +33,20 @@ def cut(text: str) -> tuple[str, int | None]:
     return text[:KEPT_BODY_BYTES], len(text)
 
 
+def _held(text: str | None) -> int:
+    """The bytes a text takes in memory, at most (Python keeps a string of astral characters 4 bytes a
+    character); its length in UTF-8 is within that, and never less than the characters."""
+    if not text:
+        return 0
+    return len(text) * (1 if text.isascii() else 4)
+
+
 def size_of(entry: dict) -> int:
-    """What an entry holds in memory, roughly: its texts and an overhead."""
-    texts = len(entry.get("body") or entry.get("body_base64") or "") + len(entry["answer"])
-    return ENTRY_OVERHEAD + texts + EVENT_OVERHEAD * len(entry["events"] or ())
+    """What an entry holds in memory: its texts (in bytes, as kept), its events' keys, its headers and an overhead."""
+    texts = _held(entry.get("body") or entry.get("body_base64")) + _held(entry["answer"])
+    events = sum(EVENT_OVERHEAD + sum(_held(key) for key in event[1:]) for event in entry["events"] or ())
+    headers = sum(_held(name) + _held(value) for name, value in (entry.get("headers") or {}).items())
+    return ENTRY_OVERHEAD + texts + events + headers
 
 
 class Journal:

@@ -135,9 +135,9 @@ class Worlds:
 class State:
     """What the stand-in's routes set and read: the worlds, the faults and the journal."""
 
-    def __init__(self, journal_bytes: int):
+    def __init__(self, journal_bytes: int, faults: int = 10_000):
         self.journal = Journal(journal_bytes)
-        self.faults = Faults()
+        self.faults = Faults(faults)
         self._worlds: Worlds | None = None
         self._delays: DelaySlots | None = None
 
