@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 
 import jwt
 import pytest
@@ -131,6 +132,20 @@ class StandIn:
         """Clear the faults queued for partner_id."""
         self.request("DELETE", "/_stand-in/faults", partner_id=partner_id)
 
+    def outside_namespace(self, since: str) -> str | None:
+        """What reached the default world (a token without `ns`) for this test's partners since `since`: a message
+        saying how to mint in the test's namespace, or None."""
+        if self.namespace is None or not self._partners:
+            return None
+        default = StandIn(self.url, self.secret, None, self.app)
+        strays = [f"{entry['method']} {entry['path']} ({entry['status']})" for partner in sorted(self._partners)
+                  for entry in default.requests(partner, limit=1000)["requests"] if entry["at"] >= since]
+        if not strays:
+            return None
+        return (f"{len(strays)} request(s) for this test's partners reached the stand-in without its namespace"
+                f" {self.namespace!r}, in the world every such token shares: {', '.join(strays[:5])}. Mint tokens"
+                " with backup_api.token(...), or add the claim \"ns\": backup_api.namespace to those you mint.")
+
     def done(self) -> None:
         """Say this namespace is done with (the fixture does, as its test ends): its world may make room at once."""
         try:
@@ -179,5 +194,9 @@ def backup_api(backup_api_server):
     """The Game Backup API as the aggregator's stand-in: a namespace of the test's own, so an empty world."""
     server = backup_api_server
     stand_in = StandIn(server.url, server.secret, f"test-{uuid.uuid4().hex}", server.app)
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     yield stand_in
     stand_in.done()
+    strays = stand_in.outside_namespace(started)
+    if strays:
+        pytest.fail(strays, pytrace=False)

@@ -397,3 +397,30 @@ def test_a_killed_stand_ins_folder_is_removed_by_the_next_start(tmp_path):
         assert len(list(temporary.iterdir())) == 2  # the second's own, and the live one's
     finally:
         second.stop()
+
+
+@pytest.mark.whole
+def test_a_request_that_forgets_the_namespace_fails_its_test(tmp_path):
+    """Before: a token without `ns` went silently to the shared default world; the test's events() stayed empty."""
+    (tmp_path / "test_forgetful.py").write_text(
+        "import time, jwt, json, urllib.request\n"
+        "def test_code_that_mints_its_own_token(backup_api):\n"
+        "    backup_api.token('casino_alpha')  # the test's own partner\n"
+        "    now = int(time.time())\n"
+        "    token = jwt.encode({'sub': 'casino_alpha', 'exp': now + 60}, backup_api.secret, algorithm='HS256')\n"
+        "    body = json.dumps({'partner_id': 'casino_alpha', 'player_login': 'p', 'event_type': 'complaint'})\n"
+        "    call = urllib.request.Request(backup_api.url + '/player-events', body.encode(),\n"
+        "        {'Content-Type': 'application/json', 'Authorization': 'Bearer ' + token}, method='POST')\n"
+        "    assert urllib.request.urlopen(call).status == 200\n"
+        "def test_code_that_uses_the_namespace(backup_api):\n"
+        "    assert backup_api.request('POST', '/player-events', {'partner_id': 'casino_alpha',\n"
+        "        'player_login': 'p', 'event_type': 'complaint'}, partner_id='casino_alpha')[0] == 200\n")
+    (tmp_path / "conftest.py").write_text("from tests.helpers import register_plugin as pytest_configure\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_forgetful.py"],
+                            cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                            timeout=120)
+    assert "2 passed, 1 error" in result.stdout, result.stdout  # the forgetful test errs at its teardown
+    assert "ERROR at teardown of test_code_that_mints_its_own_token" in result.stdout
+    assert "reached the stand-in without its namespace" in result.stdout, result.stdout
+    assert "POST /player-events (200)" in result.stdout
