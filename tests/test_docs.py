@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,7 @@ def test_two_copies_of_the_node_example_pass_at_once_against_one_stand_in(tmp_pa
         pytest.skip("node is not on the PATH: the README's Node example was not run")
     for name in ("one", "two"):
         (tmp_path / f"{name}.test.mjs").write_text(docs_block("node-example"), encoding="utf-8")
+    shutil.copy(ROOT / "clients" / "node" / "stand-in.mjs", tmp_path / "stand-in.mjs")  # as the page says
     result, _ = run_ci_recipe(tmp_path, "node", "--test", "--test-concurrency=2", "one.test.mjs", "two.test.mjs")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# pass 8" in result.stdout and "# fail 0" in result.stdout
@@ -194,3 +196,18 @@ def test_the_changelog_describes_this_version_and_its_layout():
 def test_the_readme_is_a_front_page():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 300, f"README.md has {len(lines)} lines: the manual's pages are in docs/"
+
+
+def test_the_node_clients_own_tests_pass():
+    """clients/node's `npm test` (node --test test/), its stand-in started from the PATH as the CI recipe does."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not on the PATH: the Node client's tests were not run")
+    with tempfile.TemporaryDirectory() as folder:
+        command = Path(folder) / "game-backup-api"
+        command.write_text(f'#!/bin/sh\nexec {sys.executable} -c "from backup_api.cli import main; main()" "$@"\n')
+        command.chmod(0o755)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
+        env.update(PATH=f"{folder}:{env['PATH']}", PYTHONPATH=str(ROOT))
+        result = subprocess.run(["node", "--test", "test/"], cwd=ROOT / "clients" / "node", env=env,
+                                capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0 and "# fail 0" in result.stdout, result.stdout + result.stderr
