@@ -267,12 +267,18 @@ def erase_player(partner, player, receipts_file):
                         if line.strip()]
         except (ValueError, KeyError, TypeError) as exc:
             raise click.ClickException(f"{receipts_file.name} is not a file of receipts: {exc}") from None
-        players_erased, events = store.reapply(receipts)
+        try:
+            players_erased, events = store.reapply(receipts)
+        except storage.StorageError as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"applied {len(receipts)} receipts: erased {players_erased} players ({events} events)")
         return
     if not partner or not player:
         raise click.UsageError("give PARTNER and PLAYER (or --from-receipts FILE)")
-    receipt = store.erase_player(partner, player, "command")
+    try:
+        receipt = store.erase_player(partner, player, "command")
+    except storage.StorageError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"erased {receipt.events} events and {'the' if receipt.vip else 'no'} VIP flag of {player!r}"
                f" ({partner}); receipt digest {receipt.player_digest}")
 
