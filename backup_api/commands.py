@@ -220,7 +220,11 @@ def summary_command(partner, first, last):
     except ValidationError as exc:
         raise click.UsageError("; ".join(f"--{name}: {' '.join(map(str, problems))}"
                                          for name, problems in exc.normalized_messages().items())) from None
-    for row in get_store().summary(partner, query["first"] or schemas.FIRST_DAY, query["last"] or schemas.LAST_DAY):
+    try:
+        rows = get_store().summary(partner, query["first"] or schemas.FIRST_DAY, query["last"] or schemas.LAST_DAY)
+    except storage.StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    for row in rows:
         amount = "-" if row.amount is None else totals.amount_text(row.amount)
         click.echo(f"{row.day}\t{row.event_type}\t{row.currency or '-'}\t{row.events}\t{amount}")
 
