@@ -159,3 +159,22 @@ def test_a_file_that_is_not_receipts_is_refused_whole(app, tmp_path, line):
     (tmp_path / "r.jsonl").write_text(line + "\n")
     refused = app.test_cli_runner().invoke(args=["players", "erase", "--from-receipts", str(tmp_path / "r.jsonl")])
     assert refused.exit_code == 1 and "is not a file of receipts" in refused.output, refused.output
+
+
+def test_an_erasure_the_store_cannot_take_is_one_line(tmp_path):
+    """Before: the command printed a traceback when the database was locked past the busy timeout."""
+    from backup_api import create_app
+    from tests.helpers import SECRET
+
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "b.db"), "JWT_SECRET": SECRET,
+                      "BUSY_TIMEOUT_MS": 100})
+    other = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        result = app.test_cli_runner().invoke(args=["players", "erase", "casino_alpha", "ivan"])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        app.extensions["store"].close()
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and result.output.count("\n") == 1, (
+        result.output)
