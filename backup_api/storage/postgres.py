@@ -306,7 +306,7 @@ class PostgresStore(SQLStore):
         with self._connection("the events could not be stored") as conn:
             try:
                 with _transaction(conn):
-                    self._lock_partners(conn, rows)
+                    self._hold_partners(conn, {row.partner_id for row in rows})
                     new = self._insert(conn, INSERT, rows)
                     for request in group:
                         request.new, new = new[: len(request.rows)], new[len(request.rows) :]
@@ -316,7 +316,7 @@ class PostgresStore(SQLStore):
                     group[0].error = exc
                     return
                 with _transaction(conn):
-                    self._lock_partners(conn, rows)
+                    self._hold_partners(conn, {row.partner_id for row in rows})
                     for request in group:
                         try:
                             with conn.transaction():  # a savepoint
@@ -325,18 +325,6 @@ class PostgresStore(SQLStore):
                             request.error = conflict
                     self._count(conn, group)
                 return
-
-    @staticmethod
-    def _lock_partners(conn: psycopg.Connection, rows: list[EventRow]) -> None:
-        """Take each partner's write lock, held until the commit.
-
-        Ids come from a sequence, handed out before the commit: without the lock, a reader paging
-        by id could see id 11 committed while id 10 is not yet, go on after 11, and never see 10.
-        Under the lock, a partner's ids are committed in the order they were handed out, across
-        every process. Taken in one order everywhere, so that two groups never wait on each other.
-        """
-        for lock in sorted({partner_lock(row.partner_id) for row in rows}):
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
 
     @staticmethod
     def _insert(conn: psycopg.Connection, statement: str, rows: list[EventRow], ids: list | None = None) -> list[bool]:
@@ -397,13 +385,16 @@ class PostgresStore(SQLStore):
                                " the timeout")
 
     def _hold_partners(self, conn, partner_ids):
-        """The partners' write locks, in the one order every writer takes them (so no two wait on each other)."""
-        for lock in sorted(partner_lock(partner_id) for partner_id in partner_ids):
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+        """Take each partner's write lock, held until the commit (a group commit, an erasure, a prune's piece).
 
-    def _hold_partner(self, conn, partner_id):
-        """The partner's write lock, as a group commit takes it: its totals are read and written back."""
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (partner_lock(partner_id),))
+        Ids come from a sequence, handed out before the commit: without the lock, a reader paging
+        by id could see id 11 committed while id 10 is not yet, go on after 11, and never see 10.
+        Under the lock, a partner's ids are committed in the order they were handed out, across
+        every process, and its totals are read and written back by one writer at a time. Taken in
+        one order everywhere, so that two writers never wait on each other.
+        """
+        for lock in sorted({partner_lock(partner_id) for partner_id in partner_ids}):
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
 
     def _held_event_ids(self, conn, partner_id, event_ids):
         """One statement with the ids as an array: a list of a thousand parameters took PostgreSQL 60 ms to plan."""

@@ -300,7 +300,7 @@ class SQLStore(Store):
 
     def _erase(self, conn, partner_id: str, player_login: str) -> tuple[int, bool]:
         """Delete the player's events (counted off the totals first) and flag on conn's transaction; (events, flag)."""
-        self._hold_partner(conn, partner_id)
+        self._hold_partners(conn, {partner_id})
         held = conn.execute(self.sql.player_events, (partner_id, player_login)).fetchall()
         totals.count_events(conn, self.sql, [(p, at, totals.parsed(text)) for p, at, text in held], sign=-1)
         events = conn.execute(self.sql.erase_events, (partner_id, player_login)).rowcount
@@ -366,11 +366,6 @@ class SQLStore(Store):
 
     def _hold_partners(self, conn, partner_ids: set[str]) -> None:
         """Keep the partners' other writers out until the commit (SQLite: the one writer already is)."""
-        for partner_id in partner_ids:
-            self._hold_partner(conn, partner_id)
-
-    def _hold_partner(self, conn, partner_id: str) -> None:
-        """Keep the partner's other writers out until the commit (SQLite: the one writer already is)."""
 
     def _after_erasure(self) -> None:
         """Make the erased bytes leave the database's files, where the backend can (SQLite: its -wal)."""
