@@ -132,6 +132,8 @@ def _paths() -> dict:
     """Each route, its parameters, its body and its answers."""
     # A path segment is an identifier that cannot hold "/".
     path_segment = {**field_schema(schemas.Identifier()), "pattern": "^[^/\\x00-\\x1f\\x7f-\\x9f]*$"}
+    partner = _path_parameter("id", "partner_id; owned by your token.", path_segment)
+    player = [partner, _path_parameter("player_id", "player_login within the partner.", path_segment)]
     return {
         "/player-events": {
             "post": {
@@ -208,10 +210,7 @@ def _paths() -> dict:
             ),
         },
         "/users/{id}/player/{player_id}/vip": {
-            "parameters": [
-                _path_parameter("id", "partner_id; owned by your token.", path_segment),
-                _path_parameter("player_id", "player_login within the partner.", path_segment),
-            ],
+            "parameters": player,
             "put": {
                 "operationId": "setPlayerVip",
                 "summary": "Set VIP status for a player",
@@ -228,10 +227,7 @@ def _paths() -> dict:
             ),
         },
         "/users/{id}/player/{player_id}": {
-            "parameters": [
-                _path_parameter("id", "partner_id; owned by your token.", path_segment),
-                _path_parameter("player_id", "player_login within the partner.", path_segment),
-            ],
+            "parameters": player,
             "delete": {
                 "operationId": "erasePlayer",
                 "summary": "Erase a player: every event of theirs and their VIP flag, with a receipt",
@@ -246,7 +242,7 @@ def _paths() -> dict:
             "get": _read(
                 "listErasures", "The receipts of a partner's erasures, oldest first", "Erasures",
                 "The receipts.", "players:erase", 400, 401, 403, 503,
-                parameters=[_path_parameter("id", "partner_id; owned by your token.", path_segment)],
+                parameters=[partner],
             ),
         },
         "/healthz": {

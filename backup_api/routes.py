@@ -57,14 +57,17 @@ def post_player_events():
     return ok_response()
 
 
-@bp.get("/player-events")
-def list_player_events():
-    """List a partner's stored events, oldest first, a page at a time."""
-    claims = authenticate("events:read")
-    # Ownership first: a partner_id the token does not own is 403 whatever else is wrong.
+def authorise_queried(claims: dict) -> None:
+    """Ownership first: a partner_id of the query the token does not own is 403 whatever else is wrong."""
     for partner_id in sorted(set(request.args.getlist("partner_id"))):
         if partner_id:
             authorise(claims, partner_id)
+
+
+@bp.get("/player-events")
+def list_player_events():
+    """List a partner's stored events, oldest first, a page at a time."""
+    authorise_queried(authenticate("events:read"))
     query = schemas.validate_event_query(request.args.to_dict(flat=False))
     limit = query.pop("limit")
     after = read_cursor(query.pop("after", None), query)
@@ -78,10 +81,7 @@ def list_player_events():
 @bp.get("/player-events/summary")
 def summarise_player_events():
     """Count a partner's events and sum their amounts exactly, by day (UTC), event_type and currency."""
-    claims = authenticate("events:read")
-    for partner_id in sorted(set(request.args.getlist("partner_id"))):
-        if partner_id:
-            authorise(claims, partner_id)
+    authorise_queried(authenticate("events:read"))
     query = schemas.validate_summary_query(request.args.to_dict(flat=False))
     first, last = query["first"], query["last"]
     rows = get_store().summary(query["partner_id"], first or schemas.FIRST_DAY, last or schemas.LAST_DAY)
