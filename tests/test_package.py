@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import backup_api
 from backup_api.cli import main
-from tests.helpers import SECRET, make_token, valid_event
+from tests.helpers import SECRET, make_token, mounted_tmpfs, valid_event
 from tests.server import ROOT, Server
 
 # make test only (make check leaves it out): other processes, external binaries, or a long run.
@@ -341,13 +341,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def test_the_executable_starts_where_tmp_is_noexec_with_tmpdir_set(executable, tmp_path):
     """The unit's TMPDIR (docs/operators/install.md): a noexec /tmp stops the executable, a folder of its own not."""
-    noexec = tmp_path / "noexec"
-    noexec.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m,noexec", "tmpfs", str(noexec)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a noexec tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "noexec", "size=256m,noexec") as noexec:
         refused = subprocess.run(["env", "-i", f"TMPDIR={noexec}", str(executable), "--version"], cwd=tmp_path,
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode != 0, refused.stdout  # what an operator meets with a noexec /tmp
@@ -356,5 +350,3 @@ def test_the_executable_starts_where_tmp_is_noexec_with_tmpdir_set(executable, t
         started = subprocess.run(["env", "-i", f"TMPDIR={own}", str(executable), "--version"], cwd=tmp_path,
                                  capture_output=True, text=True, timeout=120)
         assert started.stdout == f"game-backup-api, version {backup_api.__version__}\n", started.stderr
-    finally:
-        subprocess.run(["umount", "-l", str(noexec)], check=False)
