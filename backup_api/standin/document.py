@@ -4,7 +4,7 @@ same constants that check them."""
 from backup_api.openapi import ERROR, OK
 from backup_api.standin import faults
 from backup_api.standin.journal import KEPT_BODY_BYTES, KEPT_PER_PARTNER, KEPT_UNVERIFIED
-from backup_api.standin.routes import OUTCOMES
+from backup_api.standin.routes import CONNECTION_OUTCOMES, OUTCOMES
 
 
 def _ref(name: str) -> dict:
@@ -111,7 +111,7 @@ def components() -> dict:
             "method": {"type": "string"},
             "path": {"type": "string", "description": "With its query."},
             "status": {"type": ["integer", "null"], "description": "null: a fault closed the connection unanswered."},
-            "outcome": {"type": "string", "enum": ["connection reset", "connection dropped after commit"],
+            "outcome": {"type": "string", "enum": list(CONNECTION_OUTCOMES.values()),
                         "description": "What the client saw of a connection a fault closed."},
             "fault": {"type": "string", "enum": list(faults.FAULTS), "description": "The fault it met, if any."},
             "headers": {"type": "object", "additionalProperties": {"type": "string"},
