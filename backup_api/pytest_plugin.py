@@ -77,14 +77,16 @@ class StandIn:
             with error:
                 return error.code, json.load(error)
 
-    def events(self, partner_id: str) -> list[dict]:
-        """Every stored event of partner_id, oldest first, as GET /player-events gives them (each page followed)."""
+    # Every helper that lists answers a list, the oldest first unless newest_first: a count is its len().
+
+    def events(self, partner_id: str, newest_first: bool = False) -> list[dict]:
+        """Every stored event of partner_id as GET /player-events gives them (each page followed), oldest first."""
         found, query = [], {"partner_id": partner_id, "limit": 1000}
         while True:
             page = self._get("/player-events?" + urllib.parse.urlencode(query), partner_id)
             found.extend(page["events"])
             if page["next"] is None:
-                return found
+                return found[::-1] if newest_first else found
             query["after"] = page["next"]
 
     def vip(self, partner_id: str, player_login: str) -> dict:
@@ -93,24 +95,27 @@ class StandIn:
         return self._get(f"/users/{quote(partner_id, safe='')}/player/{quote(player_login, safe='')}/vip",
                          partner_id)
 
-    def requests(self, partner_id: str, **filters) -> dict:
-        """The requests made for partner_id, newest first: {"requests": [...], "count": every match}.
+    def requests(self, partner_id: str, newest_first: bool = False, **filters) -> list[dict]:
+        """The requests made for partner_id that match filters, oldest first: every one kept, or `limit` of them.
 
         filters: method, path, status, outcome (stored, duplicate, conflict, refused), event_type,
-        player_login, event_id, limit (default 100). So a test verifies what its code sent:
-        `assert backup_api.requests("casino_alpha", method="POST", outcome="stored")["count"] == 1`.
+        player_login, event_id, limit. So a test verifies what its code sent:
+        `assert len(backup_api.requests("casino_alpha", method="POST", outcome="stored")) == 1`.
         """
-        query = urllib.parse.urlencode({"partner_id": partner_id, **filters})
-        return self._get("/_stand-in/requests?" + query, partner_id)
+        from backup_api.standin.journal import KEPT_PER_PARTNER
 
-    def unverified(self) -> list[dict]:
-        """The latest requests whose token did not verify (or that had none), newest first, without bodies."""
-        return self._get("/_stand-in/unverified", "any-partner")["requests"]
+        query = {"partner_id": partner_id, "limit": KEPT_PER_PARTNER, **filters, **self._order(newest_first)}
+        return self._get("/_stand-in/requests?" + urllib.parse.urlencode(query), partner_id)["requests"]
 
-    def rejections(self, partner_id: str) -> list[dict]:
-        """The refused requests naming partner_id, newest first: method, path, status, answer and body."""
-        return self._get("/_stand-in/rejections?" + urllib.parse.urlencode({"partner_id": partner_id}),
-                         partner_id)["rejections"]
+    def unverified(self, newest_first: bool = False) -> list[dict]:
+        """The last requests whose token did not verify (or that had none), oldest first, without bodies."""
+        query = urllib.parse.urlencode(self._order(newest_first))
+        return self._get("/_stand-in/unverified?" + query, "any-partner")["requests"]
+
+    def rejections(self, partner_id: str, newest_first: bool = False) -> list[dict]:
+        """The last refused requests naming partner_id, oldest first: method, path, status, answer and body."""
+        query = urllib.parse.urlencode({"partner_id": partner_id, **self._order(newest_first)})
+        return self._get("/_stand-in/rejections?" + query, partner_id)["rejections"]
 
     def fault(self, partner_id: str, fault: str | int, count: int = 1, seconds=None, **options) -> None:
         """Queue a fault for partner_id: 503, 429, 500 (as numbers or text, as requests(status=...) takes them),
@@ -139,7 +144,7 @@ class StandIn:
             return None
         default = StandIn(self.url, self.secret, None, self.app)
         strays = [f"{entry['method']} {entry['path']} ({entry['status']})" for partner in sorted(self._partners)
-                  for entry in default.requests(partner, limit=1000)["requests"] if entry["at"] >= since]
+                  for entry in default.requests(partner) if entry["at"] >= since]
         if not strays:
             return None
         return (f"{len(strays)} request(s) for this test's partners reached the stand-in without its namespace"
@@ -157,6 +162,10 @@ class StandIn:
         """Forget the events, flags, faults and journal of every partner this test minted a token for."""
         if self._partners:
             self.request("POST", "/_stand-in/reset", token=self.token(*sorted(self._partners)))
+
+    @staticmethod
+    def _order(newest_first: bool) -> dict:
+        return {"order": "newest"} if newest_first else {}
 
     def _get(self, path: str, partner_id: str) -> dict:
         """GET path with a token owning partner_id; its answer, which must be a 200."""

@@ -113,21 +113,23 @@ def test_a_bad_fault_is_400(backup_api, body):
 # The journal ---------------------------------------------------------------------------------
 
 
-def test_the_journal_shows_refused_requests_newest_first(backup_api):
+def test_the_journal_shows_refused_requests_oldest_first_or_newest(backup_api):
     bad = valid_event("bet")
     del bad["amount"]
     assert post(backup_api, bad)[0] == 400
     assert backup_api.request("PUT", "/users/casino_alpha/player/p1/vip", {"is_vip": "yes"},
                               partner_id="casino_alpha")[0] == 400
     assert backup_api.request("POST", "/player-events", valid_event("bet"), token="not-a-token")[0] == 401
-    newest, oldest = backup_api.rejections("casino_alpha")
+    oldest, newest = backup_api.rejections("casino_alpha")
+    assert backup_api.rejections("casino_alpha", newest_first=True) == [newest, oldest]
     assert (oldest["method"], oldest["path"], oldest["status"]) == ("POST", "/player-events", 400)
     assert oldest["answer"]["errors"] == {"amount": ["Missing data for required field."]}
     assert json.loads(oldest["body"]) == bad  # the body as sent
     assert (newest["method"], newest["path"], newest["status"]) == ("PUT", "/users/casino_alpha/player/p1/vip", 400)
     assert backup_api.rejections("casino_beta") == []
     # The token that did not verify: kept apart, without its body, never in a partner's journal.
-    [unverified] = backup_api.unverified()
+    unverified = backup_api.unverified(newest_first=True)[0]  # the list is every test's: this one's is the newest
+    assert backup_api.unverified()[-1] == unverified
     assert unverified["status"] == 401 and "body" not in unverified and unverified["body_bytes"] > 0
 
 
@@ -146,7 +148,8 @@ def test_the_journal_keeps_the_newest_hundred(backup_api):
         event = valid_event("bet", amount=-n)
         assert backup_api.request("POST", "/player-events", event, partner_id="casino_alpha")[0] == 400
     kept = backup_api.rejections("casino_alpha")
-    assert len(kept) == 100 and json.loads(kept[0]["body"])["amount"] == -105
+    assert len(kept) == 100 and json.loads(kept[-1]["body"])["amount"] == -105
+    assert json.loads(kept[0]["body"])["amount"] == -6  # the last hundred, oldest first
 
 
 def test_the_journal_stays_bounded_whatever_is_sent(backup_api, monkeypatch):
@@ -181,8 +184,8 @@ def test_the_journal_holds_at_most_its_bytes_whatever_arrives(backup_api, monkey
         assert backup_api.request("POST", "/player-events", body, token=token)[0] == 400
         assert kept.bytes <= 2 << 20
     alpha = backup_api.requests("casino_alpha")
-    assert 0 < alpha["count"] < 20 and alpha["requests"][0]["body_bytes"] > 60_000
-    assert backup_api.requests("casino_beta")["count"] > 0
+    assert 0 < len(alpha) < 20 and alpha[-1]["body_bytes"] > 60_000
+    assert backup_api.requests("casino_beta")
 
 
 def test_every_request_is_journaled_with_what_became_of_each_event_and_counted(backup_api):
@@ -194,21 +197,26 @@ def test_every_request_is_journaled_with_what_became_of_each_event_and_counted(b
     assert post(backup_api, {**event, "amount": 99})[0] == 409
     assert len(backup_api.events("casino_alpha")) == 2  # deduplication hides the resends...
     posts = backup_api.requests("casino_alpha", method="POST", path="/player-events")
-    assert posts["count"] == 5  # ...the journal does not
-    assert [entry["events"][0]["outcome"] for entry in posts["requests"]] == [
-        "conflict", "stored", "duplicate", "duplicate", "stored"]
-    assert backup_api.requests("casino_alpha", outcome="duplicate")["count"] == 2
-    assert backup_api.requests("casino_alpha", event_id="e-1", outcome="stored")["count"] == 1
-    assert backup_api.requests("casino_alpha", event_type="win")["count"] == 1
-    assert backup_api.requests("casino_alpha", player_login="p9")["count"] == 1
-    assert backup_api.requests("casino_alpha", status=409)["count"] == 1
-    assert backup_api.requests("casino_alpha", method="get")["count"] == 0  # backup_api.events() is no code's read
-    page = backup_api.requests("casino_alpha", method="POST", limit=2)
-    assert len(page["requests"]) == 2 and page["count"] == 5
-    newest = posts["requests"][0]
+    assert len(posts) == 5  # ...the journal does not
+    assert [entry["events"][0]["outcome"] for entry in posts] == [
+        "stored", "duplicate", "duplicate", "stored", "conflict"]
+    assert backup_api.requests("casino_alpha", method="POST", newest_first=True) == posts[::-1]
+    assert len(backup_api.requests("casino_alpha", outcome="duplicate")) == 2
+    assert len(backup_api.requests("casino_alpha", event_id="e-1", outcome="stored")) == 1
+    assert len(backup_api.requests("casino_alpha", event_type="win")) == 1
+    assert len(backup_api.requests("casino_alpha", player_login="p9")) == 1
+    assert len(backup_api.requests("casino_alpha", status=409)) == 1
+    assert backup_api.requests("casino_alpha", method="get") == []  # backup_api.events() is no code's read
+    assert backup_api.requests("casino_alpha", method="POST", limit=2) == posts[:2]
+    assert backup_api.requests("casino_alpha", method="POST", limit=2, newest_first=True) == posts[::-1][:2]
+    status, page = backup_api.request("GET", "/_stand-in/requests?partner_id=casino_alpha&limit=2&order=newest",
+                                      partner_id="casino_alpha")
+    assert status == 200 and page["requests"] == posts[::-1][:2] and page["count"] == 5
+    newest = posts[-1]
     assert newest["status"] == 409 and newest["answer"]["status"] == "error"
     assert json.loads(newest["body"])["amount"] == 99
-    for query in ("outcome=lost", "status=abc", "limit=0", "colour=red", "partner_id=casino_alpha&partner_id=x"):
+    for query in ("outcome=lost", "status=abc", "limit=0", "colour=red", "partner_id=casino_alpha&partner_id=x",
+                  "order=random", "order=oldest&order=newest"):
         status, answer = backup_api.request("GET", "/_stand-in/requests?partner_id=casino_alpha&" + query,
                                             partner_id="casino_alpha")
         assert status in (400, 403) and answer["status"] == "error", query
@@ -221,16 +229,16 @@ def test_a_batch_is_journaled_only_for_the_partners_the_token_owns_and_only_thei
     beta_event = valid_event("bet", partner_id="casino_beta")
     beta = backup_api.token("casino_beta")
     assert backup_api.request("POST", "/player-events", [secret_event, beta_event], token=beta)[0] == 403
-    [entry] = backup_api.requests("casino_beta")["requests"]
+    [entry] = backup_api.requests("casino_beta")
     assert json.loads(entry["body"]) == [json.loads(json.dumps(beta_event))]
     assert "DE89" not in json.dumps(entry) and "whale" not in json.dumps(entry)
-    assert backup_api.requests("casino_alpha")["count"] == 0
+    assert backup_api.requests("casino_alpha") == []
     # Without a verified token, nobody's journal is filled, and one request cannot empty them.
     for _ in range(100):
         backup_api.request("POST", "/player-events", beta_event)
     naming_many = [valid_event("bet", partner_id=f"p{n}") for n in range(1000)]
     backup_api.request("POST", "/player-events", naming_many, token="forged")
-    assert backup_api.requests("casino_beta")["count"] == 1
+    assert len(backup_api.requests("casino_beta")) == 1
     assert len(backup_api.unverified()) == 100
 
 
@@ -249,7 +257,7 @@ def test_a_503_fault_says_when_to_retry_and_is_no_error_in_the_log(backup_api, c
 def test_a_drop_after_commit_is_journaled_as_stored(backup_api):
     backup_api.fault("casino_alpha", "drop-after-commit")
     assert post(backup_api, valid_event("bet"))[0] is None  # the connection closed without an answer
-    [entry] = backup_api.requests("casino_alpha", method="POST")["requests"]
+    [entry] = backup_api.requests("casino_alpha", method="POST")
     assert entry["events"][0]["outcome"] == "stored"
 
 

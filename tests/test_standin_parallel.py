@@ -35,8 +35,8 @@ def test_a_world_of_its_own(backup_api, n):
         time.sleep(0.05)
         assert backup_api.request("POST", "/player-events", event, partner_id="casino_alpha")[0] == 200
     assert [stored["event"]["amount"] for stored in backup_api.events("casino_alpha")] == [n]
-    assert backup_api.requests("casino_alpha", method="POST")["count"] == 4
-    assert backup_api.requests("casino_alpha", outcome="duplicate")["count"] == 2
+    assert len(backup_api.requests("casino_alpha", method="POST")) == 4
+    assert len(backup_api.requests("casino_alpha", outcome="duplicate")) == 2
 '''
 
 

@@ -4,7 +4,7 @@ same constants that check them."""
 from backup_api.openapi import ERROR, OK
 from backup_api.standin import faults
 from backup_api.standin.journal import KEPT_BODY_BYTES, KEPT_PER_PARTNER, KEPT_UNVERIFIED
-from backup_api.standin.routes import CONNECTION_OUTCOMES, OUTCOMES
+from backup_api.standin.routes import CONNECTION_OUTCOMES, ORDERS, OUTCOMES
 
 
 def _ref(name: str) -> dict:
@@ -39,6 +39,11 @@ def _partner_query() -> dict:
     return _query("partner_id", {"type": "string", "minLength": 1}, "A partner the token owns.", required=True)
 
 
+def _order_query() -> dict:
+    return _query("order", {"type": "string", "enum": list(ORDERS), "default": ORDERS[0]},
+                  "The oldest entries first, or the newest first.")
+
+
 def paths() -> dict:
     """The /_stand-in/ paths."""
     text = {"type": "string"}
@@ -59,7 +64,7 @@ def paths() -> dict:
             "delete": _operation("standInClearFaults", "Clear the faults of the token's partners", OK, 401),
         },
         "/_stand-in/requests": {"get": _operation(
-            "standInRequests", "The requests made for a partner, newest first, as filtered",
+            "standInRequests", "The requests made for a partner, as filtered, oldest first (or newest)",
             _ref("StandInRequestPage"), 400, 401, 403,
             parameters=[
                 _partner_query(),
@@ -72,13 +77,14 @@ def paths() -> dict:
                 _query("event_id", text, "An event's event_id."),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": KEPT_PER_PARTNER, "default": 100},
                        "Entries on this page at most (count is every match)."),
+                _order_query(),
             ])},
         "/_stand-in/rejections": {"get": _operation(
-            "standInRejections", "The last refused requests made for a partner, newest first",
-            _ref("StandInRejections"), 400, 401, 403, parameters=[_partner_query()])},
+            "standInRejections", "The last refused requests made for a partner, oldest first (or newest)",
+            _ref("StandInRejections"), 400, 401, 403, parameters=[_partner_query(), _order_query()])},
         "/_stand-in/unverified": {"get": _operation(
-            "standInUnverified", "The last requests whose token did not verify, without their bodies",
-            _ref("StandInUnverified"), 401)},
+            "standInUnverified", "The last requests whose token did not verify, without their bodies, oldest first"
+            " (or newest)", _ref("StandInUnverified"), 400, 401, parameters=[_order_query()])},
     }
 
 

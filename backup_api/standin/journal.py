@@ -94,17 +94,16 @@ class Journal:
         with self._lock:
             self._unverified.appendleft(entry)
 
-    def find(self, partner: str, match: Callable[[dict], bool], limit: int) -> tuple[list[dict], int]:
-        """Return partner's newest entries that match (at most limit), and how many match in all."""
+    def find(self, partner: str, match: Callable[[dict], bool]) -> list[dict]:
+        """Partner's entries that match, oldest first."""
         with self._lock:
-            entries = [entry for _, entry in self._by_partner.get(partner, ())]
-        found = [entry for entry in entries if match(entry)]
-        return found[:limit], len(found)
+            entries = [entry for _, entry in reversed(self._by_partner.get(partner, ()))]
+        return [entry for entry in entries if match(entry)]
 
     def unverified(self) -> list[dict]:
-        """The requests whose token did not verify, newest first."""
+        """The requests whose token did not verify, oldest first."""
         with self._lock:
-            return list(self._unverified)
+            return list(reversed(self._unverified))
 
     def clear(self, partners=None) -> None:
         """Forget the journals of partners (of everyone, the unverified list included, when None)."""

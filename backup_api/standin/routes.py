@@ -25,6 +25,8 @@ from backup_api.wire import ok_response, read_json
 OUTCOMES = ("stored", "duplicate", "conflict", "refused")
 # Refused requests GET /_stand-in/rejections answers at most.
 KEPT_REJECTIONS = 100
+# The orders the journal's routes list entries in: the oldest first (by default), or the newest first.
+ORDERS = ("oldest", "newest")
 
 bp = Blueprint("stand_in", __name__, url_prefix="/_stand-in")
 
@@ -238,6 +240,7 @@ class RequestsQuery(Schema):
     player_login = fields.String()
     event_id = fields.String()
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=KEPT_PER_PARTNER))
+    order = fields.String(load_default="oldest", validate=validate.OneOf(ORDERS))
 
     class Meta:
         unknown = RAISE
@@ -271,42 +274,58 @@ def _matches(query: dict):
     return match
 
 
+def _ordered(entries: list[dict], order: str, kept: int) -> list[dict]:
+    """The first `kept` of entries (oldest first) in the order asked for: the oldest first or the newest first."""
+    return entries[:kept] if order == "oldest" else entries[::-1][:kept]
+
+
 @bp.get("/requests")
 def requests_made():
-    """A partner's requests, newest first, as filtered; count: every match, not only those on this page."""
+    """A partner's requests as filtered, oldest first (or newest); count: every match, not only those on this page."""
     query = _read_query(_requests_query)
-    found, count = current_app.extensions["stand_in"].journal.find((namespace(), query["partner_id"]),
-                                                                   _matches(query),
-                                                                   query["limit"])
-    return {"requests": [_shown(entry) for entry in found], "count": count}
+    found = current_app.extensions["stand_in"].journal.find((namespace(), query["partner_id"]), _matches(query))
+    return {"requests": [_shown(entry) for entry in _ordered(found, query["order"], query["limit"])],
+            "count": len(found)}
 
 
 class RejectionsQuery(Schema):
     """The query of GET /_stand-in/rejections: one partner."""
 
     partner_id = fields.String(required=True, validate=validate.Length(min=1))
+    order = fields.String(load_default="oldest", validate=validate.OneOf(ORDERS))
+
+    class Meta:
+        unknown = RAISE
+
+
+class UnverifiedQuery(Schema):
+    """The query of GET /_stand-in/unverified: the order only."""
+
+    order = fields.String(load_default="oldest", validate=validate.OneOf(ORDERS))
 
     class Meta:
         unknown = RAISE
 
 
 _rejections_query = RejectionsQuery()
+_unverified_query = UnverifiedQuery()
 
 
 @bp.get("/rejections")
 def rejections():
-    """A partner's most recent refused requests (status 400 and above), newest first."""
-    partner_id = _read_query(_rejections_query)["partner_id"]
-    found, _ = current_app.extensions["stand_in"].journal.find((namespace(), partner_id),
-                                                               lambda entry: entry["status"] is None
-                                                               or entry["status"] >= 400,
-                                                               KEPT_REJECTIONS)
-    return {"rejections": [_shown(entry) for entry in found], "kept": KEPT_REJECTIONS}
+    """A partner's last KEPT_REJECTIONS refused requests (status 400 and above, or none), oldest first (or newest)."""
+    query = _read_query(_rejections_query)
+    found = current_app.extensions["stand_in"].journal.find(
+        (namespace(), query["partner_id"]), lambda entry: entry["status"] is None or entry["status"] >= 400)
+    last = found[-KEPT_REJECTIONS:]
+    return {"rejections": [_shown(entry) for entry in _ordered(last, query["order"], KEPT_REJECTIONS)],
+            "kept": KEPT_REJECTIONS}
 
 
 @bp.get("/unverified")
 def unverified():
-    """The most recent requests whose token did not verify (or that had none), newest first, without their bodies."""
-    authenticate()
+    """The last requests whose token did not verify (or that had none), oldest first (or newest), without bodies."""
+    query = _read_query(_unverified_query)
     found = current_app.extensions["stand_in"].journal.unverified()
-    return {"requests": [_shown(entry) for entry in found], "kept": KEPT_UNVERIFIED}
+    return {"requests": [_shown(entry) for entry in _ordered(found, query["order"], KEPT_UNVERIFIED)],
+            "kept": KEPT_UNVERIFIED}

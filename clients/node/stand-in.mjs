@@ -57,20 +57,23 @@ export class StandIn {
     return this.#helper("DELETE", "/_stand-in/faults", partner);
   }
 
-  /** The journal of partner, newest first, and how many entries match: { requests, count }. */
-  requests(partner, filters = {}) {
-    const query = new URLSearchParams({ partner_id: partner, ...filters });
-    return this.#helper("GET", `/_stand-in/requests?${query}`, partner);
+  // Every listing answers an array, the oldest first unless { newestFirst: true }: a count is its length.
+
+  /** The requests made for partner that match filters (method, path, status, outcome, event_type, player_login,
+   * event_id, limit), every one kept unless limit says fewer. */
+  async requests(partner, { newestFirst = false, ...filters } = {}) {
+    const query = new URLSearchParams({ partner_id: partner, limit: "10000", ...filters, ...order(newestFirst) });
+    return (await this.#helper("GET", `/_stand-in/requests?${query}`, partner)).requests;
   }
 
-  /** The refused requests of partner (connection faults included), newest first. */
-  async rejections(partner) {
-    return (await this.#helper("GET", `/_stand-in/rejections?partner_id=${encodeURIComponent(partner)}`,
-                                partner)).rejections;
+  /** The last refused requests of partner (connection faults included). */
+  async rejections(partner, { newestFirst = false } = {}) {
+    const query = new URLSearchParams({ partner_id: partner, ...order(newestFirst) });
+    return (await this.#helper("GET", `/_stand-in/rejections?${query}`, partner)).rejections;
   }
 
-  /** Every stored event of partner, oldest first, each page followed. */
-  async events(partner) {
+  /** Every stored event of partner, each page followed. */
+  async events(partner, { newestFirst = false } = {}) {
     const found = [];
     let after = null;
     do {
@@ -79,7 +82,7 @@ export class StandIn {
       found.push(...page.events);
       after = page.next;
     } while (after);
-    return found;
+    return newestFirst ? found.reverse() : found;
   }
 
   /** Forget the events, flags, faults and journal of partners in this namespace. */
@@ -92,3 +95,5 @@ export class StandIn {
     return this.#helper("POST", "/_stand-in/done", "casino_alpha");
   }
 }
+
+const order = (newestFirst) => (newestFirst ? { order: "newest" } : {});

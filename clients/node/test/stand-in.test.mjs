@@ -41,7 +41,7 @@ test("events and the journal are the namespace's, and the client's reads are not
   await standIn.reset();
   assert.equal((await standIn.request("POST", "/player-events", bet("b1"))).status, 200);
   assert.deepEqual((await standIn.events("casino_alpha")).map((stored) => stored.event), [bet("b1")]);
-  assert.equal((await standIn.requests("casino_alpha")).count, 1);
+  assert.equal((await standIn.requests("casino_alpha")).length, 1);
   const other = new StandIn({ url: standIn.url, secret });
   assert.deepEqual(await other.events("casino_alpha"), []); // another world
 });
@@ -54,16 +54,17 @@ test("a fault by number, and a connection fault as the client saw it", async () 
   assert.equal((await standIn.request("POST", "/player-events", bet("b2"))).status, 503);
   await assert.rejects(standIn.request("POST", "/player-events", bet("b2")));
   assert.equal((await standIn.request("POST", "/player-events", bet("b2"))).status, 200);
-  const [closed, outage] = await standIn.rejections("casino_alpha");
+  const [outage, closed] = await standIn.rejections("casino_alpha");
+  assert.deepEqual(await standIn.rejections("casino_alpha", { newestFirst: true }), [closed, outage]);
   assert.equal(closed.status, null);
   assert.equal(closed.outcome, "connection reset");
   assert.equal(outage.status, 503);
-  assert.equal((await standIn.requests("casino_alpha", { status: 200 })).count, 1);
+  assert.equal((await standIn.requests("casino_alpha", { status: 200 })).length, 1);
 });
 
 test("a typo is journaled with the route it meant", async () => {
   await standIn.reset();
   assert.equal((await standIn.request("POST", "/player-event", bet("b3"))).status, 404);
-  const [entry] = (await standIn.requests("casino_alpha")).requests;
+  const [entry] = await standIn.requests("casino_alpha");
   assert.equal(entry.hint, "no route POST /player-event: did you mean POST /player-events?");
 });
