@@ -29,7 +29,8 @@ from backup_api.storage.sqlite import SQLiteStore
 
 # Descriptors a world holds open, kept from the connections' share: its file, -wal and -shm for the
 # writer, and the file and -wal of its one reader (a world's reads take turns), five; six are
-# counted, and two for each server thread (a world's files opened again as it is forgotten).
+# counted, for the worlds kept, the default one and the one opened ahead, and two for each server
+# thread (a world's files opened again as it is forgotten).
 READERS = 1
 DESCRIPTORS_PER_WORLD = 6
 
@@ -41,7 +42,7 @@ def init_app(app: Flask) -> None:
     """Make app the stand-in: an ephemeral store, a secret of its own unless one is set, its routes and hooks."""
     app.config["STAND_IN"] = True
     kept = int(app.config["STAND_IN_NAMESPACES"])
-    app.config["RESERVED_DESCRIPTORS"] = DESCRIPTORS_PER_WORLD * (kept + 1) + 2 * server.THREADS
+    app.config["RESERVED_DESCRIPTORS"] = DESCRIPTORS_PER_WORLD * (kept + 2) + 2 * server.THREADS
     configured = app.config["JWT_SECRET"]
     app.config["JWT_SECRET_KEY"] = configured or secrets.token_urlsafe(48)
     state = app.extensions["stand_in"] = State(int(app.config["STAND_IN_JOURNAL_BYTES"]),

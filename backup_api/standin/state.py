@@ -7,7 +7,8 @@ SQLite database of its own in the stand-in's temporary folder, opened on first u
 VIP flags are nobody else's, and the faults and the journal are kept by (namespace, partner) too.
 Past BACKUP_API_STAND_IN_NAMESPACES, the world used least recently is forgotten (the default world
 never is), unless it was used within IN_USE_S: then the new namespace is refused (503), never a
-running test's world taken.
+running test's world taken. One world is kept opened ahead, in a thread of its own, so that a new
+namespace's first request finds it ready instead of creating a database file.
 """
 
 import itertools
@@ -63,6 +64,9 @@ class Worlds:
         self._numbers = itertools.count()
         self._stores: OrderedDict[str, SQLiteStore] = OrderedDict()
         self._observe_commit = None  # handed to every world, those opened later included
+        self._spare: SQLiteStore | None = None  # the next new namespace's world, opened ahead
+        self._filling: threading.Thread | None = None
+        self._closed = False
         self.get(DEFAULT)
 
     def observe_commits(self, observe) -> None:
@@ -90,12 +94,32 @@ class Worlds:
                                      " BACKUP_API_STAND_IN_NAMESPACES higher, or run fewer tests at once")
                 del self._used[oldest]
                 gone.append((oldest, self._stores.pop(oldest)))
-            store = self._stores[ns] = self._open_store(os.path.join(self._folder, f"world-{next(self._numbers)}.db"))
+            store, self._spare = self._spare or self._open_store(self._new_path()), None
+            self._stores[ns] = store
             store.observe_commit = self._observe_commit
+            if self._filling is None:
+                self._filling = threading.Thread(target=self._open_spare, name="stand-in-spare-world", daemon=True)
+                self._filling.start()
         for oldest, old in gone:
             self._forgotten(oldest)
             self._remove(old)
         return store
+
+    def _new_path(self) -> str:
+        return os.path.join(self._folder, f"world-{next(self._numbers)}.db")
+
+    def _open_spare(self) -> None:
+        """Open the next new namespace's world (in a thread of its own, started as the last spare is taken)."""
+        spare = None
+        try:  # should it fail, the next new namespace opens its own world, and meets the error itself
+            spare = self._open_store(self._new_path())
+        finally:
+            with self._lock:
+                self._filling = None
+                if not self._closed:
+                    self._spare, spare = spare, None
+        if spare is not None:  # closed meanwhile
+            self._remove(spare)
 
     def release(self, ns: str) -> None:
         """ns is done with: its world is no longer in use (the next new namespace may take its place at once)."""
@@ -105,7 +129,12 @@ class Worlds:
 
     def close(self) -> None:
         """Close every world and remove the folder."""
-        for store in self.each():
+        with self._lock:
+            self._closed = True
+            filling, spare, self._spare = self._filling, self._spare, None
+        if filling is not None:
+            filling.join()
+        for store in self.each() + ([spare] if spare else []):
             store.close()
         shutil.rmtree(self._folder, ignore_errors=True)
 
