@@ -2,9 +2,11 @@
 
 Against, in the same run: the stand-in's own sequential GET /healthz (the server's ceiling: at
 least 0.8 of it), the durable service (at least 5 times its rate), the old way of a fixture per
-test (a `token issue` process, then a server), and, when npm can install them, WireMock stubbing
-POST /player-events (at least 2 times its rate; it needs java) and Prism mocking our own OpenAPI
-document (at least 3 times its rate).
+test (a `token issue` process, then a server), earlier releases' stand-ins (a test's set-up and
+first post), and, when npm can install them, WireMock stubbing POST /player-events (it needs java)
+and Prism mocking our own OpenAPI document, each just started (cold) and after WARM_S seconds of
+events (warm): events per second, and a test's set-up and first post (WireMock's reset and stub;
+the goal: a test on the stand-in costs less than on WireMock, warm).
 
 python -m bench.standin prints its rows alone; make bench prints them with the rest.
 """
@@ -21,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import release
 from bench.reads import EXECUTABLE, start_up
 from tests.helpers import SECRET, make_token, valid_event
 from tests.server import ROOT, Server
@@ -28,6 +31,8 @@ from tests.server import ROOT, Server
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SEQUENTIAL = 300  # single events, one keep-alive client
 RESETS = 100
+TESTS = 50  # tests timed one after the other, warm
+WARM_S = float(os.environ.get("BENCH_WARM_S", "15"))  # sequential events that warm a server (a JVM) first
 PRISM_VERSION = "5.16.0"
 WIREMOCK_VERSION = "3.13.2"
 NPM_FOLDER = ROOT / "bench" / "results"  # npm installs the peers here (ignored by git)
@@ -159,48 +164,130 @@ def _wait_for(port: int, path: str, what: str) -> None:
             time.sleep(0.02)
 
 
-def wiremock_rate(jar: Path) -> tuple[float, float]:
-    """WireMock answering POST /player-events from a stub: seconds to its first answer, and sequential events/s."""
+def _send(conn: http.client.HTTPConnection, method: str, path: str, body=None, token: str | None = None) -> int:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    conn.request(method, path, None if body is None else json.dumps(body), headers)
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def stand_in_test(prefix: str):
+    """A test's set-up and first post on the stand-in: a token of a namespace of its own, then one event."""
+    def one_test(conn: http.client.HTTPConnection, n: int) -> None:
+        token = make_token(ns=f"{prefix}-{n}")
+        assert _send(conn, "POST", "/player-events", valid_event("bet"), token) == 200
+    return one_test
+
+
+WIREMOCK_STUB = {"request": {"method": "POST", "url": "/player-events"},
+                 "response": {"status": 200, "jsonBody": {"status": "ok"},
+                              "headers": {"Content-Type": "application/json"}}}
+
+
+def wiremock_test(conn: http.client.HTTPConnection, n: int) -> None:
+    """A test's set-up and first post on WireMock: a reset, the stub, then one event."""
+    assert _send(conn, "POST", "/__admin/reset") == 200
+    assert _send(conn, "POST", "/__admin/mappings", WIREMOCK_STUB) == 201
+    assert _send(conn, "POST", "/player-events", valid_event("bet"), make_token()) == 200
+
+
+def prism_test(conn: http.client.HTTPConnection, n: int) -> None:
+    """A test on Prism: nothing to set up (it keeps nothing), one event."""
+    assert _send(conn, "POST", "/player-events", valid_event("bet"), make_token()) == 200
+
+
+def tests_ms(port: int, one_test, count: int = TESTS) -> list[float]:
+    """count tests one after the other on one keep-alive connection; each one's milliseconds."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        times = []
+        for n in range(count):
+            started = time.perf_counter()
+            one_test(conn, n)
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+    finally:
+        conn.close()
+
+
+def cold_and_warm(port: int, one_test, prefix: str) -> dict:
+    """A server just started (cold: its first test, its first SEQUENTIAL events), then after WARM_S seconds of
+    sequential events (warm: the median of TESTS tests, SEQUENTIAL events)."""
+    cold_test = tests_ms(port, one_test, count=1)[0]
+    cold_rate = sequential(port, f"{prefix}-cold")
+    deadline = time.monotonic() + WARM_S
+    while time.monotonic() < deadline:
+        sequential(port, f"{prefix}-warming{time.time_ns()}")
+    return {"cold_test": cold_test, "cold_rate": cold_rate, "warm_rate": sequential(port, f"{prefix}-warm"),
+            "warm_test": statistics.median(tests_ms(port, one_test))}
+
+
+def _started(command: list[str], ready_path: str, what: str) -> tuple[subprocess.Popen, int, float]:
+    """A server started with command (its port put in for {port}), its port and seconds to its first answer."""
     port = _free_port()
     started = time.perf_counter()
-    proc = subprocess.Popen(["java", "-jar", str(jar), "--port", str(port), "--bind-address", "127.0.0.1",
-                             "--disable-banner", "--disable-request-logging"],
+    proc = subprocess.Popen([part.format(port=port) for part in command],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(port, "/__admin/mappings", "wiremock")
-        first = time.perf_counter() - started
-        stub = {"request": {"method": "POST", "url": "/player-events"},
-                "response": {"status": 200, "jsonBody": {"status": "ok"},
-                             "headers": {"Content-Type": "application/json"}}}
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("POST", "/__admin/mappings", json.dumps(stub), {"Content-Type": "application/json"})
-        assert conn.getresponse().status == 201
-        conn.close()
-        return first, sequential(port, "wiremock")
+        _wait_for(port, ready_path, what)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, port, time.perf_counter() - started
+
+
+def wiremock(jar: Path) -> dict:
+    """WireMock answering POST /player-events from a stub, cold and warm; and seconds to its first answer."""
+    proc, port, first = _started(["java", "-jar", str(jar), "--port", "{port}", "--bind-address", "127.0.0.1",
+                                  "--disable-banner", "--disable-request-logging"], "/__admin/mappings", "wiremock")
+    try:
+        return {"first": first, **cold_and_warm(port, wiremock_test, "wiremock")}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def prism_rate(binary: Path, folder: Path) -> tuple[float, float]:
-    """Prism mocking our own document: seconds to its first answer, and sequential single events/s."""
+def prism(binary: Path, folder: Path) -> dict:
+    """Prism mocking our own document, cold and warm; and seconds to its first answer."""
     from backup_api import create_app
 
     app = create_app({"DATABASE": str(folder / "doc.db"), "JWT_SECRET": SECRET})
     document = folder / "openapi.json"
     document.write_text(json.dumps(app.extensions["openapi"]))
     app.extensions["store"].close()
-    port = _free_port()
-    started = time.perf_counter()
-    proc = subprocess.Popen([str(binary), "mock", str(document), "--port", str(port), "--host", "127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port, first = _started([str(binary), "mock", str(document), "--port", "{port}", "--host", "127.0.0.1"],
+                                 "/healthz", "prism")
     try:
-        _wait_for(port, "/healthz", "prism")
-        first = time.perf_counter() - started
-        return first, sequential(port, "prism")
+        return {"first": first, **cold_and_warm(port, prism_test, "prism")}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def stand_in_cold_and_warm(folder: Path) -> dict:
+    server = stand_in_server(folder)
+    try:
+        return cold_and_warm(server.port, stand_in_test(f"cw{time.time_ns()}"), f"stand-in{time.time_ns()}")
+    finally:
+        server.stop()
+
+
+def per_test_by_release(folder: Path) -> dict:
+    """A test's set-up and first post (warm), this checkout's stand-in against earlier releases' (those with
+    namespaces), taking turns over ROUNDS rounds: {label: [median ms of each round]}."""
+    trees = {label: release.unpack(commit, folder) for label, commit in release.releases("d267d0b")}
+    trees["HEAD"] = None
+    found: dict[str, list[float]] = {label: [] for label in trees}
+    for round_ in range(ROUNDS):
+        for label, tree in trees.items():
+            server = release.serve(tree, folder / "unused.db", SECRET, "--stand-in")
+            try:
+                tests_ms(server.port, stand_in_test(f"warm{round_}"), count=20)
+                found[label].append(statistics.median(tests_ms(server.port, stand_in_test(f"r{round_}"))))
+            finally:
+                server.stop()
+    return found
 
 
 def run() -> list[str]:
@@ -230,13 +317,15 @@ def run() -> list[str]:
                                             "--stand-in", "--port", "0"])
         frozen = start_up(folder, command=[str(EXECUTABLE), "serve", "--stand-in", "--port", "0"]) if (
             EXECUTABLE.exists()) else None
+        ours = stand_in_cold_and_warm(folder)
+        by_release = per_test_by_release(folder)
         binary, why = npm_tool("@stoplight/prism-cli", PRISM_VERSION, ".bin/prism")
-        prism_first, prism_seq = prism_rate(binary, folder) if binary else (None, None)
+        prism_found = prism(binary, folder) if binary else None
         jar, wiremock_why = npm_tool("wiremock", WIREMOCK_VERSION,
                                      f"wiremock/build/wiremock-standalone-{WIREMOCK_VERSION}.jar")
         if jar and shutil.which("java") is None:
             jar, wiremock_why = None, "java is not on the PATH"
-        wiremock_first, wiremock_seq = wiremock_rate(jar) if jar else (None, None)
+        wiremock_found = wiremock(jar) if jar else None
     stand_in = statistics.median(rates["stand-in"])
     lines = [
         f"| stand-in: sequential single events, one keep-alive client / its own sequential `GET /healthz` |"
@@ -253,18 +342,38 @@ def run() -> list[str]:
         f"| the former fixture per test (`token issue` process, then a server) | {old * 1000:.0f} ms |"
         f" {old * 1000 / plugin['median_ms']:,.0f}x the fixture's |",
     ]
-    if jar:
-        lines.append(f"| WireMock {WIREMOCK_VERSION} (standalone jar) with a stub for POST /player-events: sequential"
-                     f" single events, start | {wiremock_seq:,.0f} events/s (stand-in {stand_in / wiremock_seq:.1f}x),"
-                     f" first answer {wiremock_first * 1000:.0f} ms | stand-in >= 2x |")
+    def cold_warm(found: dict) -> str:
+        return (f"cold {found['cold_rate']:,.0f} events/s, a test {found['cold_test']:.2f} ms; warm"
+                f" {found['warm_rate']:,.0f} events/s, a test {found['warm_test']:.2f} ms")
+
+    lines.append(f"| stand-in: sequential single events, and a test's set-up and first post (a token of a new"
+                 f" namespace, one event), just started (cold) and after {WARM_S:.0f} s of events (warm) |"
+                 f" {cold_warm(ours)} | |")
+    if wiremock_found:
+        lines.append(
+            f"| WireMock {WIREMOCK_VERSION} (standalone jar), a stub for POST /player-events: sequential single"
+            f" events, and a test's reset, stub and first post, cold and warm | {cold_warm(wiremock_found)};"
+            f" first answer {wiremock_found['first'] * 1000:.0f} ms. Stand-in / WireMock: events"
+            f" {ours['cold_rate'] / wiremock_found['cold_rate']:.2f}x cold,"
+            f" {ours['warm_rate'] / wiremock_found['warm_rate']:.2f}x warm; a test costs"
+            f" {ours['warm_test'] / wiremock_found['warm_test']:.2f} of WireMock's, warm | a test < 1 of"
+            " WireMock's, warm |")
     else:
         lines.append(f"| WireMock stubbing POST /player-events | skipped: {wiremock_why} | |")
-    if binary:
-        lines.append(f"| Prism {PRISM_VERSION} mocking our document: sequential single events, start |"
-                     f" {prism_seq:,.0f} events/s (stand-in {stand_in / prism_seq:.1f}x), first answer"
-                     f" {prism_first * 1000:.0f} ms | stand-in >= 3x |")
+    if prism_found:
+        lines.append(
+            f"| Prism {PRISM_VERSION} mocking our document (it keeps nothing: a test is one post), cold and warm |"
+            f" {cold_warm(prism_found)}; first answer {prism_found['first'] * 1000:.0f} ms. Stand-in / Prism:"
+            f" events {ours['cold_rate'] / prism_found['cold_rate']:.2f}x cold,"
+            f" {ours['warm_rate'] / prism_found['warm_rate']:.2f}x warm | |")
     else:
         lines.append(f"| Prism mocking our document | skipped: {why} | |")
+    head = by_release.pop("HEAD")
+    for label, medians in by_release.items():
+        lines.append(
+            f"| stand-in: a test's set-up and first post, warm, this build / {label} | {statistics.median(head):.2f}"
+            f" / {statistics.median(medians):.2f} ms (rounds' medians: {', '.join(f'{m:.2f}' for m in head)} /"
+            f" {', '.join(f'{m:.2f}' for m in medians)}) | |")
     return lines
 
 
