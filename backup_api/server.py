@@ -138,6 +138,20 @@ class JSONErrorChannel(waitress.channel.HTTPChannel):
             bounded.closed(self)
         super().del_channel(map)
 
+    def writable(self):
+        """Waitress's test, less the time a task holds the output lock: the task is writing its answer, and sends it
+        itself (pulling the trigger when the socket cannot take it all, and when it ends).
+
+        Waitress asked poll() about such a socket: writable at once, again and again, while handle_write could
+        not take the lock. The event loop spun, holding the GIL the task needed to finish, and eight connections
+        got a quarter of one connection's rate (issue 41).
+        """
+        if self.requests and not (self.will_close or self.close_when_flushed):
+            if not self.outbuf_lock.acquire(False):
+                return False
+            self.outbuf_lock.release()
+        return super().writable()
+
     def service(self):
         try:
             super().service()

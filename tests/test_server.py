@@ -237,3 +237,49 @@ def test_a_request_half_read_when_the_stop_comes_is_answered_before_the_server_e
         connection.close()
         assert server.proc.wait(timeout=30) == 0
     assert answer.startswith(b"HTTP/1.1 200"), answer
+
+
+def test_the_event_loop_sleeps_while_a_task_holds_its_output(tmp_path):
+    """Before (issue 41): poll() said the connection was writable at once, again and again, while the task held
+    the output lock, and the loop spun, taking the GIL from the task: 8 connections got a quarter of 1's rate."""
+    from backup_api import create_app, server
+
+    held = threading.Event()
+
+    app = create_app({"DATABASE": str(tmp_path / "b.db"), "JWT_SECRET": SECRET, "LOG_LEVEL": "WARNING"})
+
+    @app.get("/_test/hold")
+    def hold():
+        # As a task sending its answer does: output waiting, the lock held (here for half a second).
+        from flask import request
+
+        channel = request.environ["waitress.client_disconnected"].__self__
+        with channel.outbuf_lock:
+            channel.total_outbufs_len += 1
+            channel.server.pull_trigger()  # the loop looks again (other connections wake it all the time)
+            held.set()
+            time.sleep(0.5)
+            channel.total_outbufs_len -= 1
+        return {"status": "ok"}
+
+    served = server.InThread(app)
+    try:
+        loop = next(thread for thread in threading.enumerate() if thread.name == "backup-api-server")
+
+        def loop_cpu() -> float:
+            fields = Path(f"/proc/self/task/{loop.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        conn = http.client.HTTPConnection(served.url.removeprefix("http://"), timeout=10)
+        try:
+            conn.request("GET", "/_test/hold")
+            assert held.wait(5)
+            before = loop_cpu()
+            answer = conn.getresponse()
+            spent = loop_cpu() - before
+            assert answer.status == 200 and json.loads(answer.read()) == {"status": "ok"}
+        finally:
+            conn.close()
+        assert spent < 0.1, f"the event loop spent {spent:.2f} s of CPU while the task held its output for 0.5 s"
+    finally:
+        served.stop()

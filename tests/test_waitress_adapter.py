@@ -30,6 +30,7 @@ METHODS = [
     (HTTPChannel, "service", []),
     (HTTPChannel, "del_channel", ["map"]),
     (HTTPChannel, "handle_close", []),
+    (HTTPChannel, "writable", []),
     (WSGITask, "get_environment", []),
     (WSGITask, "build_response_header", []),  # PeerTask: every answer closes its connection while draining
     (WSGITask, "set_close_on_finish", []),
@@ -65,7 +66,8 @@ def test_the_functions_and_attributes_it_reads_are_there(tmp_path):
         for name in ("connection_limit", "asyncore_loop_timeout", "asyncore_use_poll"):
             assert hasattr(made.adj, name), name
         assert HTTPChannel.error_task_class is ErrorTask and HTTPChannel.task_class is WSGITask
-        for name in ("request", "requests", "will_close", "close_when_flushed", "total_outbufs_len", "addr"):
+        for name in ("request", "requests", "will_close", "close_when_flushed", "total_outbufs_len", "addr",
+                     "outbuf_lock"):
             assert name in inspect.getsource(HTTPChannel), name
     finally:
         made.task_dispatcher.shutdown()
