@@ -188,3 +188,28 @@ def test_a_layout_3_postgresql_database_gets_its_totals_from_its_events(postgres
         assert app.extensions["store"].check_totals() == []
     finally:
         app.extensions["store"].close()
+
+
+def test_an_import_counts_only_its_new_events_exactly_whatever_their_amounts(app, client, tmp_path):
+    """An import's pieces count their events from the staged text (SQLite's JSON operators, grouped): the same
+    totals as a recount of every event parsed, the amounts' digits kept, the events held already left out."""
+    def line(n, extra, event_type="big_win"):  # an event_type that needs no amount
+        return (f'{{"id": {n}, "received_at": "2026-12-0{1 + n % 3}T10:00:00.000000Z", "sub": "x", "event": '
+                + raw(event_type, f"i{n}", extra) + "}\n")
+
+    amounts = [',"amount":0.1000000000000000055511151231257827,"currency":"EUR"', ',"amount":1.7e308',
+               ',"amount":12345678901234567890123', ',"amount":1E-7,"currency":"USD"', "", ',"currency":"EUR"']
+    first = tmp_path / "first.jsonl"
+    first.write_text("".join(line(n, amounts[n % len(amounts)]) for n in range(1, 5)))
+    assert app.test_cli_runner().invoke(args=["events", "import", str(first)]).output == (
+        "imported 4, already held 0\n")
+    both = tmp_path / "both.jsonl"  # lines 3 and 4 held already, between new ones
+    both.write_text("".join(line(n, amounts[n % len(amounts)], "complaint" if n > 6 else "big_win")
+                            for n in range(1, 10)))
+    assert app.test_cli_runner().invoke(args=["events", "import", str(both)]).output == (
+        "imported 5, already held 4\n")
+    assert app.extensions["store"].check_totals() == []
+    held = {(r["day"], r["event_type"], r["currency"]): (r["events"], r["amount"])
+            for r in summary(client).get_json()["rows"]}
+    assert held[("2026-12-01", "big_win", "EUR")] == (1, "0.1000000000000000055511151231257827")
+    assert sum(events for events, _ in held.values()) == 9

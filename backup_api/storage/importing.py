@@ -13,12 +13,14 @@ opened on a connection of its own, or attached to the SQLite store's writing con
 moves a piece by INSERT ... SELECT.
 """
 
+import json
 import signal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 
+from backup_api.storage import totals
 from backup_api.storage.base import EventConflict, ImportStopped, RecordError, StorageError
 from backup_api.storage.jsonform import parsed_content_key
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow, PlayerRecord
@@ -116,6 +118,12 @@ class Staging:
     def records(self, after: int, count: int) -> list[tuple]:
         """The records of lines after + 1 to after + count, in the file's order."""
         return self._conn.execute(self.select(self._columns), (after, after + count)).fetchall()
+
+    def totals(self, after: int, new: list[bool]) -> dict:
+        """The totals' counts of the events of lines after + 1 on, those new (as new says of each) only."""
+        held = json.dumps([after + 1 + position for position, is_new in enumerate(new) if not is_new])
+        return totals.grouped(self._conn.execute(totals.STAGED_GROUPS.format(table=self.table),
+                                                 (after, after + len(new), held)))
 
 
 @contextmanager

@@ -33,6 +33,8 @@ _COLUMNS = ", ".join(EventRow._fields[:SQLITE_COLUMNS])
 _INSERT_EVENT = f"INSERT INTO events (id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 # Rows a group commit sends in one INSERT statement (seven values each).
 GROUP_ROWS = 64
+# How much shorter than a write's wait left its connection's busy timeout may be (set again only past it).
+BUSY_SLACK_MS = 100
 # Pooled read-only connections kept.
 MAX_READERS = 8
 
@@ -95,7 +97,8 @@ class SQLiteStore(SQLStore):
         try:
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.db = sqlite_utils.Database(self._conn)
-            self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            self._busy_set_ms = None
+            self._wait_at_most(self._busy_timeout_ms)
             # A new file gives the space of deleted events back (a prune's incremental vacuum); an older
             # one keeps its mode until a VACUUM.
             self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -264,7 +267,7 @@ class SQLiteStore(SQLStore):
         """
         try:
             self._check_file()
-            self._conn.execute(f"PRAGMA busy_timeout = {self._remaining_ms()}")  # the write's wait, not more
+            self._wait_at_most(self._remaining_ms())
             if begin:
                 self._conn.execute("BEGIN IMMEDIATE")
             yield self._conn
@@ -279,6 +282,14 @@ class SQLiteStore(SQLStore):
                     self._full_at = sqlite_files.free_bytes(self.path)  # until the disk has more room than this
                 raise StorageError(f"{failure}: {exc}") from exc
             raise
+
+    def _wait_at_most(self, wait_ms: int) -> None:
+        """Have the writing connection wait for another process's lock wait_ms at most, and BUSY_SLACK_MS less at
+        least: the PRAGMA is run again only when the wait left falls below the one set (or far above it), not
+        for every write (a statement each write paid for, issue 41)."""
+        if self._busy_set_ms is None or not wait_ms - BUSY_SLACK_MS <= self._busy_set_ms <= wait_ms:
+            self._conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
+            self._busy_set_ms = wait_ms
 
     def _check_writable(self, conn: sqlite3.Connection, wait_s: float) -> None:
         """Refuse (StorageError) while writes would fail: the disk full since a write failed, or the lock held.

@@ -26,7 +26,6 @@ from backup_api.storage.importing import (
     interrupts_held,
 )
 from backup_api.storage.rows import (
-    EventRow,
     ExportedEvent,
     FoundEvent,
     PlayerRecord,
@@ -412,10 +411,7 @@ class SQLStore(Store):
                 new = self._move_chunk(conn, staged, after, keep_ids)
                 imported += sum(new)
                 if any(new):
-                    records = [EventRow._make(record[1:]) for record in staged.records(after, len(new))]
-                    totals.count_events(conn, self.sql, [
-                        (row.partner_id, row.received_at, totals.parsed(row.event))
-                        for row, is_new in zip(records, new, strict=True) if is_new])
+                    totals.add_counts(conn, self.sql, staged.totals(after, new))
 
             self._in_pieces(staged, store, begin, lambda conn: self._finish_import(conn, kept_ids=keep_ids))
             return imported, staged.count - imported, skipped.count
