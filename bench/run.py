@@ -269,6 +269,10 @@ def main() -> int:
     from bench import single
 
     one_at_a_time = single.table_lines(single.run())
+    print("this build against earlier releases ...", flush=True)
+    from bench import versus
+
+    against_releases = versus.run()
     print("imports against their floor ...", flush=True)
     from bench import imports as floors
 
@@ -358,6 +362,7 @@ def main() -> int:
         f" {limiter['on']:,.0f} / {limiter['off']:,.0f} events/s: {statistics.median(limiter['ratios']):.3f}"
         f" (rounds: {', '.join(f'{r:.2f}' for r in limiter['ratios'])}) | >= 0.95 |",
         *one_at_a_time,
+        *against_releases,
         *against_floor,
         *stand_in,
         *crowded,

@@ -1,6 +1,6 @@
 """Release against release: this checkout and earlier releases (bench/release.py), served from one venv, the
-same load in turns: single events at 1 and at 8 connections, batches of 500, and an import; throughput and
-the server's CPU per request.
+same load in turns: single events at 1 and at 8 connections on SQLite and on a throwaway PostgreSQL, batches
+of 500, and an import; throughput and the server's CPU per request.
 
 python -m bench.versus prints its rows alone; make bench prints them with the rest.
 """
@@ -16,14 +16,17 @@ from pathlib import Path
 from bench import release
 from bench.reads import export_file
 from bench.run import wrk
+from tests import postgres
 from tests.helpers import SECRET
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_VERSUS_SECONDS", "5"))
 IMPORTED = int(os.environ.get("BENCH_VERSUS_IMPORTED", "50000"))
-# (label, connections, events per request)
-LOADS = (("single events, 1 connection", 1, 1), ("single events, 8 connections", 8, 1),
-         ("batches of 500, 8 connections", 8, 500))
+# (label, connections, events per request, on PostgreSQL)
+LOADS = (("single events, 1 connection", 1, 1, False), ("single events, 8 connections", 8, 1, False),
+         ("batches of 500, 8 connections", 8, 500, False),
+         ("PostgreSQL, single events, 1 connection", 1, 1, True),
+         ("PostgreSQL, single events, 8 connections", 8, 1, True))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -32,9 +35,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def http_load(tree: Path | None, folder: Path, name: str, connections: int, batch: int) -> dict:
-    """A new server of the release at tree on an empty SQLite file: a second of warm-up, then SECONDS of wrk."""
-    server = release.serve(tree, folder / f"{name}-{time.time_ns()}.db", SECRET)
+def http_load(tree: Path | None, database, connections: int, batch: int) -> dict:
+    """A new server of the release at tree on an empty database: a second of warm-up, then SECONDS of wrk."""
+    server = release.serve(tree, database, SECRET)
+    name = f"{time.time_ns()}"
     try:
         wrk(server.port, f"warm{time.time_ns()}", batch=batch, seconds=1, connections=connections)
         before = cpu_seconds(server.proc.pid)
@@ -66,12 +70,22 @@ def run() -> list[str]:
         lines = folder / "events.jsonl"
         export_file(lines, IMPORTED)
         found = {(label, load): [] for label in trees for load, *_ in (*LOADS, ("import",))}
-        for _ in range(ROUNDS):
-            for load, connections, batch in LOADS:
+        server = postgres.Throwaway()
+        databases = postgres.Databases(server.url)
+        try:
+            for _ in range(ROUNDS):
+                for load, connections, batch, on_postgres in LOADS:
+                    for label, tree in trees.items():
+                        database = databases.create() if on_postgres else folder / f"{time.time_ns()}.db"
+                        try:
+                            found[label, load].append(http_load(tree, database, connections, batch))
+                        finally:
+                            if on_postgres:
+                                databases.drop(database)
                 for label, tree in trees.items():
-                    found[label, load].append(http_load(tree, folder, "versus", connections, batch))
-            for label, tree in trees.items():
-                found[label, "import"].append({"rps": import_rate(tree, folder, lines), "cpu_us": None})
+                    found[label, "import"].append({"rps": import_rate(tree, folder, lines), "cpu_us": None})
+        finally:
+            server.stop()
     rows = []
     for load in (*(load for load, *_ in LOADS), "import"):
         head = found["HEAD", load]
