@@ -74,6 +74,17 @@ def floor(rows_from: Path, into: Path, table: str, columns: str, where: str = ""
     return elapsed
 
 
+def sqlite_utils_insert(source: Path, database: Path) -> float:
+    """Seconds `sqlite-utils insert --nl` takes to load the file's lines, as they are, into a new table: what a
+    user might run instead of an import."""
+    started = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "sqlite-utils"), "insert", str(database), "events",
+                    str(source), "--nl"], check=True, capture_output=True, timeout=3600)
+    elapsed = time.perf_counter() - started
+    remove(database)
+    return elapsed
+
+
 def remove(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -180,13 +191,14 @@ def run() -> list[str]:
         folder = Path(tmp)
         source = folder / "events.jsonl"
         export_file(source, EVENTS)
-        empty = {"import": [], "floor": [], "peak": []}
+        empty = {"import": [], "floor": [], "peak": [], "sqlite-utils": []}
         for round_ in range(ROUNDS):
             database = folder / f"empty{round_}.db"
             output, seconds, peak = cli(database, "events", "import", str(source))
             assert output == f"imported {EVENTS}, already held 0", output
             empty["import"].append(EVENTS / seconds)
             empty["peak"].append(peak)
+            empty["sqlite-utils"].append(EVENTS / sqlite_utils_insert(source, folder / f"su{round_}.db"))
             empty["floor"].append(EVENTS / floor(database, folder / f"floor{round_}.db", "events", _COLUMNS))
             remove(database)
             remove(folder / f"floor{round_}.db")
@@ -195,6 +207,12 @@ def run() -> list[str]:
             f"| `events import` of {EVENTS:,} events into an empty database / its floor |"
             f" {statistics.median(empty['import']):,.0f} / {statistics.median(empty['floor']):,.0f} events/s:"
             f" {statistics.median(ratio):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratio)}) | >= 0.5 |")
+        ratio = [i / u for i, u in zip(empty["import"], empty["sqlite-utils"], strict=True)]
+        lines.append(
+            f"| `events import` / `sqlite-utils insert --nl` of the same file (which checks nothing), each a"
+            f" process of its own | {statistics.median(empty['import']):,.0f} /"
+            f" {statistics.median(empty['sqlite-utils']):,.0f} events/s: {statistics.median(ratio):.2f}"
+            f" (rounds: {', '.join(f'{r:.2f}' for r in ratio)}) | >= 1.2 |")
 
         if FULL:
             base = filled(folder, 2_000_000)
