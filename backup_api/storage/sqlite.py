@@ -85,6 +85,7 @@ class SQLiteStore(SQLStore):
         self._kept_readers = readers
         # The disk's free bytes when a write last failed for want of room, until one succeeds.
         self._full_at: int | None = None
+        self._busy_set_ms: int | None = None  # the writing connection's busy timeout, as last set
         try:
             create_private_file(path)
         except OSError as exc:
