@@ -217,14 +217,14 @@ def test_an_import_interrupted_while_it_stores_says_exactly_what_it_kept(databas
 
 
 def interrupt_handler(raw: bytes):
-    """What the process checking a line does with Ctrl-C."""
-    return signal.getsignal(signal.SIGINT)
+    """What the process checking a line does with Ctrl-C, named (a loader's records are plain values)."""
+    return repr(signal.getsignal(signal.SIGINT))
 
 
 def test_the_workers_leave_ctrl_c_to_the_importing_process(monkeypatch):
     monkeypatch.setattr(loading, "worker_count", lambda: 2)
     handlers = set(loading.checked_lines([b"x\n"] * (2 * loading.BLOCK_LINES + 1), interrupt_handler))
-    assert handlers == {signal.SIG_IGN}  # so a terminal's Ctrl-C prints no worker's traceback
+    assert handlers == {repr(signal.SIG_IGN)}  # so a terminal's Ctrl-C prints no worker's traceback
 
 
 def test_a_staging_table_out_of_room_is_a_clear_error(database, monkeypatch, tmp_path):

@@ -319,7 +319,7 @@ class Store:
         """Check exported events whole, then store them in pieces; return (imported, already held).
 
         Each record has ImportedEvent's fields, its row EventRow's: named, or plain tuples (what an
-        import's worker processes send, as a NamedTuple takes five times as long to pickle).
+        import's worker processes send, marshalled, which takes plain tuples only).
 
         Every record is checked before the first is stored: an event_id held (or earlier in the
         records) with other content raises EventConflict, ids that do not increase from one record
