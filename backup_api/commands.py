@@ -24,7 +24,6 @@ from backup_api import (
     revocations,
     schemas,
     server,
-    standin,
     storage,
     tokens,
 )
@@ -50,11 +49,15 @@ def serve_command(host, port, threads, stand_in):
     nothing is kept (see docs/test-suites/).
     """
     app = current_app._get_current_object()
-    if stand_in and not app.config["STAND_IN"]:
-        standin.init_app(app)
+    channel: type = server.JSONErrorChannel
+    if stand_in or app.config["STAND_IN"]:
+        from backup_api import standin  # here, as in create_app: only a stand-in loads it
+
+        if not app.config["STAND_IN"]:
+            standin.init_app(app)
+        channel = standin.StandInChannel
     get_store(app)  # opened before the first request, so that a bad one fails here
     keys.secret_key(app)
-    channel = standin.StandInChannel if app.config["STAND_IN"] else server.JSONErrorChannel
     pruner = None
     if app.config["RETENTION_DAYS"] is not None and not app.config["STAND_IN"]:
         pruner = retention.Pruner(app).start()
