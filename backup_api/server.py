@@ -144,7 +144,7 @@ class JSONErrorChannel(waitress.channel.HTTPChannel):
 
         Waitress asked poll() about such a socket: writable at once, again and again, while handle_write could
         not take the lock. The event loop spun, holding the GIL the task needed to finish, and eight connections
-        got a quarter of one connection's rate (issue 41).
+        got a fifth of one connection's rate (issue 41).
         """
         if self.requests and not (self.will_close or self.close_when_flushed):
             if not self.outbuf_lock.acquire(False):

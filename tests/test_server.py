@@ -241,7 +241,7 @@ def test_a_request_half_read_when_the_stop_comes_is_answered_before_the_server_e
 
 def test_the_event_loop_sleeps_while_a_task_holds_its_output(tmp_path):
     """Before (issue 41): poll() said the connection was writable at once, again and again, while the task held
-    the output lock, and the loop spun, taking the GIL from the task: 8 connections got a quarter of 1's rate."""
+    the output lock, and the loop spun, taking the GIL from the task: 8 connections got a fifth of 1's rate."""
     from backup_api import create_app, server
 
     held = threading.Event()
