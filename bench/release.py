@@ -25,10 +25,6 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def head() -> str:
-    return _git("rev-parse", "--short", "HEAD")
-
-
 def previous_tag() -> str | None:
     """The newest tag on a commit before HEAD (a tag on HEAD itself is this release, not a previous one)."""
     try:

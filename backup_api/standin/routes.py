@@ -228,7 +228,16 @@ def _shown(entry: dict) -> dict:
     return shown
 
 
-class RequestsQuery(Schema):
+class OrderQuery(Schema):
+    """The query of GET /_stand-in/unverified, and what every journal route's query takes: the order."""
+
+    order = fields.String(load_default="oldest", validate=validate.OneOf(ORDERS))
+
+    class Meta:
+        unknown = RAISE
+
+
+class RequestsQuery(OrderQuery):
     """The query of GET /_stand-in/requests: a partner and filters."""
 
     partner_id = fields.String(required=True, validate=validate.Length(min=1))
@@ -240,10 +249,6 @@ class RequestsQuery(Schema):
     player_login = fields.String()
     event_id = fields.String()
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=KEPT_PER_PARTNER))
-    order = fields.String(load_default="oldest", validate=validate.OneOf(ORDERS))
-
-    class Meta:
-        unknown = RAISE
 
 
 _requests_query = RequestsQuery()
@@ -288,27 +293,14 @@ def requests_made():
             "count": len(found)}
 
 
-class RejectionsQuery(Schema):
+class RejectionsQuery(OrderQuery):
     """The query of GET /_stand-in/rejections: one partner."""
 
     partner_id = fields.String(required=True, validate=validate.Length(min=1))
-    order = fields.String(load_default="oldest", validate=validate.OneOf(ORDERS))
-
-    class Meta:
-        unknown = RAISE
-
-
-class UnverifiedQuery(Schema):
-    """The query of GET /_stand-in/unverified: the order only."""
-
-    order = fields.String(load_default="oldest", validate=validate.OneOf(ORDERS))
-
-    class Meta:
-        unknown = RAISE
 
 
 _rejections_query = RejectionsQuery()
-_unverified_query = UnverifiedQuery()
+_unverified_query = OrderQuery()
 
 
 @bp.get("/rejections")

@@ -60,10 +60,15 @@ Key = tuple[str, str, str, str]  # partner_id, day, event_type, currency ("" for
 # amounts (exact: the text as stored) joined by spaces. A staged event was checked: its currency is three
 # letters and its amount a number, when it has them.
 STAGED_GROUPS = (
-    "SELECT partner_id, received_at / 86400000000, event_type, event ->> '$.currency', count(*),"
+    f"SELECT partner_id, received_at / {DAY_US}, event_type, event ->> '$.currency', count(*),"
     " group_concat(event -> '$.amount', ' ')"
     " FROM {table} WHERE line > ? AND line <= ? AND line NOT IN (SELECT value FROM json_each(?))"
     " GROUP BY 1, 2, 3, 4")
+
+
+def _key(partner_id: str, day: str, event_type: str, currency: object) -> Key:
+    """A totals row's key: an event's currency as it is, when text, else NO_CURRENCY."""
+    return partner_id, day, event_type, currency if isinstance(currency, str) else NO_CURRENCY
 
 
 def grouped(groups: Iterable[tuple]) -> dict[Key, list]:
@@ -71,8 +76,7 @@ def grouped(groups: Iterable[tuple]) -> dict[Key, list]:
     in the process that writes took a fifth of an import's time)."""
     counts: dict[Key, list] = {}
     for partner_id, day, event_type, currency, events, amounts in groups:
-        key = (partner_id, _day(day), event_type, currency if isinstance(currency, str) else NO_CURRENCY)
-        count = counts.setdefault(key, [0, 0, Decimal(0)])
+        count = counts.setdefault(_key(partner_id, _day(day), event_type, currency), [0, 0, Decimal(0)])
         count[0] += events
         for amount in amounts.split(" ") if amounts else ():
             count[1] += 1
@@ -85,15 +89,11 @@ def amount_text(amount: Decimal) -> str:
     return format(amount, "f")
 
 
-
-
 def tally(events: Iterable[tuple[str, int, dict]]) -> dict[Key, list]:
     """Count events (partner_id, received_at, the event read) by key: {key: [events, with an amount, their sum]}."""
     counts: dict[Key, list] = {}
     for partner_id, received_at, event in events:
-        currency = event.get("currency")
-        key = (partner_id, day_of(received_at), event["event_type"],
-               currency if isinstance(currency, str) else NO_CURRENCY)
+        key = _key(partner_id, day_of(received_at), event["event_type"], event.get("currency"))
         count = counts.get(key)
         if count is None:
             count = counts[key] = [0, 0, Decimal(0)]
