@@ -14,6 +14,7 @@ from backup_api import (
     metrics,
     openapi,
     ratelimit,
+    record,
     routes,
     storage,
     tokens,
@@ -36,6 +37,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json.sort_keys = False  # answers read in the order written: "status" first
     config.configure(app, test_config)
     app.extensions["openapi"] = openapi.document()
+    record.init_app(app)
     logs.init_app(app)
     for warning in app.extensions["unknown_settings"]:
         app.logger.warning("%s", warning)

@@ -58,10 +58,6 @@ def init_app(app: Flask) -> None:
     json_lines = app.config["LOG_FORMAT"] == "json"
     _HANDLER.setFormatter(_JSONFormatter() if json_lines else _Formatter("%(asctime)s %(levelname)s %(message)s"))
 
-    @app.before_request
-    def start_clock():
-        record.current()  # made now: its clock starts
-
     if app.config.get("TRUSTED_PROXY"):
         app.before_request(_forwarded_client_checked)
 

@@ -1,10 +1,15 @@
 """The record of one request: what the token check, the views, the stand-in's journal and the access log hand
-each other, every field in one class (kept in flask.g, made at the request's start)."""
+each other, every field in one class, made as the request begins and forgotten as it ends.
+
+It is kept in a context variable of its own, not in flask.g: a request reads it about seven times, and
+each read through g's proxy cost about 12,000 instructions, 7% of a single event's (issue 41).
+"""
 
 import time
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
-from flask import g, has_request_context
+from flask import Flask, has_request_context
 
 
 @dataclass(slots=True)
@@ -32,13 +37,41 @@ class RequestRecord:
     fault: str | None = None
     #: Why the client address is not the one a trusted proxy forwarded.
     client_note: str | None = None
+    #: What restores the variable as the request ends (a request's inside another's: the outer one's record).
+    kept: Token | None = field(default=None, repr=False)
+
+
+_RECORD: ContextVar[RequestRecord | None] = ContextVar("backup_api.record", default=None)
+
+
+def init_app(app: Flask) -> None:
+    """Give each request its record before every other hook runs (its clock starts then), and forget it after."""
+    app.before_request_funcs.setdefault(None, []).insert(0, begin)
+    app.teardown_request(end)
+
+
+def begin() -> None:
+    """Make the request's record."""
+    found = RequestRecord()
+    found.kept = _RECORD.set(found)
+
+
+def end(exc: BaseException | None = None) -> None:
+    """Forget the request's record."""
+    found = _RECORD.get()
+    if found is not None and found.kept is not None:
+        try:
+            _RECORD.reset(found.kept)
+        except ValueError:  # set in another context than this one: nothing of it to restore here
+            _RECORD.set(None)
 
 
 def current() -> RequestRecord:
-    """This request's record (made on first use); outside a request, a record of nothing that nobody keeps."""
+    """This request's record; outside a request, a record of nothing that nobody keeps."""
+    found = _RECORD.get()
+    if found is not None:
+        return found
     if not has_request_context():
         return RequestRecord()
-    found = g.get("record")
-    if found is None:
-        found = g.record = RequestRecord()
-    return found
+    begin()  # a request its hooks did not see begin (a test's request context, say)
+    return _RECORD.get()
