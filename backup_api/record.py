@@ -50,10 +50,11 @@ def init_app(app: Flask) -> None:
     app.teardown_request(end)
 
 
-def begin() -> None:
-    """Make the request's record."""
+def begin() -> RequestRecord:
+    """Make the request's record; return it."""
     found = RequestRecord()
     found.kept = _RECORD.set(found)
+    return found
 
 
 def end(exc: BaseException | None = None) -> None:
@@ -73,5 +74,4 @@ def current() -> RequestRecord:
         return found
     if not has_request_context():
         return RequestRecord()
-    begin()  # a request its hooks did not see begin (a test's request context, say)
-    return _RECORD.get()
+    return begin()  # a request its hooks did not see begin (a test's request context, say)
