@@ -50,8 +50,12 @@ def init_app(app: Flask) -> None:
     app.teardown_request(end)
 
 
-def begin() -> RequestRecord:
-    """Make the request's record; return it."""
+def begin() -> None:
+    """Make the request's record (a hook: returns None, or Flask would answer with what it returned)."""
+    _made()
+
+
+def _made() -> RequestRecord:
     found = RequestRecord()
     found.kept = _RECORD.set(found)
     return found
@@ -74,4 +78,4 @@ def current() -> RequestRecord:
         return found
     if not has_request_context():
         return RequestRecord()
-    return begin()  # a request its hooks did not see begin (a test's request context, say)
+    return _made()  # a request its hooks did not see begin (a test's request context, say)
