@@ -283,3 +283,36 @@ def test_the_event_loop_sleeps_while_a_task_holds_its_output(tmp_path):
         assert spent < 0.1, f"the event loop spent {spent:.2f} s of CPU while the task held its output for 0.5 s"
     finally:
         served.stop()
+
+
+def test_serve_leaves_the_heap_it_starts_with_out_of_collections(tmp_path, monkeypatch):
+    """Before (issue 41): every full collection walked the modules, the app and its store again, about 50,000
+    instructions a request. serve() freezes what exists once it listens (its own process only)."""
+    import gc
+    import logging
+
+    from backup_api import create_app, server
+    from waitress import wasyncore
+
+    app = create_app({"DATABASE": str(tmp_path / "b.db"), "JWT_SECRET": SECRET, "LOG_LEVEL": "WARNING"})
+    frozen = []
+
+    def run(app, served, stop):
+        frozen.append(gc.get_freeze_count())
+        served.task_dispatcher.shutdown()
+        wasyncore.close_all(served._map)
+
+    # serve() as a process of its own runs it, less what would change this test process for good.
+    monkeypatch.setattr(server, "run", run)
+    monkeypatch.setattr(server.signal, "signal", lambda *args: None)
+    monkeypatch.setattr(server.logs, "lighten_records", lambda: None)
+    monkeypatch.setattr(server, "raise_descriptor_limit", lambda: (1024, 1024))
+    queue_level = logging.getLogger("waitress.queue").level
+    gc.unfreeze()
+    try:
+        server.serve(app, port=0)
+    finally:
+        gc.unfreeze()
+        logging.getLogger("waitress.queue").setLevel(queue_level)
+        app.extensions["store"].close()
+    assert frozen and frozen[0] > 10_000
