@@ -291,8 +291,9 @@ def test_serve_leaves_the_heap_it_starts_with_out_of_collections(tmp_path, monke
     import gc
     import logging
 
-    from backup_api import create_app, server
     from waitress import wasyncore
+
+    from backup_api import create_app, server
 
     app = create_app({"DATABASE": str(tmp_path / "b.db"), "JWT_SECRET": SECRET, "LOG_LEVEL": "WARNING"})
     frozen = []
