@@ -277,13 +277,13 @@ class SQLStore(Store):
         return [f"the totals of {key} say {kept.get(key)}, the events {expected.get(key)}"
                 for key in sorted(set(expected) | set(kept)) if expected.get(key) != kept.get(key)][:20]
 
-    def _count(self, conn, group: list[WriteRequest], all_new: bool = False) -> None:
+    def _count(self, conn, group: list[WriteRequest], all_new: bool = False, held: dict | None = None) -> None:
         """Add the new rows of group's requests that stand (all_new: every row), just stored on conn's
-        transaction, to their totals."""
+        transaction, to their totals (held: the totals rows asked for already, totals.ask_held's)."""
         totals.count_events(conn, self.sql, [
             (row.partner_id, row.received_at, event) for request in group if request.error is None
             for row, event, is_new in zip(request.rows, request.events, request.new or [True] * len(request.rows),
-                                          strict=True) if all_new or is_new])
+                                          strict=True) if all_new or is_new], held=held)
 
     # Erasing a player -----------------------------------------------------------------
 

@@ -107,18 +107,27 @@ def tally(events: Iterable[tuple[str, int, dict]]) -> dict[Key, list]:
     return counts
 
 
-def count_events(conn, sql, events: Iterable[tuple[str, int, dict]], sign: int = 1) -> None:
+def count_events(conn, sql, events: Iterable[tuple[str, int, dict]], sign: int = 1, held: dict | None = None) -> None:
     """Add events (partner_id, received_at, the event read), just stored on conn's transaction, to their totals;
-    sign -1: take events just deleted away from them (a row left with none is deleted)."""
-    add_counts(conn, sql, tally(events), sign)
+    sign -1: take events just deleted away from them (a row left with none is deleted). held: ask_held's."""
+    add_counts(conn, sql, tally(events), sign, held)
 
 
-def add_counts(conn, sql, counts: dict[Key, list], sign: int = 1) -> None:
-    """Add counts (as tally makes them) to the totals on conn's transaction; sign -1: take them away."""
+def ask_held(conn, sql, events: Iterable[tuple[str, int, dict]]) -> dict:
+    """Ask for the totals rows that events (as count_events takes them) would add to, before they are stored:
+    {key: the cursor of its row}. In a pipeline (PostgreSQL's group commit) the questions go out with the
+    statements before them, and add_counts reads the answers."""
+    return {key: conn.execute(sql.total, key) for key in tally(events)}
+
+
+def add_counts(conn, sql, counts: dict[Key, list], sign: int = 1, held: dict | None = None) -> None:
+    """Add counts (as tally makes them) to the totals on conn's transaction; sign -1: take them away.
+    held: the cursors of rows asked for already (ask_held's); any other is read here."""
     for key, (events_changed, amounts_changed, amount_changed) in counts.items():
-        held = conn.execute(sql.total, key).fetchone()
-        count, amounts, amount = (0, 0, Decimal(0)) if held is None else (
-            held[0], held[1], Decimal(0) if held[2] is None else Decimal(held[2]))
+        asked = held.get(key) if held else None
+        held_row = (conn.execute(sql.total, key) if asked is None else asked).fetchone()
+        count, amounts, amount = (0, 0, Decimal(0)) if held_row is None else (
+            held_row[0], held_row[1], Decimal(0) if held_row[2] is None else Decimal(held_row[2]))
         count, amounts = count + sign * events_changed, amounts + sign * amounts_changed
         amount = EXACT.add(amount, amount_changed) if sign > 0 else EXACT.subtract(amount, amount_changed)
         if count == 0:
