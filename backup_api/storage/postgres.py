@@ -159,10 +159,13 @@ def _transaction(conn: psycopg.Connection) -> Iterator[None]:
 
 
 @contextmanager
-def _pipelined(conn: psycopg.Connection) -> Iterator[None]:
+def _pipelined(conn: psycopg.Connection, cursor: psycopg.Cursor) -> Iterator[None]:
     """A transaction sent in psycopg's pipeline: statements go out without waiting for each other's answers, and
     reading an answer waits for everything sent before it. BEGIN goes with the first statements, COMMIT with the
     last: a group commit is two round trips, where one statement at a time took six (issue 41).
+
+    cursor: one of conn's, for BEGIN and COMMIT (and the caller's statements whose answers it does not read): a
+    statement on a cursor that exists cost half what one on a new cursor of conn.execute did (14 against 28 µs).
 
     A COMMIT sent on a connection that broke before its answer raises WriteOutcomeUnknown: it may have committed.
     Any other failure rolls the transaction back (nothing of it was committed).
@@ -170,10 +173,10 @@ def _pipelined(conn: psycopg.Connection) -> Iterator[None]:
     committing = False
     try:
         with conn.pipeline():
-            conn.execute("BEGIN")
+            cursor.execute("BEGIN")
             yield
             committing = True
-            conn.execute("COMMIT")
+            cursor.execute("COMMIT")
     except BaseException as exc:
         if conn.broken:
             if committing and isinstance(exc, psycopg.OperationalError):
@@ -332,9 +335,12 @@ class PostgresStore(SQLStore):
         rows = [row for request in group for row in request.rows]
         with self._connection("the events could not be stored") as conn:
             try:
-                with _pipelined(conn):
-                    self._hold_partners(conn, {row.partner_id for row in rows})
-                    inserted = conn.execute(INSERT, (records(rows),))
+                # One cursor for every statement but the totals' reads: the lock's answer is not read, the
+                # INSERT's is read before the next statement on it goes out.
+                cursor = conn.cursor()
+                with _pipelined(conn, cursor):
+                    self._hold_partners(cursor, {row.partner_id for row in rows})
+                    inserted = cursor.execute(INSERT, (records(rows),))
                     held = totals.ask_held(conn, self.sql, [(row.partner_id, row.received_at, event)
                                                             for request in group
                                                             for row, event in zip(request.rows, request.events,
@@ -342,7 +348,7 @@ class PostgresStore(SQLStore):
                     new = self._new(conn, inserted, rows)
                     for request in group:
                         request.new, new = new[: len(request.rows)], new[len(request.rows) :]
-                    self._count(conn, group, held=held)
+                    self._count(cursor, group, held=held)
             except EventConflict as exc:
                 if len(group) == 1:
                     group[0].error = exc
