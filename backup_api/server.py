@@ -147,11 +147,12 @@ class JSONErrorChannel(waitress.channel.HTTPChannel):
         not take the lock. The event loop spun, holding the GIL the task needed to finish, and eight connections
         got a fifth of one connection's rate (issue 41).
         """
-        if self.requests and not (self.will_close or self.close_when_flushed):
+        wants = super().writable()  # bytes waiting, or a close (nearly always nothing: a task sends its own)
+        if wants and self.requests and not (self.will_close or self.close_when_flushed):
             if not self.outbuf_lock.acquire(False):
                 return False
             self.outbuf_lock.release()
-        return super().writable()
+        return wants
 
     def service(self):
         try:
