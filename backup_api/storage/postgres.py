@@ -341,10 +341,7 @@ class PostgresStore(SQLStore):
                 with _pipelined(conn, cursor):
                     self._hold_partners(cursor, {row.partner_id for row in rows})
                     inserted = cursor.execute(INSERT, (records(rows),))
-                    held = totals.ask_held(conn, self.sql, [(row.partner_id, row.received_at, event)
-                                                            for request in group
-                                                            for row, event in zip(request.rows, request.events,
-                                                                                  strict=True)])
+                    held = totals.ask_held(conn, self.sql, self._counted(group, all_new=True))
                     new = self._new(conn, inserted, rows)
                     for request in group:
                         request.new, new = new[: len(request.rows)], new[len(request.rows) :]

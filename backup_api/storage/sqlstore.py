@@ -280,10 +280,16 @@ class SQLStore(Store):
     def _count(self, conn, group: list[WriteRequest], all_new: bool = False, held: dict | None = None) -> None:
         """Add the new rows of group's requests that stand (all_new: every row), just stored on conn's
         transaction, to their totals (held: the totals rows asked for already, totals.ask_held's)."""
-        totals.count_events(conn, self.sql, [
-            (row.partner_id, row.received_at, event) for request in group if request.error is None
-            for row, event, is_new in zip(request.rows, request.events, request.new or [True] * len(request.rows),
-                                          strict=True) if all_new or is_new], held=held)
+        totals.count_events(conn, self.sql, self._counted(group, all_new), held=held)
+
+    @staticmethod
+    def _counted(group: list[WriteRequest], all_new: bool = False) -> list[tuple[str, int, dict]]:
+        """(partner_id, received_at, the event) of the new rows of group's requests that stand (all_new: every
+        row), as the totals count them."""
+        return [(row.partner_id, row.received_at, event) for request in group if request.error is None
+                for row, event, is_new in zip(request.rows, request.events,
+                                              request.new or [True] * len(request.rows), strict=True)
+                if all_new or is_new]
 
     # Erasing a player -----------------------------------------------------------------
 

@@ -89,11 +89,16 @@ def amount_text(amount: Decimal) -> str:
     return format(amount, "f")
 
 
+def key_of(partner_id: str, received_at: int, event: dict) -> Key:
+    """The totals row's key of an event (the event read) of partner_id received at received_at."""
+    return _key(partner_id, day_of(received_at), event["event_type"], event.get("currency"))
+
+
 def tally(events: Iterable[tuple[str, int, dict]]) -> dict[Key, list]:
     """Count events (partner_id, received_at, the event read) by key: {key: [events, with an amount, their sum]}."""
     counts: dict[Key, list] = {}
     for partner_id, received_at, event in events:
-        key = _key(partner_id, day_of(received_at), event["event_type"], event.get("currency"))
+        key = key_of(partner_id, received_at, event)
         count = counts.get(key)
         if count is None:
             count = counts[key] = [0, 0, Decimal(0)]
@@ -117,7 +122,8 @@ def ask_held(conn, sql, events: Iterable[tuple[str, int, dict]]) -> dict:
     """Ask for the totals rows that events (as count_events takes them) would add to, before they are stored:
     {key: the cursor of its row}. In a pipeline (PostgreSQL's group commit) the questions go out with the
     statements before them, and add_counts reads the answers."""
-    return {key: conn.execute(sql.total, key) for key in tally(events)}
+    keys = dict.fromkeys(key_of(*event) for event in events)  # each once, in order
+    return {key: conn.execute(sql.total, key) for key in keys}
 
 
 def add_counts(conn, sql, counts: dict[Key, list], sign: int = 1, held: dict | None = None) -> None:
