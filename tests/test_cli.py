@@ -121,10 +121,10 @@ def test_a_database_of_a_newer_layout_asks_for_an_upgrade(tmp_path):
     database = tmp_path / "newer.db"
     create_app({"DATABASE": str(database), "JWT_SECRET": SECRET}).extensions["store"].close()
     conn = sqlite3.connect(database)
-    conn.execute("PRAGMA user_version = 5")
+    conn.execute("PRAGMA user_version = 6")
     conn.close()
-    with pytest.raises(ConfigError, match="has layout 5, written by a newer version of the service;"
-                                          " this one reads layout 4: upgrade the service to use it"):
+    with pytest.raises(ConfigError, match="has layout 6, written by a newer version of the service;"
+                                          " this one reads layout 5: upgrade the service to use it"):
         create_app({"DATABASE": str(database), "JWT_SECRET": SECRET})
 
 

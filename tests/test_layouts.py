@@ -74,6 +74,13 @@ CREATE TABLE "erasure_salt" (
 );
 PRAGMA user_version = 4;""")
 
+# Layout 5 added how far each partner's events are counted in its totals.
+LAYOUT_5 = LAYOUT_4.replace("PRAGMA user_version = 4;", """CREATE TABLE "counted" (
+   "partner_id" TEXT PRIMARY KEY,
+   "through" INTEGER NOT NULL
+);
+PRAGMA user_version = 5;""")
+
 OLD_EVENT = '{"partner_id":"casino_alpha","player_login":"p1","event_type":"bet","amount":5.00}'
 
 
@@ -93,11 +100,11 @@ def _layout_2_file(path):
     conn.close()
 
 
-def test_the_current_layout_is_layout_4_as_released(tmp_path):
+def test_the_current_layout_is_layout_5_as_released(tmp_path):
     app = create_app({"DATABASE": str(tmp_path / "new.db"), "JWT_SECRET": SECRET})
     app.extensions["store"].close()
     conn = sqlite3.connect(tmp_path / "released.db")
-    conn.executescript(LAYOUT_4)
+    conn.executescript(LAYOUT_5)
     conn.close()
     schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
     new, released = (sqlite3.connect(tmp_path / name) for name in ("new.db", "released.db"))
@@ -105,6 +112,30 @@ def test_the_current_layout_is_layout_4_as_released(tmp_path):
     assert new.execute("PRAGMA user_version").fetchone() == released.execute("PRAGMA user_version").fetchone()
     new.close()
     released.close()
+
+
+def test_a_layout_4_database_is_counted_through_each_partners_last_event_and_its_totals_stay_right(tmp_path):
+    # As layout 4 kept them: the events and, in the same transaction, their totals.
+    conn = sqlite3.connect(tmp_path / "released.db")
+    conn.executescript(LAYOUT_4)
+    for id_, partner in ((1, "casino_alpha"), (2, "casino_beta"), (3, "casino_alpha")):
+        event = f'{{"partner_id":"{partner}","player_login":"p{id_}","event_type":"bet","amount":2.5,"event_id":"e{id_}"}}'
+        conn.execute("INSERT INTO events VALUES (?, ?, ?, NULL, ?, 1764000000000000, 'old', ?)",
+                     (id_, partner, f"e{id_}", f"p{id_}", event))
+    conn.execute("INSERT INTO totals VALUES ('casino_alpha', '2025-11-24', 'bet', '', 2, 2, '5.0')")
+    conn.execute("INSERT INTO totals VALUES ('casino_beta', '2025-11-24', 'bet', '', 1, 1, '2.5')")
+    conn.execute("INSERT INTO erasure_salt VALUES ('00')")
+    conn.commit()
+    conn.close()
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "released.db"), "JWT_SECRET": SECRET})
+    store = app.extensions["store"]
+    assert store._conn.execute("SELECT * FROM counted ORDER BY partner_id").fetchall() == [
+        ("casino_alpha", 3), ("casino_beta", 2)]
+    store.count_pending(["casino_alpha", "casino_beta"])  # nothing past them: nothing counted twice
+    assert store.check_totals() == []
+    assert [(row.events, str(row.amount)) for row in store.summary("casino_alpha", "2025-11-24", "2025-11-24")] == [
+        (2, "5.0")]
+    store.close()
 
 
 def test_a_layout_2_database_is_upgraded_in_place_keeping_a_copy_and_serves_as_it_was(tmp_path):

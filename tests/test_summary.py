@@ -159,6 +159,7 @@ def test_db_check_recounts_the_totals_and_fails_when_they_disagree(app, client, 
     assert post_event(client, None, raw=raw("bet", "e1", ',"amount":1.5')).status_code == 200
     runner = app.test_cli_runner()
     assert runner.invoke(args=["db", "check"]).output.endswith("totals: ok\n")
+    app.extensions["store"].count_pending(["casino_alpha"])  # the event into the table, to be changed there
     if database.startswith("postgresql"):
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute("UPDATE totals SET amount = '1.4'")
@@ -213,3 +214,53 @@ def test_an_import_counts_only_its_new_events_exactly_whatever_their_amounts(app
             for r in summary(client).get_json()["rows"]}
     assert held[("2026-12-01", "big_win", "EUR")] == (1, "0.1000000000000000055511151231257827")
     assert sum(events for events, _ in held.values()) == 9
+
+
+def counted(app, database) -> tuple[list, list]:
+    """The totals table's rows and the `counted` table's, as stored."""
+    if database.startswith("postgresql"):
+        with psycopg.connect(database) as conn:
+            return (conn.execute("SELECT event_type, events, amount FROM totals ORDER BY 1").fetchall(),
+                    conn.execute("SELECT partner_id, through FROM counted ORDER BY 1").fetchall())
+    conn = app.extensions["store"]._conn
+    return (conn.execute("SELECT event_type, events, amount FROM totals ORDER BY 1").fetchall(),
+            conn.execute("SELECT partner_id, through FROM counted ORDER BY 1").fetchall())
+
+
+def test_events_are_counted_into_the_table_every_count_every_and_read_with_it_until_then(app, client, database):
+    store = app.extensions["store"]
+    store.COUNT_EVERY = 3
+    for n in (1, 2):
+        assert post_event(client, None, raw=raw("bet", f"e{n}", ',"amount":0.1')).status_code == 200
+    assert counted(app, database) == ([], [])  # not counted yet: the summary counts them as it reads
+    assert rows(client) == [("bet", None, 2, "0.2")]
+    assert store.check_totals() == []
+    assert post_event(client, None, raw=raw("win", "e3", ',"amount":1')).status_code == 200  # the third
+    stored, through = counted(app, database)
+    assert stored == [("bet", 2, "0.2"), ("win", 1, "1")]
+    assert through == [("casino_alpha", store.read_events("casino_alpha")[0][-1].id)]
+    assert post_event(client, None, raw=raw("bet", "e4", ',"amount":0.3')).status_code == 200  # past them
+    assert rows(client) == [("bet", None, 3, "0.5"), ("win", None, 1, "1")]
+    assert store.check_totals() == []
+
+
+def test_after_the_last_event_is_erased_a_new_one_taking_its_id_is_still_counted(app, client, database):
+    """SQLite hands the largest id out again once its row is deleted: an erasure moves `counted` back."""
+    store = app.extensions["store"]
+    assert post_event(client, None, raw=raw("bet", "e1", ',"amount":1')).status_code == 200
+    last = {**ALPHA, "player_login": "p2", "event_type": "bet", "amount": 2, "event_id": "e2"}
+    assert client.post("/player-events", json=last, headers=bearer()).status_code == 200
+    store.count_pending(["casino_alpha"])
+    store.erase_player("casino_alpha", "p2", "test")
+    assert post_event(client, None, raw=raw("bet", "e3", ',"amount":4')).status_code == 200
+    assert rows(client) == [("bet", None, 2, "5")]
+    assert store.check_totals() == []
+
+
+def test_an_import_after_events_not_yet_counted_counts_both(app, client, tmp_path):
+    assert post_event(client, None, raw=raw("bet", "e1", ',"amount":1')).status_code == 200  # not counted yet
+    lines = tmp_path / "more.jsonl"
+    lines.write_text(export(7, "2026-12-01T10:00:00.000000Z", ',"amount":2'))
+    assert app.test_cli_runner().invoke(args=["events", "import", str(lines)]).output == "imported 1, already held 0\n"
+    assert app.extensions["store"].check_totals() == []
+    assert sum(r["events"] for r in summary(client, "partner_id=casino_alpha&from=2000-01-01").get_json()["rows"]) == 2

@@ -4,6 +4,7 @@ A store knows nothing of HTTP. sqlstore.py holds what both backends do alike (re
 imports), sqlite.py and postgres.py each one backend's own SQL and connections.
 """
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -58,6 +59,8 @@ class EventConflict(RecordError):
         self.event_id = event_id
 
 
+logger = logging.getLogger(__name__)
+
 # Reads: events one page query examines, bytes a page holds.
 SCAN_WINDOW = 20_000
 MAX_PAGE_BYTES = 4 << 20
@@ -65,8 +68,8 @@ MAX_PAGE_BYTES = 4 << 20
 # The layout both stores write, stamped in the database; a database of another layout is refused,
 # but for those of UPGRADES_FROM, which a store brings up to date when it opens them (in one
 # transaction, adding what the newer layout adds: nothing held is rewritten).
-SCHEMA_VERSION = 4
-UPGRADES_FROM = (2, 3)
+SCHEMA_VERSION = 5
+UPGRADES_FROM = (2, 3, 4)
 
 
 def layout_refused(name: str, version: int, advice: str) -> StorageError:
@@ -90,11 +93,10 @@ BUSY = ("the database is busy: another writer has held it for the whole busy tim
 class WriteRequest:
     """Rows that one call asked to store, and what became of them."""
 
-    __slots__ = ("rows", "events", "new", "error", "done", "deadline")
+    __slots__ = ("rows", "new", "error", "done", "deadline")
 
-    def __init__(self, rows: list[EventRow], events: list[dict], deadline: float | None = None):
+    def __init__(self, rows: list[EventRow], deadline: float | None = None):
         self.rows = rows
-        self.events = events  # the events parsed, beside their rows: what the totals count
         self.new: list[bool] = []
         self.error: BaseException | None = None
         self.done = False
@@ -114,6 +116,9 @@ class Store:
     kept_copy: str | None = None
     #: Called after each group commit with (requests in it, seconds it took), when set (metrics).
     observe_commit = None
+    #: The events this process stores between two counts of their totals (count_pending): what a read of
+    #: a partner's totals counts itself is at most about this many for each process that writes.
+    COUNT_EVERY = 1000
 
     #: Seconds a write may wait for the database, its turn in this process included (the busy
     #: timeout); None: the backend bounds its waits itself.
@@ -125,6 +130,10 @@ class Store:
         self._queue: list[WriteRequest] = []
         # While the lock is held: when the write under way stops waiting for the database.
         self._deadline: float | None = None
+        # While the lock is held: the partners of the events this process stored since their totals last
+        # counted them, and how many events (count_pending counts them every COUNT_EVERY).
+        self._to_count: set[str] = set()
+        self._to_count_events = 0
 
     def _new_deadline(self) -> float | None:
         return None if self.write_wait_s is None else time.monotonic() + self.write_wait_s
@@ -166,7 +175,7 @@ class Store:
         that call alone.
         """
         received_at = now_us()
-        request = WriteRequest([event_row(e, received_at, sub) for e in events], events, self._new_deadline())
+        request = WriteRequest([event_row(e, received_at, sub) for e in events], self._new_deadline())
         with self._queue_lock:
             self._queue.append(request)
         try:
@@ -178,6 +187,7 @@ class Store:
                     raise
             # A writer took it into its group, which waits no longer than it would: its outcome is ours.
             self._take_turn(None)
+        due: set[str] = set()
         try:
             if not request.done:  # else a previous holder of the lock committed it with its own
                 with self._queue_lock:
@@ -190,6 +200,7 @@ class Store:
                     self._commit_group(group)
                     if self.observe_commit is not None:
                         self.observe_commit(len(group), time.perf_counter() - started)
+                    due = self._count_due(group)
                 except BaseException as exc:
                     # Nothing of the group was committed: every caller in it gets the failure.
                     for other in group:
@@ -199,9 +210,33 @@ class Store:
                         other.done = True
         finally:
             self._end_turn()
+        if due:
+            try:
+                self.count_pending(due)
+            except StorageError as exc:  # the events are stored, and counted by a later count or read
+                logger.warning("the totals could not count the events stored: %s", exc)
         if request.error is not None:
             raise request.error
         return request.new
+
+    def _count_due(self, group: list[WriteRequest]) -> set[str]:
+        """Note the new events of a group just committed (under the lock); once COUNT_EVERY are noted, return
+        their partners (whose totals are then to count them), else an empty set."""
+        for request in group:
+            if request.error is None:
+                added = [row.partner_id for row, is_new in zip(request.rows, request.new, strict=True) if is_new]
+                self._to_count.update(added)
+                self._to_count_events += len(added)
+        if self._to_count_events < self.COUNT_EVERY:
+            return set()
+        due, self._to_count, self._to_count_events = self._to_count, set(), 0
+        return due
+
+    def count_pending(self, partner_ids: Iterable[str]) -> None:
+        """Add the partners' events stored since their totals last counted them to the totals, in a transaction
+        of its own (add_events calls it every COUNT_EVERY events it stores; until then, a read of the totals
+        counts them itself)."""
+        raise NotImplementedError
 
     def _commit_group(self, group: list[WriteRequest]) -> None:
         """Commit the rows of every request of group in one transaction, setting each one's new or error."""
@@ -267,8 +302,9 @@ class Store:
 
     def summary(self, partner_id: str, first_day: str, last_day: str) -> list:
         """Return the partner's totals.Total rows from first_day to last_day (YYYY-MM-DD, both
-        included), by day, event_type and currency: kept as events are stored, so as fast for years
-        of events as for a day's."""
+        included), by day, event_type and currency: kept in a table, so as fast for years of events
+        as for a day's, with the partner's events not yet counted there (count_pending) counted as
+        they are read."""
         raise NotImplementedError
 
     def missing(self, partner_id: str, event_ids: list[str]) -> list[str]:

@@ -119,6 +119,11 @@ class Staging:
         """The records of lines after + 1 to after + count, in the file's order."""
         return self._conn.execute(self.select(self._columns), (after, after + count)).fetchall()
 
+    def partners(self, after: int, count: int) -> set[str]:
+        """The partner_ids of the records of lines after + 1 to after + count (an import's events)."""
+        return {partner_id for (partner_id,) in self._conn.execute(
+            f"SELECT DISTINCT partner_id FROM {self.table} WHERE line > ? AND line <= ?", (after, after + count))}
+
     def totals(self, after: int, new: list[bool]) -> dict:
         """The totals' counts of the events of lines after + 1 on, those new (as new says of each) only."""
         held = json.dumps([after + 1 + position for position, is_new in enumerate(new) if not is_new])

@@ -6,7 +6,8 @@ two equal, column for column and index for index. A change here is a new SCHEMA_
 each store brings an older layout it can upgrade (base.UPGRADES_FROM) up to date when it opens it.
 
 Layout 2 had events and players; layout 3 added revocations; layout 4 the totals (totals.py) and
-the erasures (erasure.py): their receipts, and the salt of their digests.
+the erasures (erasure.py): their receipts, and the salt of their digests; layout 5 `counted`, how far
+each partner's events are in its totals (the totals left the commit, issue 41).
 """
 
 import sqlite_utils
@@ -45,6 +46,7 @@ def create_sqlite_tables(db: sqlite_utils.Database) -> None:
     )
     create_sqlite_revocations(db)
     create_sqlite_layout_4(db)
+    create_sqlite_layout_5(db)
 
 
 def create_sqlite_layout_4(db: sqlite_utils.Database) -> None:
@@ -68,6 +70,11 @@ def _create_sqlite_totals(db: sqlite_utils.Database) -> None:
         pk=("partner_id", "day", "event_type", "currency"),
         not_null={"events", "amounts"},
     )
+
+
+def create_sqlite_layout_5(db: sqlite_utils.Database) -> None:
+    """Create layout 5's table: for each partner, the id through which its events are in its totals (totals.py)."""
+    db.table("counted").create({"partner_id": str, "through": int}, pk="partner_id", not_null={"through"})
 
 
 def create_sqlite_revocations(db: sqlite_utils.Database) -> None:
@@ -127,6 +134,14 @@ CREATE TABLE erasures (
     vip bigint NOT NULL
 );
 CREATE TABLE erasure_salt (salt text NOT NULL);
+"""
+
+# Layout 5's table, created with the others in a new database and added (then filled) to an older one.
+POSTGRES_COUNTED = """
+CREATE TABLE counted (
+    partner_id text PRIMARY KEY,
+    through bigint NOT NULL
+);
 """
 
 # Layout 3's table, created with the others in a new database and added to one of layout 2.

@@ -15,7 +15,6 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from backup_api.storage import totals
 from backup_api.storage.base import (
     SCHEMA_VERSION,
     UPGRADES_FROM,
@@ -26,7 +25,7 @@ from backup_api.storage.base import (
     layout_refused,
 )
 from backup_api.storage.jsonform import parsed_content_key
-from backup_api.storage.layouts import POSTGRES_REVOCATIONS, POSTGRES_TABLES, POSTGRES_TOTALS
+from backup_api.storage.layouts import POSTGRES_COUNTED, POSTGRES_REVOCATIONS, POSTGRES_TABLES, POSTGRES_TOTALS
 from backup_api.storage.rows import EventRow
 from backup_api.storage.sqlstore import SQLStore
 from backup_api.storage.statements import Dialect, Statements
@@ -266,14 +265,16 @@ class PostgresStore(SQLStore):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LAYOUT_LOCK,))  # one process creates them
             if _one(conn.execute("SELECT to_regclass('events') IS NULL")):
-                conn.execute(POSTGRES_TABLES + POSTGRES_REVOCATIONS + POSTGRES_TOTALS)
-                self._fill_layout_4(conn)
+                conn.execute(POSTGRES_TABLES + POSTGRES_REVOCATIONS + POSTGRES_TOTALS + POSTGRES_COUNTED)
+                self._fill_layouts_after(conn, 0)
                 conn.execute("INSERT INTO backup_api_layout VALUES (%s)", (SCHEMA_VERSION,))
-            elif self._layout(conn) in UPGRADES_FROM:
-                if self._layout(conn) == 2:
+            elif (layout := self._layout(conn)) in UPGRADES_FROM:
+                if layout == 2:
                     conn.execute(POSTGRES_REVOCATIONS)
-                conn.execute(POSTGRES_TOTALS)
-                self._fill_layout_4(conn)
+                if layout < 4:
+                    conn.execute(POSTGRES_TOTALS)
+                conn.execute(POSTGRES_COUNTED)
+                self._fill_layouts_after(conn, layout)
                 conn.execute("UPDATE backup_api_layout SET version = %s", (SCHEMA_VERSION,))
             version = self._layout(conn)
         if version != SCHEMA_VERSION:
@@ -327,7 +328,7 @@ class PostgresStore(SQLStore):
 
     def _commit_group(self, group: list[WriteRequest]) -> None:
         """Write every request of group in one transaction: one statement for all their rows, in two round trips
-        (the partners' locks, the rows and the totals they add to asked for at once; then the totals and COMMIT).
+        (the partners' locks and the rows at once; then COMMIT). The totals count them later (count_pending).
 
         Only where a request conflicts (rare) is the group written again, each request in a
         savepoint of its own, so that the conflict undoes that request alone.
@@ -335,17 +336,14 @@ class PostgresStore(SQLStore):
         rows = [row for request in group for row in request.rows]
         with self._connection("the events could not be stored") as conn:
             try:
-                # One cursor for every statement but the totals' reads: the lock's answer is not read, the
-                # INSERT's is read before the next statement on it goes out.
+                # One cursor for every statement: the lock's answer is not read, the INSERT's is read before
+                # COMMIT goes out.
                 cursor = conn.cursor()
                 with _pipelined(conn, cursor):
                     self._hold_partners(cursor, {row.partner_id for row in rows})
-                    inserted = cursor.execute(INSERT, (records(rows),))
-                    held = totals.ask_held(conn, self.sql, self._counted(group, all_new=True))
-                    new = self._new(conn, inserted, rows)
+                    new = self._new(conn, cursor.execute(INSERT, (records(rows),)), rows)
                     for request in group:
                         request.new, new = new[: len(request.rows)], new[len(request.rows) :]
-                    self._count(cursor, group, held=held)
             except EventConflict as exc:
                 if len(group) == 1:
                     group[0].error = exc
@@ -358,7 +356,6 @@ class PostgresStore(SQLStore):
                                 request.new = self._insert(conn, INSERT, request.rows)
                         except EventConflict as conflict:
                             request.error = conflict
-                    self._count(conn, group)
                 return
 
     @staticmethod
@@ -431,8 +428,9 @@ class PostgresStore(SQLStore):
         Ids come from a sequence, handed out before the commit: without the lock, a reader paging
         by id could see id 11 committed while id 10 is not yet, go on after 11, and never see 10.
         Under the lock, a partner's ids are committed in the order they were handed out, across
-        every process, and its totals are read and written back by one writer at a time. Taken in
-        one order everywhere, so that two writers never wait on each other.
+        every process; and once the lock is held, every id handed out to the partner so far is
+        committed (or rolled back), so the totals may count its events up to the last (count_pending).
+        Taken in one order everywhere, so that two writers never wait on each other.
         """
         for lock in sorted({partner_lock(partner_id) for partner_id in partner_ids}):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))

@@ -22,7 +22,12 @@ from backup_api.storage.base import (
 from backup_api.storage.files import create_private_file
 from backup_api.storage.importing import PLAYER_SELECT, attached_staging, copy_events
 from backup_api.storage.jsonform import parsed_content_key
-from backup_api.storage.layouts import create_sqlite_layout_4, create_sqlite_revocations, create_sqlite_tables
+from backup_api.storage.layouts import (
+    create_sqlite_layout_4,
+    create_sqlite_layout_5,
+    create_sqlite_revocations,
+    create_sqlite_tables,
+)
 from backup_api.storage.rows import SQLITE_COLUMNS, EventRow
 from backup_api.storage.sqlstore import SQLStore
 from backup_api.storage.statements import Dialect, Statements
@@ -158,13 +163,15 @@ class SQLiteStore(SQLStore):
             # Asked again under the lock: another process may have done it meanwhile.
             if not self.db["events"].exists():
                 create_sqlite_tables(self.db)
-                self._fill_layout_4(self._conn)
+                self._fill_layouts_after(self._conn, 0)
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif self._layout() in UPGRADES_FROM:
-                if self._layout() == 2:
+            elif (layout := self._layout()) in UPGRADES_FROM:
+                if layout == 2:
                     create_sqlite_revocations(self.db)
-                create_sqlite_layout_4(self.db)
-                self._fill_layout_4(self._conn)
+                if layout < 4:
+                    create_sqlite_layout_4(self.db)
+                create_sqlite_layout_5(self.db)
+                self._fill_layouts_after(self._conn, layout)
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn.execute("COMMIT")
         except BaseException:
@@ -333,20 +340,20 @@ class SQLiteStore(SQLStore):
                     conn.execute("ROLLBACK TO request")
                     request.error = exc
                 conn.execute("RELEASE request")
-            self._count(conn, group)
 
     def _insert_new(self, group: list[WriteRequest]) -> bool:
         """Insert the rows of group all or nothing, if none is held already; tell whether they were.
 
         The common case, every event new, in as few statements as can be: each one gives the GIL
         up and waits to take it back while the group's other requests wait for the commit, and
-        under load that wait, not SQLite, was most of a commit's time. GROUP_ROWS rows to a
-        statement, and their totals, in one transaction. A row held already (or twice in rows)
-        fails its statement, and nothing is kept.
+        under load that wait, not SQLite, was most of a commit's time. Up to GROUP_ROWS rows are one
+        INSERT, its own transaction (the totals count them later: SQLStore.count_pending); more,
+        GROUP_ROWS to a statement in one transaction. A row held already (or twice in rows) fails
+        its statement, and nothing is kept.
         """
         rows = [row for request in group for row in request.rows]
         try:
-            with self._guarded("the events could not be stored") as conn:
+            with self._guarded("the events could not be stored", begin=len(rows) > GROUP_ROWS) as conn:
                 for start in range(0, len(rows), GROUP_ROWS):
                     chunk = rows[start : start + GROUP_ROWS]
                     values = [value for row in chunk for value in row[:SQLITE_COLUMNS]]
@@ -354,7 +361,6 @@ class SQLiteStore(SQLStore):
                         conn.execute(_insert_rows(len(chunk)), values)
                     except sqlite3.IntegrityError:
                         raise _Held from None
-                self._count(conn, group, all_new=True)
         except _Held:
             return False
         return True

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
 
 from backup_api.storage import erasure, totals
-from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, ImportStopped, RecordError, Store, WriteRequest
+from backup_api.storage.base import MAX_PAGE_BYTES, SCAN_WINDOW, ImportStopped, RecordError, Store
 from backup_api.storage.erasure import Receipt
 from backup_api.storage.importing import (
     EVENT_COLUMNS,
@@ -250,10 +250,15 @@ class SQLStore(Store):
 
     def summary(self, partner_id, first_day, last_day):
         """Return the partner's totals from first_day to last_day (YYYY-MM-DD, both included), in order."""
-        with self._reading() as conn:
-            rows = conn.execute(self.sql.summary, (partner_id, first_day, last_day)).fetchall()
+        with self._reading() as conn, self._snapshot(conn):
+            found = {(day, event_type, currency): (events, amounts, amount) for day, event_type, currency, events,
+                     amounts, amount in conn.execute(self.sql.summary, (partner_id, first_day, last_day)).fetchall()}
+            for (_, day, event_type, currency), count in self._uncounted(conn, partner_id).items():
+                if first_day <= day <= last_day:
+                    found[day, event_type, currency] = totals.added(found.get((day, event_type, currency)), count)
+        # In the order of the table's statement: str compares by code point, which orders as their UTF-8 bytes.
         return [Total(day, event_type, currency or None, events, None if amount is None else Decimal(amount))
-                for day, event_type, currency, events, amount in rows]
+                for (day, event_type, currency), (events, _, amount) in sorted(found.items())]
 
     def missing(self, partner_id, event_ids):
         """Return the event_ids of event_ids that the partner holds no event of, in their order."""
@@ -274,22 +279,31 @@ class SQLStore(Store):
             with self._stream(conn, self.sql.counted_events, [], 10_000) as rows:
                 expected = totals.recount((p, at, totals.parsed(text)) for p, at, text in rows)
             kept = {tuple(row[:4]): tuple(row[4:]) for row in conn.execute(self.sql.all_totals).fetchall()}
+            with self._stream(conn, self.sql.all_uncounted, [], 10_000) as rows:
+                for key, count in totals.tally((p, at, totals.parsed(text)) for p, at, text in rows).items():
+                    kept[key] = totals.added(kept.get(key), count)
         return [f"the totals of {key} say {kept.get(key)}, the events {expected.get(key)}"
                 for key in sorted(set(expected) | set(kept)) if expected.get(key) != kept.get(key)][:20]
 
-    def _count(self, conn, group: list[WriteRequest], all_new: bool = False, held: dict | None = None) -> None:
-        """Add the new rows of group's requests that stand (all_new: every row), just stored on conn's
-        transaction, to their totals (held: the totals rows asked for already, totals.ask_held's)."""
-        totals.count_events(conn, self.sql, self._counted(group, all_new), held=held)
+    def count_pending(self, partner_ids):
+        """Count the partners' events stored since into their totals, in a transaction of its own."""
+        with self._writing("the totals could not count the events stored") as conn:
+            self._hold_partners(conn, set(partner_ids))
+            self._count_stored(conn, partner_ids)
 
-    @staticmethod
-    def _counted(group: list[WriteRequest], all_new: bool = False) -> list[tuple[str, int, dict]]:
-        """(partner_id, received_at, the event) of the new rows of group's requests that stand (all_new: every
-        row), as the totals count them."""
-        return [(row.partner_id, row.received_at, event) for request in group if request.error is None
-                for row, event, is_new in zip(request.rows, request.events,
-                                              request.new or [True] * len(request.rows), strict=True)
-                if all_new or is_new]
+    def _count_stored(self, conn, partner_ids: Iterable[str]) -> None:
+        """Add each partner's events past its `through` to its totals, and move `through` on to the last, on conn's
+        transaction (the partners' other writers held out: their ids are all committed)."""
+        for partner_id in sorted(set(partner_ids)):
+            rows = conn.execute(self.sql.uncounted, (partner_id, partner_id)).fetchall()
+            if rows:
+                totals.count_events(conn, self.sql, [(partner_id, at, totals.parsed(text)) for _, at, text in rows])
+                conn.execute(self.sql.put_through, (partner_id, rows[-1][0]))
+
+    def _uncounted(self, conn, partner_id: str) -> dict:
+        """The partner's events not in its totals yet, counted (totals.tally's counts)."""
+        rows = conn.execute(self.sql.uncounted, (partner_id, partner_id)).fetchall()
+        return totals.tally((partner_id, at, totals.parsed(text)) for _, at, text in rows)
 
     # Erasing a player -----------------------------------------------------------------
 
@@ -306,9 +320,11 @@ class SQLStore(Store):
     def _erase(self, conn, partner_id: str, player_login: str) -> tuple[int, bool]:
         """Delete the player's events (counted off the totals first) and flag on conn's transaction; (events, flag)."""
         self._hold_partners(conn, {partner_id})
+        self._count_stored(conn, {partner_id})  # then every event of the partner is in its totals
         held = conn.execute(self.sql.player_events, (partner_id, player_login)).fetchall()
         totals.count_events(conn, self.sql, [(p, at, totals.parsed(text)) for p, at, text in held], sign=-1)
         events = conn.execute(self.sql.erase_events, (partner_id, player_login)).rowcount
+        conn.execute(self.sql.lower_through)
         return events, conn.execute(self.sql.erase_flag, (partner_id, player_login)).rowcount == 1
 
     def erasures(self, partner_id=None):
@@ -359,9 +375,12 @@ class SQLStore(Store):
             with self._writing("the prune failed") as conn:
                 span = (ids[0], ids[-1], before)
                 held = conn.execute(self.sql.old_rows, span).fetchall()
-                self._hold_partners(conn, {partner_id for partner_id, _, _ in held})
+                partners = {partner_id for partner_id, _, _ in held}
+                self._hold_partners(conn, partners)
+                self._count_stored(conn, partners)  # then every event of theirs is in their totals
                 totals.count_events(conn, self.sql, [(p, at, totals.parsed(text)) for p, at, text in held], sign=-1)
                 pruned += conn.execute(self.sql.prune, span).rowcount
+                conn.execute(self.sql.lower_through)
             time.sleep(self.IMPORT_PAUSE_S)
         self._after_prune()
         return pruned
@@ -375,11 +394,14 @@ class SQLStore(Store):
     def _after_erasure(self) -> None:
         """Make the erased bytes leave the database's files, where the backend can (SQLite: its -wal)."""
 
-    def _fill_layout_4(self, conn) -> None:
-        """Fill layout 4's new tables (in the transaction that made them): the totals from every event held,
-        and the erasures' salt, random."""
-        conn.execute(f"INSERT INTO erasure_salt (salt) VALUES ({self.sql.mark})", (secrets.token_hex(32),))
-        self._recount_all(conn)
+    def _fill_layouts_after(self, conn, layout: int) -> None:
+        """Fill the tables of the layouts after `layout` (0: a new database), in the transaction that made them:
+        layout 4's totals from every event held, and the erasures' salt, random; layout 5's `counted`, each
+        partner's events counted through its last."""
+        if layout < 4:
+            conn.execute(f"INSERT INTO erasure_salt (salt) VALUES ({self.sql.mark})", (secrets.token_hex(32),))
+            self._recount_all(conn)
+        conn.execute(self.sql.all_through_last)
 
     def _recount_all(self, conn) -> None:
         """Fill the totals table from every event held (an upgrade to layout 4, in its transaction)."""
@@ -413,11 +435,17 @@ class SQLStore(Store):
                     keep_ids = last < staged.first(after)
 
             def store(conn, after):
+                # The chunk's events are counted here, from the staged lines (as SQLite groups them): once the
+                # partners' events stored before are counted, the partners are counted through their last.
                 nonlocal imported
+                partners = staged.partners(after, self.IMPORT_CHUNK)
+                self._count_stored(conn, partners)
                 new = self._move_chunk(conn, staged, after, keep_ids)
                 imported += sum(new)
                 if any(new):
                     totals.add_counts(conn, self.sql, staged.totals(after, new))
+                    for partner_id in sorted(partners):
+                        conn.execute(self.sql.through_last, (partner_id,))
 
             self._in_pieces(staged, store, begin, lambda conn: self._finish_import(conn, kept_ids=keep_ids))
             return imported, staged.count - imported, skipped.count
@@ -490,7 +518,7 @@ class SQLStore(Store):
     def forget(self, partners=None) -> None:
         """Delete everything held of partners (events, VIP flags, their totals and erasures), or of everyone
         when None: the stand-in's reset."""
-        tables = ("events", "players", "totals", "erasures")
+        tables = ("events", "players", "totals", "counted", "erasures")
         with self._writing("the reset failed") as conn:
             if partners is None:
                 for table in tables:
@@ -502,3 +530,4 @@ class SQLStore(Store):
                 marks = ", ".join([self.sql.mark] * len(part))
                 for table in tables:
                     conn.execute(f"DELETE FROM {table} WHERE partner_id IN ({marks})", part)
+            conn.execute(self.sql.lower_through)

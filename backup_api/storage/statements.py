@@ -56,7 +56,7 @@ class Statements:
                        " ON CONFLICT (kind, value) DO UPDATE SET revoked_at = excluded.revoked_at")
         self.lift = f"DELETE FROM revocations WHERE kind = {m} AND value = {m}"
         self.revocations = "SELECT kind, value, revoked_at FROM revocations ORDER BY revoked_at, kind, value"
-        # The totals (totals.py): one row read and written back with the events a commit adds to it.
+        # The totals (totals.py): one row read and written back with the events counted into it.
         key = f"partner_id = {m} AND day = {m} AND event_type = {m} AND currency = {m}"
         self.total = f"SELECT events, amounts, amount FROM totals WHERE {key}"
         self.put_total = ("INSERT INTO totals (partner_id, day, event_type, currency, events, amounts, amount)"
@@ -64,9 +64,27 @@ class Statements:
                           " currency) DO UPDATE SET events = excluded.events, amounts = excluded.amounts,"
                           " amount = excluded.amount")
         self.drop_total = f"DELETE FROM totals WHERE {key}"
-        self.summary = (f"SELECT day, event_type, currency, events, amount FROM totals WHERE partner_id = {m}"
-                        f" AND day >= {m} AND day <= {m} ORDER BY day, event_type{d.by_bytes}, currency{d.by_bytes}")
+        self.summary = (f"SELECT day, event_type, currency, events, amounts, amount FROM totals"
+                        f" WHERE partner_id = {m} AND day >= {m} AND day <= {m}")
         self.all_totals = "SELECT partner_id, day, event_type, currency, events, amounts, amount FROM totals"
+        # How far each partner's events are in its totals (layout 5): those with an id up to `through`, none after.
+        through = f"coalesce((SELECT through FROM counted WHERE partner_id = {m}), 0)"
+        self.uncounted = (f"SELECT id, received_at, {d.event_text} FROM events"
+                          f" WHERE partner_id = {m} AND id > {through} ORDER BY id")
+        self.all_uncounted = (f"SELECT e.partner_id, received_at, {d.event_text} FROM events AS e LEFT JOIN counted"
+                              " AS c ON c.partner_id = e.partner_id WHERE e.id > coalesce(c.through, 0)")
+        self.put_through = (f"INSERT INTO counted (partner_id, through) VALUES ({m}, {m})"
+                            " ON CONFLICT (partner_id) DO UPDATE SET through = excluded.through")
+        # An import's events counted with the partner's others: through its last.
+        self.through_last = (f"INSERT INTO counted (partner_id, through) SELECT partner_id, max(id) FROM events"
+                             f" WHERE partner_id = {m} GROUP BY partner_id"
+                             " ON CONFLICT (partner_id) DO UPDATE SET through = excluded.through")
+        self.all_through_last = ("INSERT INTO counted (partner_id, through)"
+                                 " SELECT partner_id, max(id) FROM events GROUP BY partner_id")
+        # After a delete: SQLite hands the largest id out again once its row is gone, so no partner may be
+        # counted past the last id held (every event up to it is counted, and none after it is held).
+        last = "(SELECT coalesce(max(id), 0) FROM events)"
+        self.lower_through = f"UPDATE counted SET through = {last} WHERE through > {last}"
         self.counted_events = f"SELECT partner_id, received_at, {d.event_text} FROM events"
         # Erasing a player (erasure.py): the events counted off the totals, then deleted; the flag; the receipt.
         player = f"partner_id = {m} AND player_login = {m}"

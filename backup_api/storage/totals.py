@@ -1,10 +1,14 @@
 """What a partner holds, day by day: the events and the exact sum of their amounts per (day, event_type,
-currency), kept in the totals table in the same transaction as the events they count.
+currency), kept in the totals table.
 
-A store adds a commit's new events to their rows (count_events) wherever events are written: the
-group commit, each piece of an import, the upgrade that makes the table. Amounts are added as
-decimals of unbounded precision, never floats: 0.1 + 0.1 + 0.1 is 0.3, and a sum is the exact sum
-of the amounts as sent. `db check` recounts the table from the events.
+The events are counted there after they are stored, not in the commit that stores them (issue 41: the
+totals' row was a fifth of a single event's commit). Layout 5's `counted` table says, for each partner,
+the id through which its events are in its totals: every one up to it, none after. A store counts the
+events past it (SQLStore.count_pending) every thousand events it stores, and before anything that takes
+events away from the totals (an erasure, a prune's piece) or counts them itself (an import's piece);
+a read of the totals counts the partner's events past it as it reads. Amounts are added as decimals
+of unbounded precision, never floats: 0.1 + 0.1 + 0.1 is 0.3, and a sum is the exact sum of the
+amounts as sent. `db check` recounts the totals from the events.
 """
 
 import decimal
@@ -112,26 +116,16 @@ def tally(events: Iterable[tuple[str, int, dict]]) -> dict[Key, list]:
     return counts
 
 
-def count_events(conn, sql, events: Iterable[tuple[str, int, dict]], sign: int = 1, held: dict | None = None) -> None:
-    """Add events (partner_id, received_at, the event read), just stored on conn's transaction, to their totals;
-    sign -1: take events just deleted away from them (a row left with none is deleted). held: ask_held's."""
-    add_counts(conn, sql, tally(events), sign, held)
+def count_events(conn, sql, events: Iterable[tuple[str, int, dict]], sign: int = 1) -> None:
+    """Add events (partner_id, received_at, the event read), held on conn's transaction, to their totals; sign -1:
+    take events just deleted away from them (a row left with none is deleted)."""
+    add_counts(conn, sql, tally(events), sign)
 
 
-def ask_held(conn, sql, events: Iterable[tuple[str, int, dict]]) -> dict:
-    """Ask for the totals rows that events (as count_events takes them) would add to, before they are stored:
-    {key: the cursor of its row}. In a pipeline (PostgreSQL's group commit) the questions go out with the
-    statements before them, and add_counts reads the answers."""
-    keys = dict.fromkeys(key_of(*event) for event in events)  # each once, in order
-    return {key: conn.execute(sql.total, key) for key in keys}
-
-
-def add_counts(conn, sql, counts: dict[Key, list], sign: int = 1, held: dict | None = None) -> None:
-    """Add counts (as tally makes them) to the totals on conn's transaction; sign -1: take them away.
-    held: the cursors of rows asked for already (ask_held's); any other is read here."""
+def add_counts(conn, sql, counts: dict[Key, list], sign: int = 1) -> None:
+    """Add counts (as tally makes them) to the totals on conn's transaction; sign -1: take them away."""
     for key, (events_changed, amounts_changed, amount_changed) in counts.items():
-        asked = held.get(key) if held else None
-        held_row = (conn.execute(sql.total, key) if asked is None else asked).fetchone()
+        held_row = conn.execute(sql.total, key).fetchone()
         count, amounts, amount = (0, 0, Decimal(0)) if held_row is None else (
             held_row[0], held_row[1], Decimal(0) if held_row[2] is None else Decimal(held_row[2]))
         count, amounts = count + sign * events_changed, amounts + sign * amounts_changed
@@ -140,6 +134,15 @@ def add_counts(conn, sql, counts: dict[Key, list], sign: int = 1, held: dict | N
             conn.execute(sql.drop_total, key)
         else:
             conn.execute(sql.put_total, (*key, count, amounts, amount_text(amount) if amounts else None))
+
+
+def added(row: tuple | None, count: list) -> tuple[int, int, str | None]:
+    """A totals row's (events, with an amount, their sum's text or None), None for none, with a tally's count
+    added (events not counted into the table yet, counted as they are read)."""
+    events, amounts, amount = row or (0, 0, None)
+    if count[1]:
+        amount = amount_text(EXACT.add(Decimal(0) if amount is None else Decimal(amount), count[2]))
+    return events + count[0], amounts + count[1], amount
 
 
 def recount(rows: Iterable[tuple[str, int, dict]]) -> dict[Key, tuple[int, int, str | None]]:
