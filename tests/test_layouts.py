@@ -6,6 +6,7 @@ change of the tables without a migration fails here.
 """
 
 import hashlib
+import json
 import sqlite3
 
 import psycopg
@@ -119,7 +120,8 @@ def test_a_layout_4_database_is_counted_through_each_partners_last_event_and_its
     conn = sqlite3.connect(tmp_path / "released.db")
     conn.executescript(LAYOUT_4)
     for id_, partner in ((1, "casino_alpha"), (2, "casino_beta"), (3, "casino_alpha")):
-        event = f'{{"partner_id":"{partner}","player_login":"p{id_}","event_type":"bet","amount":2.5,"event_id":"e{id_}"}}'
+        event = json.dumps({"partner_id": partner, "player_login": f"p{id_}", "event_type": "bet", "amount": 2.5,
+                            "event_id": f"e{id_}"})
         conn.execute("INSERT INTO events VALUES (?, ?, ?, NULL, ?, 1764000000000000, 'old', ?)",
                      (id_, partner, f"e{id_}", f"p{id_}", event))
     conn.execute("INSERT INTO totals VALUES ('casino_alpha', '2025-11-24', 'bet', '', 2, 2, '5.0')")

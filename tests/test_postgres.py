@@ -268,15 +268,16 @@ def test_a_commit_sent_and_never_answered_is_reported_as_maybe_stored(throwaway,
                       "PG_TIMEOUT_MS": STALL_TIMEOUT_MS})
     client = app.test_client()
     store = app.extensions["store"]
-    count = store._count
+    new = store._new
     processes = []
 
-    def count_then_stall(*args, **kwargs):  # the last statement before the COMMIT: the totals
-        count(*args, **kwargs)
+    def read_then_stall(*args, **kwargs):  # the INSERT's answer read: COMMIT is next
+        found = new(*args, **kwargs)
         processes.extend(frozen(throwaway))  # the COMMIT that follows goes to a stalled server
+        return found
 
     try:
-        monkeypatch.setattr(store, "_count", count_then_stall)
+        monkeypatch.setattr(store, "_new", read_then_stall)
         response = post_event(client, valid_event("bet", event_id="e1"))
         thawed(processes)
         monkeypatch.undo()

@@ -40,6 +40,16 @@ def test_db_prune_deletes_the_events_received_before_a_day_and_keeps_the_rest(ap
     assert runner.invoke(args=["db", "prune", "--before", "2026-01-01"]).output.startswith("deleted 0 events")
 
 
+def test_a_prune_of_events_not_yet_counted_in_the_totals_leaves_them_right(app, client):
+    for n in (1, 2):  # stored, not yet counted into the totals' table (every thousand events)
+        assert client.post("/player-events", json=valid_event("bet", event_id=f"new{n}", amount=1),
+                           headers=bearer()).status_code == 200
+    pruned = app.test_cli_runner().invoke(args=["db", "prune", "--before", "2999-01-01"])
+    assert pruned.output.startswith("deleted 2 events"), pruned.output
+    assert client.get("/player-events/summary?partner_id=casino_alpha", headers=bearer()).get_json()["rows"] == []
+    assert app.extensions["store"].check_totals() == []
+
+
 def test_db_prune_reads_the_setting_and_refuses_without_either(tmp_path):
     app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "b.db"), "JWT_SECRET": SECRET})
     runner = app.test_cli_runner()

@@ -42,7 +42,7 @@ def test_a_store_records_lists_and_lifts_revocations(database):
 
 
 def _as_layout_2(database: str) -> None:
-    """Make a database of this layout one of layout 2 (before revocations, totals and counted), as that version left it."""
+    """Make a database of this layout one of layout 2 (before revocations and the rest), as that version left it."""
     execute(database, "DROP TABLE revocations")
     for table in ("totals", "erasures", "erasure_salt", "counted"):
         execute(database, f"DROP TABLE {table}")

@@ -253,7 +253,7 @@ class SQLStore(Store):
         with self._reading() as conn, self._snapshot(conn):
             found = {(day, event_type, currency): (events, amounts, amount) for day, event_type, currency, events,
                      amounts, amount in conn.execute(self.sql.summary, (partner_id, first_day, last_day)).fetchall()}
-            for (_, day, event_type, currency), count in self._uncounted(conn, partner_id).items():
+            for (_, day, event_type, currency), count in self._uncounted(conn, partner_id)[0].items():
                 if first_day <= day <= last_day:
                     found[day, event_type, currency] = totals.added(found.get((day, event_type, currency)), count)
         # In the order of the table's statement: str compares by code point, which orders as their UTF-8 bytes.
@@ -295,15 +295,17 @@ class SQLStore(Store):
         """Add each partner's events past its `through` to its totals, and move `through` on to the last, on conn's
         transaction (the partners' other writers held out: their ids are all committed)."""
         for partner_id in sorted(set(partner_ids)):
-            rows = conn.execute(self.sql.uncounted, (partner_id, partner_id)).fetchall()
-            if rows:
-                totals.count_events(conn, self.sql, [(partner_id, at, totals.parsed(text)) for _, at, text in rows])
-                conn.execute(self.sql.put_through, (partner_id, rows[-1][0]))
+            counts, last = self._uncounted(conn, partner_id)
+            if last is not None:
+                totals.add_counts(conn, self.sql, counts)
+                conn.execute(self.sql.put_through, (partner_id, last))
 
-    def _uncounted(self, conn, partner_id: str) -> dict:
-        """The partner's events not in its totals yet, counted (totals.tally's counts)."""
+    def _uncounted(self, conn, partner_id: str) -> tuple[dict, int | None]:
+        """The partner's events not in its totals yet, counted (totals.tally's counts), and the last one's id (None:
+        none). Each event's text is parsed again: grouping them by SQLite's JSON functions took as long."""
         rows = conn.execute(self.sql.uncounted, (partner_id, partner_id)).fetchall()
-        return totals.tally((partner_id, at, totals.parsed(text)) for _, at, text in rows)
+        counts = totals.tally((partner_id, at, totals.parsed(text)) for _, at, text in rows)
+        return counts, (rows[-1][0] if rows else None)
 
     # Erasing a player -----------------------------------------------------------------
 
