@@ -432,13 +432,17 @@ def test_a_new_namespace_finds_its_world_opened_ahead(tmp_path):
 
     (tmp_path / "worlds").mkdir()
     worlds = Worlds(str(tmp_path / "worlds"), open_world, lambda ns: None)
+    def opened_ahead():
+        deadline = time.monotonic() + 10
+        while (any(thread.name == "stand-in-spare-world" for thread in threading.enumerate())  # opening ahead
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
+
     try:
         for n in range(3):
-            deadline = time.monotonic() + 10
-            while (any(thread.name == "stand-in-spare-world" for thread in threading.enumerate())  # opening ahead
-                   and time.monotonic() < deadline):
-                time.sleep(0.005)
+            opened_ahead()
             worlds.get(f"test-{n}").add_events([valid_event("bet")], "casino_alpha")
+        opened_ahead()  # the next one's, which the last get started
         # At the start, the empty world every new one copies, and the default world; then each test's, opened
         # ahead, and the next one's.
         assert opened_by == [threading.current_thread().name] * 2 + ["stand-in-spare-world"] * 4, opened_by

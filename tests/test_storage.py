@@ -220,7 +220,7 @@ def test_a_group_commit_sorts_new_held_twice_sent_and_conflicting_rows(store):
         [event(event_id="c"), event(event_id="a")],
         [event(event_id=f"many-{n}") for n in range(70)],
     ]
-    group = [WriteRequest([storage.event_row(e, 1, "s") for e in call]) for call in calls]
+    group = [WriteRequest([storage.event_row(e, 1, "s") for e in call], call) for call in calls]
     store._commit_group(group)
     assert [request.new for request in group] == [[True], [False], [], [True, False], [True] * 70]
     assert [type(request.error) for request in group] == [type(None)] * 2 + [storage.EventConflict] + [type(None)] * 2

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 
 from backup_api import create_app
+from backup_api.storage import totals
 from backup_api.storage.layouts import POSTGRES_REVOCATIONS, POSTGRES_TABLES
 from tests.helpers import SECRET, bearer, make_token, post_event
 
@@ -264,3 +265,15 @@ def test_an_import_after_events_not_yet_counted_counts_both(app, client, tmp_pat
     assert app.test_cli_runner().invoke(args=["events", "import", str(lines)]).output == "imported 1, already held 0\n"
     assert app.extensions["store"].check_totals() == []
     assert sum(r["events"] for r in summary(client, "partner_id=casino_alpha&from=2000-01-01").get_json()["rows"]) == 2
+
+
+def test_the_count_after_the_commit_parses_no_event_this_process_parsed_as_it_came_in(app, client, database,
+                                                                                     monkeypatch):
+    store = app.extensions["store"]
+    store.COUNT_EVERY = 3
+    parsed = []
+    monkeypatch.setattr(totals, "parsed", lambda text, parse=totals.parsed: parsed.append(text) or parse(text))
+    for n in range(3):
+        assert post_event(client, None, raw=raw("bet", f"e{n}", ',"amount":0.5')).status_code == 200
+    assert parsed == [] and counted(app, database)[0] == [("bet", 3, "1.5")]
+    assert store.check_totals() == []
