@@ -232,3 +232,37 @@ def test_a_group_commit_sorts_new_held_twice_sent_and_conflicting_rows(store):
 def test_received_at_is_written_as_rfc3339():
     assert storage.rfc3339_us(0) == "1970-01-01T00:00:00.000000Z"
     assert storage.rfc3339_us(1_795_497_199_416_659) == "2026-11-24T05:13:19.416659Z"
+
+
+def test_processes_storing_and_counting_at_once_count_every_event_once(database):
+    """Three stores on one database (as three processes: on PostgreSQL, three pools), each counting its events into
+    the totals every few it stores, while the others store and count theirs: the counts never overlap."""
+    stores = [storage.open_store(database) for _ in range(3)]
+    for store in stores:
+        store.COUNT_EVERY = 3
+    failures = []
+
+    def send(store, worker):
+        try:
+            for n in range(30):
+                partner = ("casino_alpha", "casino_beta")[(worker + n) % 2]
+                store.add_events([event(partner_id=partner, event_id=f"{worker}-{n}", amount=Decimal(n))], "s")
+        except Exception as exc:  # noqa: BLE001 - any failure fails the test, below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=send, args=(store, 3 * n + t)) for n, store in enumerate(stores)
+               for t in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert failures == [] and not any(thread.is_alive() for thread in threads)
+        assert stores[0].check_totals() == []
+        stores[0].count_pending(["casino_alpha", "casino_beta"])
+        assert stores[0].check_totals() == []
+        summary = stores[1].summary("casino_alpha", "0001-01-01", "9999-12-31")
+        assert sum(row.events for row in summary) == 9 * 30 // 2
+    finally:
+        for store in stores:
+            store.close()

@@ -135,10 +135,12 @@ class Store:
         # While the lock is held: when the write under way stops waiting for the database.
         self._deadline: float | None = None
         # While the lock is held: the partners of the events this process stored since their totals last
-        # counted them, and how many events (count_pending counts them every COUNT_EVERY); and those events
-        # as parsed when they came in, by their stored text, up to PARSED_KEPT_BYTES of it.
+        # counted them, and how many events (count_pending counts them every COUNT_EVERY).
         self._to_count: set[str] = set()
         self._to_count_events = 0
+        # Under their own lock: the events this process stored and no count has taken yet, as parsed when they
+        # came in, by their stored text (up to PARSED_KEPT_BYTES of it), so that a count need not parse them.
+        self._parsed_lock = threading.Lock()
         self._parsed: dict[str, dict] = {}
         self._parsed_bytes = 0
 
@@ -194,7 +196,7 @@ class Store:
                     raise
             # A writer took it into its group, which waits no longer than it would: its outcome is ours.
             self._take_turn(None)
-        due: tuple = ()
+        due: set[str] = set()
         try:
             if not request.done:  # else a previous holder of the lock committed it with its own
                 with self._queue_lock:
@@ -219,36 +221,45 @@ class Store:
             self._end_turn()
         if due:
             try:
-                self.count_pending(*due)
+                self.count_pending(due)
             except StorageError as exc:  # the events are stored, and counted by a later count or read
                 logger.warning("the totals could not count the events stored: %s", exc)
         if request.error is not None:
             raise request.error
         return request.new
 
-    def _count_due(self, group: list[WriteRequest]) -> tuple:
+    def _count_due(self, group: list[WriteRequest]) -> set[str]:
         """Note the new events of a group just committed (under the lock); once COUNT_EVERY are noted, return
-        count_pending's arguments for them (their partners, and the events parsed by their text), else ()."""
-        for request in group:
-            if request.error is None:
-                for row, event, is_new in zip(request.rows, request.events, request.new, strict=True):
-                    if is_new:
-                        self._to_count.add(row.partner_id)
-                        self._to_count_events += 1
-                        if self._parsed_bytes < self.PARSED_KEPT_BYTES:
+        their partners (whose totals are then to count them), else an empty set."""
+        with self._parsed_lock:
+            for request in group:
+                if request.error is None:
+                    for row, event, is_new in zip(request.rows, request.events, request.new, strict=True):
+                        if is_new:
+                            self._to_count.add(row.partner_id)
+                            self._to_count_events += 1
+                            if self._parsed_bytes + len(row.event) > self.PARSED_KEPT_BYTES:
+                                # Those another process counted are never taken: start again.
+                                self._parsed, self._parsed_bytes = {}, 0
                             self._parsed[row.event] = event
                             self._parsed_bytes += len(row.event)
         if self._to_count_events < self.COUNT_EVERY:
-            return ()
-        due = (self._to_count, self._parsed)
-        self._to_count, self._to_count_events, self._parsed, self._parsed_bytes = set(), 0, {}, 0
+            return set()
+        due, self._to_count, self._to_count_events = self._to_count, set(), 0
         return due
 
-    def count_pending(self, partner_ids: Iterable[str], parsed: dict[str, dict] | None = None) -> None:
+    def _take_parsed(self, texts: Iterable[str]) -> dict[str, dict]:
+        """The events of texts (stored events being counted) that this process kept as parsed when they came in,
+        taken: a text parses to the same event whoever parses it."""
+        with self._parsed_lock:
+            found = {text: self._parsed.pop(text) for text in texts if text in self._parsed}
+            self._parsed_bytes -= sum(map(len, found))
+        return found
+
+    def count_pending(self, partner_ids: Iterable[str]) -> None:
         """Add the partners' events stored since their totals last counted them to the totals, in a transaction
         of its own (add_events calls it every COUNT_EVERY events it stores; until then, a read of the totals
-        counts them itself). parsed: events as parsed when they came in, by their stored text, so that those
-        are not parsed again (a text parses to the same event whoever parses it)."""
+        counts them itself)."""
         raise NotImplementedError
 
     def _commit_group(self, group: list[WriteRequest]) -> None:

@@ -285,27 +285,27 @@ class SQLStore(Store):
         return [f"the totals of {key} say {kept.get(key)}, the events {expected.get(key)}"
                 for key in sorted(set(expected) | set(kept)) if expected.get(key) != kept.get(key)][:20]
 
-    def count_pending(self, partner_ids, parsed=None):
+    def count_pending(self, partner_ids):
         """Count the partners' events stored since into their totals, in a transaction of its own."""
         with self._writing("the totals could not count the events stored") as conn:
             self._hold_partners(conn, set(partner_ids))
-            self._count_stored(conn, partner_ids, parsed)
+            self._count_stored(conn, partner_ids)
 
-    def _count_stored(self, conn, partner_ids: Iterable[str], parsed: dict[str, dict] | None = None) -> None:
+    def _count_stored(self, conn, partner_ids: Iterable[str]) -> None:
         """Add each partner's events past its `through` to its totals, and move `through` on to the last, on conn's
-        transaction (the partners' other writers held out: their ids are all committed). parsed: count_pending's."""
+        transaction (the partners' other writers held out: their ids are all committed)."""
         for partner_id in sorted(set(partner_ids)):
-            counts, last = self._uncounted(conn, partner_id, parsed)
+            counts, last = self._uncounted(conn, partner_id, counting=True)
             if last is not None:
                 totals.add_counts(conn, self.sql, counts)
                 conn.execute(self.sql.put_through, (partner_id, last))
 
-    def _uncounted(self, conn, partner_id: str, parsed: dict[str, dict] | None = None) -> tuple[dict, int | None]:
+    def _uncounted(self, conn, partner_id: str, counting: bool = False) -> tuple[dict, int | None]:
         """The partner's events not in its totals yet, counted (totals.tally's counts), and the last one's id (None:
-        none). Each event's text is parsed, but those in parsed (grouping them by SQLite's JSON functions took as
-        long as parsing them)."""
+        none). Each event's text is parsed, but, when counting them into the table, those this process kept
+        parsed (_take_parsed: grouping them by SQLite's JSON functions took as long as parsing them)."""
         rows = conn.execute(self.sql.uncounted, (partner_id, partner_id)).fetchall()
-        known = parsed or {}
+        known = self._take_parsed(text for _, _, text in rows) if counting else {}
         counts = totals.tally((partner_id, at, known.get(text) or totals.parsed(text)) for _, at, text in rows)
         return counts, (rows[-1][0] if rows else None)
 
