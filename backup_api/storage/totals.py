@@ -93,26 +93,30 @@ def amount_text(amount: Decimal) -> str:
     return format(amount, "f")
 
 
-def key_of(partner_id: str, received_at: int, event: dict) -> Key:
-    """The totals row's key of an event (the event read) of partner_id received at received_at."""
-    return _key(partner_id, day_of(received_at), event["event_type"], event.get("currency"))
-
-
 def tally(events: Iterable[tuple[str, int, dict]]) -> dict[Key, list]:
-    """Count events (partner_id, received_at, the event read) by key: {key: [events, with an amount, their sum]}."""
+    """Count events (partner_id, received_at, the event read) by key: {key: [events, with an amount, their sum]}.
+
+    The key as _key makes it, written out here (a count after the commit tallies a thousand events at a time)."""
     counts: dict[Key, list] = {}
+    amounts: dict[Key, list] = {}
     for partner_id, received_at, event in events:
-        key = key_of(partner_id, received_at, event)
+        currency = event.get("currency")
+        key = (partner_id, _day(received_at // DAY_US), event["event_type"],
+               currency if isinstance(currency, str) else NO_CURRENCY)
         count = counts.get(key)
         if count is None:
             count = counts[key] = [0, 0, Decimal(0)]
+            amounts[key] = []
         count[0] += 1
         amount = event.get("amount")
         if isinstance(amount, int) and not isinstance(amount, bool):
             amount = Decimal(amount)  # a caller of the store's own (the store writes ints as they are)
         if isinstance(amount, Decimal):
-            count[1] += 1
-            count[2] = EXACT.add(count[2], amount)
+            amounts[key].append(amount)
+    with decimal.localcontext(EXACT):  # each addition exact
+        for key, count in counts.items():
+            count[1] = len(amounts[key])
+            count[2] = sum(amounts[key], Decimal(0))
     return counts
 
 
