@@ -38,16 +38,12 @@ class Total(NamedTuple):
     amount: Decimal | None
 
 
-def day_of(received_at: int) -> str:
-    """The UTC day (YYYY-MM-DD) of a time in microseconds since the epoch."""
-    return _day(received_at // DAY_US)
-
-
-DAY_US = 86_400_000_000
+DAY_US = 86_400_000_000  # a day, in the microseconds of received_at
 
 
 @functools.lru_cache(maxsize=64)
 def _day(number: int) -> str:
+    """The UTC day (YYYY-MM-DD) of a day's number since the epoch (received_at // DAY_US)."""
     return datetime.fromtimestamp(number * 86_400, UTC).strftime("%Y-%m-%d")
 
 
