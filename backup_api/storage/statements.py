@@ -75,9 +75,10 @@ class Statements:
                               " AS c ON c.partner_id = e.partner_id WHERE e.id > coalesce(c.through, 0)")
         self.put_through = (f"INSERT INTO counted (partner_id, through) VALUES ({m}, {m})"
                             " ON CONFLICT (partner_id) DO UPDATE SET through = excluded.through")
-        # An import's events counted with the partner's others: through its last.
-        self.through_last = (f"INSERT INTO counted (partner_id, through) SELECT partner_id, max(id) FROM events"
-                             f" WHERE partner_id = {m} GROUP BY partner_id"
+        # An import's events counted with the partner's others: through its last (one step down the index: SQLite
+        # reads every row of the partner for a max(id) ... GROUP BY, 27 ms at 200,000, at each piece).
+        self.through_last = (f"INSERT INTO counted (partner_id, through) SELECT partner_id, id FROM events"
+                             f" WHERE partner_id = {m} ORDER BY id DESC LIMIT 1"
                              " ON CONFLICT (partner_id) DO UPDATE SET through = excluded.through")
         self.all_through_last = ("INSERT INTO counted (partner_id, through)"
                                  " SELECT partner_id, max(id) FROM events GROUP BY partner_id")
