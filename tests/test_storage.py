@@ -266,3 +266,23 @@ def test_processes_storing_and_counting_at_once_count_every_event_once(database)
     finally:
         for store in stores:
             store.close()
+
+
+def test_an_import_piece_finds_a_partners_last_event_without_reading_all_of_them(tmp_path):
+    """The statement that moves a partner's `through` on after each piece of an import steps to the last event in
+    the index: SQLite's steps counted (not timed), with 20,000 events held of the partner."""
+    store = storage.open_store(str(tmp_path / "steps.db"), synchronous="OFF")
+    try:
+        conn = store._conn
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO events (partner_id, player_login, received_at, sub, event)"
+                         " VALUES ('p', 'l', 1, 's', '{}')", [()] * 20_000)
+        conn.execute("COMMIT")
+        steps = []
+        conn.set_progress_handler(lambda: steps.append(1), 100)  # called every 100 steps of SQLite's machine
+        conn.execute(store.sql.through_last, ("p",))
+        conn.set_progress_handler(None, 0)
+        assert len(steps) < 10, len(steps)
+        assert conn.execute("SELECT through FROM counted WHERE partner_id = 'p'").fetchone() == (20_000,)
+    finally:
+        store.close()
