@@ -10,6 +10,7 @@ from backup_api import create_app
 from backup_api.storage import totals
 from backup_api.storage.layouts import POSTGRES_REVOCATIONS, POSTGRES_TABLES
 from tests.helpers import SECRET, bearer, make_token, post_event
+from tests.test_storage import execute
 
 ALPHA = {"partner_id": "casino_alpha", "player_login": "p1"}
 
@@ -217,15 +218,10 @@ def test_an_import_counts_only_its_new_events_exactly_whatever_their_amounts(app
     assert sum(events for events, _ in held.values()) == 9
 
 
-def counted(app, database) -> tuple[list, list]:
+def counted(database) -> tuple[list, list]:
     """The totals table's rows and the `counted` table's, as stored."""
-    if database.startswith("postgresql"):
-        with psycopg.connect(database) as conn:
-            return (conn.execute("SELECT event_type, events, amount FROM totals ORDER BY 1").fetchall(),
-                    conn.execute("SELECT partner_id, through FROM counted ORDER BY 1").fetchall())
-    conn = app.extensions["store"]._conn
-    return (conn.execute("SELECT event_type, events, amount FROM totals ORDER BY 1").fetchall(),
-            conn.execute("SELECT partner_id, through FROM counted ORDER BY 1").fetchall())
+    return (execute(database, "SELECT event_type, events, amount FROM totals ORDER BY 1"),
+            execute(database, "SELECT partner_id, through FROM counted ORDER BY 1"))
 
 
 def test_events_are_counted_into_the_table_every_count_every_and_read_with_it_until_then(app, client, database):
@@ -233,11 +229,11 @@ def test_events_are_counted_into_the_table_every_count_every_and_read_with_it_un
     store.COUNT_EVERY = 3
     for n in (1, 2):
         assert post_event(client, None, raw=raw("bet", f"e{n}", ',"amount":0.1')).status_code == 200
-    assert counted(app, database) == ([], [])  # not counted yet: the summary counts them as it reads
+    assert counted(database) == ([], [])  # not counted yet: the summary counts them as it reads
     assert rows(client) == [("bet", None, 2, "0.2")]
     assert store.check_totals() == []
     assert post_event(client, None, raw=raw("win", "e3", ',"amount":1')).status_code == 200  # the third
-    stored, through = counted(app, database)
+    stored, through = counted(database)
     assert stored == [("bet", 2, "0.2"), ("win", 1, "1")]
     assert through == [("casino_alpha", store.read_events("casino_alpha")[0][-1].id)]
     assert post_event(client, None, raw=raw("bet", "e4", ',"amount":0.3')).status_code == 200  # past them
@@ -275,5 +271,5 @@ def test_the_count_after_the_commit_parses_no_event_this_process_parsed_as_it_ca
     monkeypatch.setattr(totals, "parsed", lambda text, parse=totals.parsed: parsed.append(text) or parse(text))
     for n in range(3):
         assert post_event(client, None, raw=raw("bet", f"e{n}", ',"amount":0.5')).status_code == 200
-    assert parsed == [] and counted(app, database)[0] == [("bet", 3, "1.5")]
+    assert parsed == [] and counted(database)[0] == [("bet", 3, "1.5")]
     assert store.check_totals() == []
