@@ -8,6 +8,7 @@ python -m bench.imports prints its rows alone (BENCH_IMPORT_FULL=0 skips the 2-m
 make bench prints them with the rest.
 """
 
+import json
 import os
 import shutil
 import sqlite3
@@ -55,8 +56,12 @@ def cli(database: Path, *args: str) -> tuple[str, float, float]:
     return printed[0].replace("_", " "), float(printed[1]), int(printed[2]) / 1024
 
 
-def floor(rows_from: Path, into: Path, table: str, columns: str, where: str = "") -> float:
-    """Seconds to insert again the rows of table in rows_from (those the import stored) into into, in one go."""
+def floor(rows_from: Path, into: Path, table: str, columns: str, where: str = "", read: Path | None = None) -> float:
+    """Seconds to insert again the rows of table in rows_from (those the import stored) into into, in one go.
+
+    read: a file whose every line is read and parsed as JSON (json.loads) first, in the time: the floor of
+    an import that reads its lines (issue 41's), not only the database's.
+    """
     source = sqlite3.connect(rows_from)
     rows = source.execute(f"SELECT {columns} FROM {table} {where}").fetchall()
     source.close()
@@ -66,6 +71,10 @@ def floor(rows_from: Path, into: Path, table: str, columns: str, where: str = ""
     conn.execute("PRAGMA synchronous = FULL")
     marks = ", ".join("?" * len(columns.split(",")))
     started = time.perf_counter()
+    if read is not None:
+        with read.open("rb") as lines:
+            for line in lines:
+                json.loads(line)
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
     conn.execute("COMMIT")
@@ -191,7 +200,7 @@ def run() -> list[str]:
         folder = Path(tmp)
         source = folder / "events.jsonl"
         export_file(source, EVENTS)
-        empty = {"import": [], "floor": [], "peak": [], "sqlite-utils": []}
+        empty = {"import": [], "floor": [], "peak": [], "sqlite-utils": [], "parse floor": []}
         for round_ in range(ROUNDS):
             database = folder / f"empty{round_}.db"
             output, seconds, peak = cli(database, "events", "import", str(source))
@@ -200,13 +209,21 @@ def run() -> list[str]:
             empty["peak"].append(peak)
             empty["sqlite-utils"].append(EVENTS / sqlite_utils_insert(source, folder / f"su{round_}.db"))
             empty["floor"].append(EVENTS / floor(database, folder / f"floor{round_}.db", "events", _COLUMNS))
+            empty["parse floor"].append(EVENTS / floor(database, folder / f"pfl{round_}.db", "events", _COLUMNS,
+                                                       read=source))
             remove(database)
             remove(folder / f"floor{round_}.db")
+            remove(folder / f"pfl{round_}.db")
         ratio = [i / f for i, f in zip(empty["import"], empty["floor"], strict=True)]
         lines.append(
             f"| `events import` of {EVENTS:,} events into an empty database / its floor |"
             f" {statistics.median(empty['import']):,.0f} / {statistics.median(empty['floor']):,.0f} events/s:"
             f" {statistics.median(ratio):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratio)}) | >= 0.5 |")
+        ratio = [i / f for i, f in zip(empty["import"], empty["parse floor"], strict=True)]
+        lines.append(
+            f"| `events import` / the same floor with every line read and parsed first (json.loads) |"
+            f" {statistics.median(empty['import']):,.0f} / {statistics.median(empty['parse floor']):,.0f} events/s:"
+            f" {statistics.median(ratio):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratio)}) | >= 0.6 |")
         ratio = [i / u for i, u in zip(empty["import"], empty["sqlite-utils"], strict=True)]
         lines.append(
             f"| `events import` / `sqlite-utils insert --nl` of the same file (which checks nothing), each a"
