@@ -6,7 +6,8 @@ For each load every release's server is up at once, each on an empty database of
 drives them in turns of TURN_SECONDS, TURNS times, the order rotating each turn. The machine's speed
 moves over minutes (twofold in an afternoon here); releases measured a second apart meet the same
 machine, and a ratio is the median of the turns' ratios. (Rounds of a new server for each release, 5 s
-each, put 0.74 to 1.21 between the same two builds; turns of 1 s put 0.91 to 0.95.)
+each, put 0.74 to 1.21 between the same two builds in five runs; turns of 1 s of the two alone, 0.92 to
+0.945 in three.)
 
 python -m bench.versus prints its rows alone; make bench prints them with the rest.
 """
