@@ -193,6 +193,13 @@ def writes_during_import(folder: Path, lines: int = DURING_LINES, clients: int =
     return {"longest": longest[0], "statuses": statuses, "import_s": seconds}
 
 
+def ratio_row(measure: str, new: list[float], old: list[float], unit: str, target: str) -> str:
+    """A table row: the medians of new and old (rates, a round each), the median of the rounds' ratios, each one."""
+    ratio = [n / o for n, o in zip(new, old, strict=True)]
+    return (f"| {measure} | {statistics.median(new):,.0f} / {statistics.median(old):,.0f} {unit}:"
+            f" {statistics.median(ratio):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratio)}) | {target} |")
+
+
 def run() -> list[str]:
     """Measure; return the benchmark table's rows."""
     lines = []
@@ -214,22 +221,13 @@ def run() -> list[str]:
             remove(database)
             remove(folder / f"floor{round_}.db")
             remove(folder / f"pfl{round_}.db")
-        ratio = [i / f for i, f in zip(empty["import"], empty["floor"], strict=True)]
-        lines.append(
-            f"| `events import` of {EVENTS:,} events into an empty database / its floor |"
-            f" {statistics.median(empty['import']):,.0f} / {statistics.median(empty['floor']):,.0f} events/s:"
-            f" {statistics.median(ratio):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratio)}) | >= 0.5 |")
-        ratio = [i / f for i, f in zip(empty["import"], empty["parse floor"], strict=True)]
-        lines.append(
-            f"| `events import` / the same floor with every line read and parsed first (json.loads) |"
-            f" {statistics.median(empty['import']):,.0f} / {statistics.median(empty['parse floor']):,.0f} events/s:"
-            f" {statistics.median(ratio):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratio)}) | >= 0.6 |")
-        ratio = [i / u for i, u in zip(empty["import"], empty["sqlite-utils"], strict=True)]
-        lines.append(
-            f"| `events import` / `sqlite-utils insert --nl` of the same file (which checks nothing), each a"
-            f" process of its own | {statistics.median(empty['import']):,.0f} /"
-            f" {statistics.median(empty['sqlite-utils']):,.0f} events/s: {statistics.median(ratio):.2f}"
-            f" (rounds: {', '.join(f'{r:.2f}' for r in ratio)}) | >= 1.2 |")
+        lines.append(ratio_row(f"`events import` of {EVENTS:,} events into an empty database / its floor",
+                               empty["import"], empty["floor"], "events/s", ">= 0.5"))
+        lines.append(ratio_row("`events import` / the same floor with every line read and parsed first (json.loads)",
+                               empty["import"], empty["parse floor"], "events/s", ">= 0.6"))
+        lines.append(ratio_row("`events import` / `sqlite-utils insert --nl` of the same file (which checks nothing),"
+                               " each a process of its own", empty["import"], empty["sqlite-utils"], "events/s",
+                               ">= 1.2"))
 
         if FULL:
             base = filled(folder, 2_000_000)
@@ -247,11 +245,8 @@ def run() -> list[str]:
                 full["floor"].append(EVENTS / floor(database, target, "events", _COLUMNS, "WHERE id > 2000000"))
                 remove(database)
                 remove(target)
-            ratio = [i / f for i, f in zip(full["import"], full["floor"], strict=True)]
-            lines.append(
-                f"| the same into a database holding 2,000,000 events / its floor |"
-                f" {statistics.median(full['import']):,.0f} / {statistics.median(full['floor']):,.0f} events/s:"
-                f" {statistics.median(ratio):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratio)}) | >= 0.35 |")
+            lines.append(ratio_row("the same into a database holding 2,000,000 events / its floor", full["import"],
+                                   full["floor"], "events/s", ">= 0.35"))
 
         players = folder / "players.jsonl"
         players_file(players, PLAYERS)
@@ -264,11 +259,8 @@ def run() -> list[str]:
                                                    "partner_id, player_login, is_vip, updated_at, updated_by"))
             remove(database)
             remove(folder / f"pfloor{round_}.db")
-        ratio = [i / f for i, f in zip(result["import"], result["floor"], strict=True)]
-        lines.append(
-            f"| `players import` of {PLAYERS:,} flags / its floor | {statistics.median(result['import']):,.0f} /"
-            f" {statistics.median(result['floor']):,.0f} flags/s: {statistics.median(ratio):.2f}"
-            f" (rounds: {', '.join(f'{r:.2f}' for r in ratio)}) | >= 0.5 |")
+        lines.append(ratio_row(f"`players import` of {PLAYERS:,} flags / its floor", result["import"], result["floor"],
+                               "flags/s", ">= 0.5"))
 
         if shutil.which("wrk"):
             rate = batches(folder)
