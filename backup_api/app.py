@@ -1,5 +1,7 @@
 """The app factory: settings, logging, tokens, errors, routes, the store and commands, wired together."""
 
+import types
+
 import click
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
@@ -24,6 +26,34 @@ from backup_api.config import ConfigError
 __all__ = ["ConfigError", "create_app"]
 
 
+class BackupFlask(Flask):
+    """Flask, doing once what it did at every request (issue 41; both are Flask's documented ways to change it).
+
+    It asks of each hook and view whether it is a coroutine function (ensure_sync): six times a
+    single event, each a walk through inspect. A plain function is asked once; anything else every
+    time, as Flask does.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._plain_functions: set[types.FunctionType] = set()
+
+    def ensure_sync(self, func):
+        if func in self._plain_functions:
+            return func
+        synced = super().ensure_sync(func)
+        if synced is func and type(func) is types.FunctionType:
+            self._plain_functions.add(func)
+        return synced
+
+    def request_context(self, environ):
+        """Flask's, the body's limit set on its request: Flask's Request looked it up through current_app's
+        proxy, twice a body read."""
+        context = super().request_context(environ)
+        context.request.max_content_length = self.config["MAX_CONTENT_LENGTH"]
+        return context
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Create and configure the service (from BACKUP_API_* variables, or from test_config when given).
 
@@ -32,7 +62,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     test_config's STAND_IN (the pytest fixture's) makes it the stand-in of backup_api.standin, as `serve
     --stand-in` does; never the environment.
     """
-    app = Flask("backup_api", instance_relative_config=True)
+    app = BackupFlask("backup_api", instance_relative_config=True)
     assert isinstance(app.json, DefaultJSONProvider)
     app.json.sort_keys = False  # answers read in the order written: "status" first
     config.configure(app, test_config)

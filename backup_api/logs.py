@@ -64,6 +64,7 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def access_log(response):
         seen = record.current()
+        req = record.this_request()
         elapsed_ms = (time.perf_counter() - seen.started) * 1000
         # Never the token, never the body: only who and what. The client is the peer's address,
         # or the one a trusted proxy forwarded (BACKUP_API_TRUSTED_PROXY); sub and jti only from a
@@ -77,23 +78,23 @@ def init_app(app: Flask) -> None:
         if client_note:
             refusal += " client_note=" + printable(json.dumps(client_note, ensure_ascii=False))
         if json_lines:  # the same fields, each its own (json.dumps escapes what printable would)
-            fields = {"method": request.method, "path": request.path, "status": response.status_code,
-                      "duration_ms": round(elapsed_ms, 1), "client": request.remote_addr,
+            fields = {"method": req.method, "path": req.path, "status": response.status_code,
+                      "duration_ms": round(elapsed_ms, 1), "client": req.remote_addr,
                       "partner": ",".join(sorted(seen.partners)) or None, "sub": seen.sub, "jti": seen.jti}
             if reason:
                 fields["reason"] = reason
             if client_note:
                 fields["client_note"] = client_note
-            app.logger.info("%s %s %d", request.method, printable(request.path), response.status_code,
+            app.logger.info("%s %s %d", req.method, printable(req.path), response.status_code,
                             extra={"access": fields})
             return response
         app.logger.info(
             "%s %s %d %.1fms client=%s partner=%s sub=%s jti=%s%s",
-            request.method,
-            printable(request.path),
+            req.method,
+            printable(req.path),
             response.status_code,
             elapsed_ms,
-            printable(request.remote_addr or "-"),
+            printable(req.remote_addr or "-"),
             printable(",".join(sorted(seen.partners)) or "-"),
             printable(seen.sub or "-"),
             printable(str(seen.jti or "-")),

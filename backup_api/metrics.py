@@ -101,8 +101,9 @@ class Metrics:
 
     def observe_request(self, response: Response) -> None:
         """Count a request and its time; the route is its template (/users/<partner_id>/...), never its values."""
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        method = request.method if request.method in METHODS else "other"
+        req = record.this_request()
+        route = req.url_rule.rule if req.url_rule is not None else "unmatched"
+        method = req.method if req.method in METHODS else "other"
         key = (route, method, response.status_code)
         children = self._by_request.get(key)
         if children is None:
@@ -167,7 +168,7 @@ def _observe_commits(app: Flask, store: storage.Store) -> None:
 
 
 def _current() -> Metrics | None:
-    return current_app.extensions.get("metrics")
+    return record.this_app().extensions.get("metrics")
 
 
 def events_stored(events: list[dict], new: list[bool], batch: bool) -> None:

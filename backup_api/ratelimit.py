@@ -19,6 +19,8 @@ from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import TooManyRequests
 
+from backup_api import record
+
 
 class OverLimit(TooManyRequests):
     """429, with when to retry and the limit that was reached (the IETF draft's RateLimit fields)."""
@@ -61,7 +63,7 @@ def init_app(app: Flask) -> None:
 
 def count_holder(sub: str) -> None:
     """Count this request against the token holder's limit; over it, raise the 429."""
-    limit = current_app.extensions.get("rate_limit")
+    limit = record.this_app().extensions.get("rate_limit")
     if limit is not None:
         limit.count(f"sub:{sub}", "for this token holder")
 

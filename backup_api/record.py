@@ -9,7 +9,7 @@ import time
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
-from flask import Flask, has_request_context
+from flask import Flask, Request, current_app, has_request_context, request
 
 
 @dataclass(slots=True)
@@ -69,6 +69,20 @@ def end(exc: BaseException | None = None) -> None:
             _RECORD.reset(found.kept)
         except ValueError:  # set in another context than this one: nothing of it to restore here
             _RECORD.set(None)
+
+
+def this_app() -> Flask:
+    """The app of the request (or app context) under way: flask.current_app looked through once.
+
+    Each attribute read through Flask's proxies (current_app, request) looks the object up again, about
+    15,000 instructions a read: a function that reads several takes the object once (issue 41).
+    """
+    return current_app._get_current_object()  # type: ignore[attr-defined]  # a proxy; Flask types it the app
+
+
+def this_request() -> Request:
+    """The request under way: flask.request looked through once (see this_app)."""
+    return request._get_current_object()  # type: ignore[attr-defined]  # a proxy; Flask types it the request
 
 
 def current() -> RequestRecord:

@@ -19,7 +19,7 @@ bp = Blueprint("api", __name__)
 @bp.before_app_request
 def refuse_urls_that_are_not_utf8():
     """Refuse a URL that is not UTF-8 once unescaped (%ff), rather than let it become U+FFFD."""
-    environ = request.environ
+    environ = record.this_request().environ
     # The request target as sent, where the server gives it (waitress does); else WSGI's unescaped
     # path and escaped query. Each is bytes carried in latin-1.
     raw = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "") + "?" + environ.get("QUERY_STRING", "")

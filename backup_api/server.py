@@ -24,7 +24,24 @@ from backup_api.config import MAX_BODY_BYTES, ConfigError
 from backup_api.errors import envelope_bytes
 
 
-class JSONErrorTask(waitress.task.ErrorTask):
+class AnsweredTask(waitress.task.Task):
+    """A task that counts its connection's bytes as answered (ClientBounds) once it has written its answer.
+
+    Here, not after the channel's service(): that ends by waking the event loop for the connection's
+    next request, and a worker that went on to take the bounds' lock held the GIL the woken loop
+    wanted. One client's requests ran 2 to 4% slower for it (issue 41, measured in turns).
+    """
+
+    def service(self):
+        try:
+            super().service()
+        finally:
+            bounded = self.channel.bounded  # the worker's thread: held is changed under the bounds' lock only
+            if bounded is not None:
+                bounded.release(self.channel)
+
+
+class JSONErrorTask(AnsweredTask, waitress.task.ErrorTask):
     """Answer waitress's own errors (413, malformed HTTP) in the JSON envelope too."""
 
     def execute(self):
@@ -37,7 +54,7 @@ class JSONErrorTask(waitress.task.ErrorTask):
         self.write(body)
 
 
-class PeerTask(waitress.task.WSGITask):
+class PeerTask(AnsweredTask, waitress.task.WSGITask):
     """A request's task whose environ keeps the connection's own address, whatever a proxy forwarded,
     and whose answer closes its connection while the server drains (Connection is waitress's to set)."""
 
@@ -153,14 +170,6 @@ class JSONErrorChannel(waitress.channel.HTTPChannel):
                 return False
             self.outbuf_lock.release()
         return wants
-
-    def service(self):
-        try:
-            super().service()
-        finally:
-            bounded = self.bounded  # the worker's thread: held is changed under the bounds' lock only
-            if bounded is not None:
-                bounded.release(self)
 
     def received(self, data):
         if self.bounded is not None and data and not self.bounded.take(self, len(data)):

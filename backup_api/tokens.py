@@ -233,8 +233,9 @@ def init_app(app: Flask) -> None:
 
 def authenticate(scope: str | None = None) -> dict:
     """Verify the bearer token and return its claims; with scope, refuse (403) a token whose scopes lack it."""
-    authorization = request.headers.get("Authorization")
-    verified = current_app.extensions["verified_tokens"]
+    app, req = record.this_app(), record.this_request()
+    authorization = req.headers.get("Authorization")
+    verified = app.extensions["verified_tokens"]
     claims = verified.find(authorization)
     if claims is None:
         try:
@@ -245,9 +246,9 @@ def authenticate(scope: str | None = None) -> dict:
         verified.remember(authorization, claims)
     seen = record.current()
     seen.claims, seen.sub, seen.jti = claims, claims["sub"], claims.get("jti")
-    if not current_app.config["STAND_IN"]:
+    if not app.config["STAND_IN"]:
         ratelimit.count_holder(claims["sub"])
-    elif request.blueprint != "stand_in" and not is_helper(claims):
+    elif req.blueprint != "stand_in" and not is_helper(claims):
         # A stand-in counts each namespace's holders apart, and never its own routes or a test's helpers.
         ratelimit.count_holder(f"{claims.get('ns') or ''}\x1f{claims['sub']}")
     if scope is not None and scope not in granted_scopes(claims):

@@ -4,7 +4,7 @@ stored events and VIP flags written out as the API and the export lines give the
 
 import json
 
-from flask import Response, request
+from flask import Response
 from werkzeug.exceptions import UnsupportedMediaType
 
 from backup_api import record
@@ -16,14 +16,15 @@ _encode_str = json.encoder.encode_basestring  # the C encoder, no ASCII escaping
 
 def read_json():
     """Return the request body parsed strictly as JSON (kept in the request's record, for the stand-in's journal)."""
-    if request.mimetype != "application/json":
+    req = record.this_request()
+    if req.mimetype != "application/json":
         raise UnsupportedMediaType("the body must be JSON, sent as Content-Type: application/json")
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    encoding = req.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":
         # Not decoded: a small compressed body could expand far past the 1 MiB limit.
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the JSON uncompressed")
     seen = record.current()
-    seen.body = parse_json(request.get_data(cache=False))
+    seen.body = parse_json(req.get_data(cache=False))
     seen.body_read = True
     return seen.body
 

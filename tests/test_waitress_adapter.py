@@ -13,7 +13,7 @@ from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
+from waitress.task import ErrorTask, Task, ThreadedTaskDispatcher, WSGITask
 
 from backup_api import create_app, server
 from tests.helpers import SECRET
@@ -31,6 +31,7 @@ METHODS = [
     (HTTPChannel, "del_channel", ["map"]),
     (HTTPChannel, "handle_close", []),
     (HTTPChannel, "writable", []),
+    (Task, "service", []),  # AnsweredTask: the bytes a connection held, answered once its task wrote
     (WSGITask, "get_environment", []),
     (WSGITask, "build_response_header", []),  # PeerTask: every answer closes its connection while draining
     (WSGITask, "set_close_on_finish", []),

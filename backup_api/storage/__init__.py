@@ -13,8 +13,9 @@ import os
 import threading
 
 from blinker import Namespace
-from flask import Flask, current_app
+from flask import Flask
 
+from backup_api import record
 from backup_api.config import ConfigError, is_url
 from backup_api.storage.base import (
     MAX_PAGE_BYTES,
@@ -97,7 +98,7 @@ _opening = threading.Lock()
 def get_store(app: Flask | None = None) -> Store:
     """Return the app's store (the current app's by default), opening it on first use."""
     if app is None:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]  # a proxy; Flask types it the app
+        app = record.this_app()
     store = app.extensions.get("store")
     if store is None:
         with _opening:
