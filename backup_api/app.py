@@ -27,11 +27,11 @@ __all__ = ["ConfigError", "create_app"]
 
 
 class BackupFlask(Flask):
-    """Flask, doing once what it did at every request (issue 41; both are Flask's documented ways to change it).
+    """Flask, doing less at every request (issue 41), through two methods Flask documents for overriding.
 
-    It asks of each hook and view whether it is a coroutine function (ensure_sync): six times a
-    single event, each a walk through inspect. A plain function is asked once; anything else every
-    time, as Flask does.
+    It asked of each hook and view whether it is a coroutine function (ensure_sync): six times a
+    single event, each a walk through inspect. A plain function is asked once now; anything else
+    every time, as Flask does.
     """
 
     def __init__(self, *args, **kwargs):
