@@ -27,11 +27,11 @@ __all__ = ["ConfigError", "create_app"]
 
 
 class BackupFlask(Flask):
-    """Flask, doing less at every request (issue 41), through two methods Flask documents for overriding.
+    """Flask, doing less at every request (issue 41).
 
-    It asked of each hook and view whether it is a coroutine function (ensure_sync): six times a
-    single event, each a walk through inspect. A plain function is asked once now; anything else
-    every time, as Flask does.
+    It asked of each hook and view whether it is a coroutine function (ensure_sync, which Flask's
+    docs invite overriding): six times a single event, each a walk through inspect. A plain function
+    is asked once now; anything else every time, as Flask does.
     """
 
     def __init__(self, *args, **kwargs):
