@@ -71,6 +71,14 @@ def app(database):
 
 
 @pytest.fixture
+def sqlite_app(tmp_path):
+    """Return an app on a fresh SQLite file (for a test that needs one backend only)."""
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "backup.db"), "JWT_SECRET": SECRET})
+    yield app
+    app.extensions["store"].close()
+
+
+@pytest.fixture
 def client(app):
     """Return a test client."""
     return app.test_client()

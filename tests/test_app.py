@@ -1,17 +1,9 @@
 """The app's Flask: what it does once rather than at every request, and the request helpers' lookups."""
 
 import flask.app
-import pytest
 
-from backup_api import create_app, record
-from tests.helpers import SECRET, post_event, valid_event
-
-
-@pytest.fixture
-def sqlite_app(tmp_path):
-    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "backup.db"), "JWT_SECRET": SECRET})
-    yield app
-    app.extensions["store"].close()
+from backup_api import record
+from tests.helpers import post_event, valid_event
 
 
 def test_each_hook_is_asked_once_whether_it_is_a_coroutine_function(sqlite_app, monkeypatch):

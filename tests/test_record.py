@@ -1,16 +1,7 @@
 """The request's record: one per request, made as it begins, gone once it ends, an outer request's kept."""
 
-import pytest
-
-from backup_api import create_app, record
-from tests.helpers import SECRET, post_event, valid_event
-
-
-@pytest.fixture
-def sqlite_app(tmp_path):
-    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "backup.db"), "JWT_SECRET": SECRET})
-    yield app
-    app.extensions["store"].close()
+from backup_api import record
+from tests.helpers import post_event, valid_event
 
 
 def test_a_request_record_is_gone_once_the_request_ends(sqlite_app):
