@@ -1,5 +1,6 @@
 """Logging: one access line per request on stderr, and a warning for the events an operator wants to notice."""
 
+import functools
 import ipaddress
 import json
 import logging
@@ -7,7 +8,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from flask import Flask, current_app, request
+from flask import Flask, Request, Response, current_app, request
 
 from backup_api import record
 
@@ -63,44 +64,50 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def access_log(response):
-        seen = record.current()
-        req = record.this_request()
-        elapsed_ms = (time.perf_counter() - seen.started) * 1000
-        # Never the token, never the body: only who and what. The client is the peer's address,
-        # or the one a trusted proxy forwarded (BACKUP_API_TRUSTED_PROXY); sub and jti only from a
-        # token whose signature verified; for a refusal, why.
-        refusal = reason = ""
-        if response.status_code in (401, 403):
-            answer = response.get_json(silent=True)
-            reason = answer.get("message", "") if isinstance(answer, dict) else ""
-            refusal = " reason=" + printable(json.dumps(reason, ensure_ascii=False))
-        client_note = seen.client_note
-        if client_note:
-            refusal += " client_note=" + printable(json.dumps(client_note, ensure_ascii=False))
-        if json_lines:  # the same fields, each its own (json.dumps escapes what printable would)
-            fields = {"method": req.method, "path": req.path, "status": response.status_code,
-                      "duration_ms": round(elapsed_ms, 1), "client": req.remote_addr,
-                      "partner": ",".join(sorted(seen.partners)) or None, "sub": seen.sub, "jti": seen.jti}
-            if reason:
-                fields["reason"] = reason
-            if client_note:
-                fields["client_note"] = client_note
-            app.logger.info("%s %s %d", req.method, printable(req.path), response.status_code,
-                            extra={"access": fields})
-            return response
-        app.logger.info(
-            "%s %s %d %.1fms client=%s partner=%s sub=%s jti=%s%s",
-            req.method,
-            printable(req.path),
-            response.status_code,
-            elapsed_ms,
-            printable(req.remote_addr or "-"),
-            printable(",".join(sorted(seen.partners)) or "-"),
-            printable(seen.sub or "-"),
-            printable(str(seen.jti or "-")),
-            refusal,
-        )
+        # Written once the answer is sent (waitress closes the response after writing it): the client
+        # has its answer while the line is formatted, and the duration counts the sending too.
+        response.call_on_close(functools.partial(_log_access, app, record.current(), record.this_request(),
+                                                 response, json_lines))
         return response
+
+
+def _log_access(app: Flask, seen: record.RequestRecord, req: Request, response: Response, json_lines: bool) -> None:
+    """Write a request's access line."""
+    elapsed_ms = (time.perf_counter() - seen.started) * 1000
+    # Never the token, never the body: only who and what. The client is the peer's address,
+    # or the one a trusted proxy forwarded (BACKUP_API_TRUSTED_PROXY); sub and jti only from a
+    # token whose signature verified; for a refusal, why.
+    refusal = reason = ""
+    if response.status_code in (401, 403):
+        answer = response.get_json(silent=True)
+        reason = answer.get("message", "") if isinstance(answer, dict) else ""
+        refusal = " reason=" + printable(json.dumps(reason, ensure_ascii=False))
+    client_note = seen.client_note
+    if client_note:
+        refusal += " client_note=" + printable(json.dumps(client_note, ensure_ascii=False))
+    if json_lines:  # the same fields, each its own (json.dumps escapes what printable would)
+        fields = {"method": req.method, "path": req.path, "status": response.status_code,
+                  "duration_ms": round(elapsed_ms, 1), "client": req.remote_addr,
+                  "partner": ",".join(sorted(seen.partners)) or None, "sub": seen.sub, "jti": seen.jti}
+        if reason:
+            fields["reason"] = reason
+        if client_note:
+            fields["client_note"] = client_note
+        app.logger.info("%s %s %d", req.method, printable(req.path), response.status_code,
+                        extra={"access": fields})
+        return
+    app.logger.info(
+        "%s %s %d %.1fms client=%s partner=%s sub=%s jti=%s%s",
+        req.method,
+        printable(req.path),
+        response.status_code,
+        elapsed_ms,
+        printable(req.remote_addr or "-"),
+        printable(",".join(sorted(seen.partners)) or "-"),
+        printable(seen.sub or "-"),
+        printable(str(seen.jti or "-")),
+        refusal,
+    )
 
 
 def _forwarded_client_checked() -> None:

@@ -8,6 +8,7 @@ partners' data. BACKUP_API_METRICS=0 turns it all off (and /metrics is then a 40
 """
 
 import collections
+import functools
 import hmac
 import time
 
@@ -100,7 +101,8 @@ class Metrics:
                     self.requests.labels(rule.rule, method, str(status))
 
     def observe_request(self, response: Response) -> None:
-        """Count a request and its time; the route is its template (/users/<partner_id>/...), never its values."""
+        """Count a request and its time, once its answer is sent (the time counts the sending); the route is its
+        template (/users/<partner_id>/...), never its values."""
         req = record.this_request()
         route = req.url_rule.rule if req.url_rule is not None else "unmatched"
         method = req.method if req.method in METHODS else "other"
@@ -109,8 +111,7 @@ class Metrics:
         if children is None:
             children = self._by_request[key] = (self.requests.labels(route, method, str(key[2])),
                                               self.latency.labels(route, method))
-        children[0].inc()
-        children[1].observe(time.perf_counter() - record.current().started)
+        response.call_on_close(functools.partial(_answered, *children, record.current().started))
 
     def event_counter(self, event_type: str, is_new: bool):
         """The counter of events stored (new) or duplicate of this event_type (a catalog row: bounded)."""
@@ -165,6 +166,11 @@ def _observe_commits(app: Flask, store: storage.Store) -> None:
     metrics = app.extensions.get("metrics")
     if metrics is not None:
         store.observe_commit = metrics.observe_commit
+
+
+def _answered(requests: Counter, latency: Histogram, started: float) -> None:
+    requests.inc()
+    latency.observe(time.perf_counter() - started)
 
 
 def _current() -> Metrics | None:

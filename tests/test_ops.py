@@ -1,5 +1,6 @@
 """Operations: health check, access log, snapshots while writing."""
 
+import http.client
 import json
 import logging
 import sqlite3
@@ -11,6 +12,7 @@ from decimal import Decimal
 import pytest
 
 from backup_api import ConfigError, create_app, logs
+from backup_api.server import InThread
 from tests.helpers import SECRET, event_lines, make_token, post_event, sqlite_only, valid_event
 from tests.server import Server
 
@@ -72,6 +74,34 @@ def test_access_log_escapes_control_characters(client, caplog):
     client.get("/x%0Afake 200 line")
     [line] = _lines(caplog)
     assert "\n" not in line and "\\n" in line
+
+
+def test_the_answer_is_sent_before_its_access_line_is_written(tmp_path):
+    # The line and the request's metrics are done once the client has its answer (issue 41): a handler that
+    # holds the line up must not hold the answer up.
+    app = create_app({"DATABASE": str(tmp_path / "a.db"), "JWT_SECRET": SECRET})
+    writing, let_go = threading.Event(), threading.Event()
+
+    class Holding(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("POST /player-events 200 "):
+                writing.set()
+                let_go.wait(10)
+
+    holding = Holding()
+    logging.getLogger("backup_api").addHandler(holding)
+    running = InThread(app)
+    try:
+        with closing(http.client.HTTPConnection(running.url.removeprefix("http://"), timeout=5)) as connection:
+            connection.request("POST", "/player-events", json.dumps(valid_event("bet")),
+                               {"Authorization": f"Bearer {make_token()}", "Content-Type": "application/json"})
+            answer = connection.getresponse()
+            assert (answer.status, json.loads(answer.read())) == (200, {"status": "ok"})
+        assert writing.wait(5)  # the line was being written all the while, the answer already out
+    finally:
+        let_go.set()
+        running.stop()
+        logging.getLogger("backup_api").removeHandler(holding)
 
 
 @pytest.mark.parametrize("event_type,level", [("big_win", logging.WARNING), ("complaint", logging.WARNING)])
