@@ -1,10 +1,10 @@
 """Earlier releases, served beside this checkout from the same venv, so that `make bench` measures them
 and HEAD under the same load in the same run.
 
-A release is a commit: the newest tag before HEAD, and the commits named in NAMED. Each is unpacked
-with `git archive` into a temporary folder and served from there (its folder first on PYTHONPATH), with
-the packages of this checkout's venv: a release that needs a package this venv lacks is skipped, and
-the bench says why.
+A release is a commit: the newest tag before HEAD that serves other code than HEAD, and the commits
+named in NAMED. Each is unpacked with `git archive` into a temporary folder and served from there (its
+folder first on PYTHONPATH), with the packages of this checkout's venv: a release that needs a package
+this venv lacks is skipped, and the bench says why.
 """
 
 import io
@@ -21,16 +21,27 @@ from tests.server import ROOT, Server
 NAMED = {"48d41c5": "2026-12-02", "d267d0b": "2026-12-03"}
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+# What a release serves: a tag whose package is HEAD's (the commits after it docs and measurements only) is
+# this release, not a previous one.
+SERVED = ("backup_api",)
 
 
-def previous_tag() -> str | None:
-    """The newest tag on a commit before HEAD (a tag on HEAD itself is this release, not a previous one)."""
-    try:
-        return _git("describe", "--tags", "--abbrev=0", "HEAD^")
-    except subprocess.CalledProcessError:  # no tag, or a shallow clone without HEAD's parent
-        return None
+def _git(*args: str, root: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def previous_tag(root: Path = ROOT) -> str | None:
+    """The newest tag before HEAD that serves other code than HEAD: a tag on HEAD itself, or on a commit that only
+    docs followed, is this release."""
+    before = "HEAD"
+    while True:
+        try:
+            tag = _git("describe", "--tags", "--abbrev=0", f"{before}^", root=root)
+        except subprocess.CalledProcessError:  # no tag, or a shallow clone without the commit's parent
+            return None
+        if _git("diff", "--name-only", tag, "HEAD", "--", *SERVED, root=root):
+            return tag
+        before = tag
 
 
 def releases(*named: str) -> list[tuple[str, str]]:
