@@ -3,7 +3,7 @@
 import click
 from flask import Flask
 
-from backup_api import server
+from backup_api import config, server
 
 
 def create_app() -> Flask:
@@ -18,8 +18,21 @@ def create_app() -> Flask:
     return app
 
 
-def add_serve_command(app: Flask) -> None:
-    """Give app the service's `serve` command, so that it runs under the same waitress settings."""
+class _NoStore:
+    """What the baseline stores: nothing (the serve command names a store as it starts and closes it at the end)."""
+
+    name = "none (the benchmark's baseline)"
+
+    def close(self) -> None:
+        pass
+
+
+def add_serve_command(app: Flask, store=None) -> None:
+    """Give app the service's `serve` command, so that it runs under the same waitress settings: the service's
+    settings, read from the environment as the service reads them (the bounds per client, the drain), and store
+    (by default none) as the store the command names."""
+    config.configure(app, None)
+    app.extensions["store"] = store or _NoStore()
 
     @app.cli.command("serve")
     @click.option("--host", default="127.0.0.1")

@@ -25,5 +25,5 @@ def create_app() -> Flask:
         store.add_events([parse_json(request.get_data())], "bench")
         return {"status": "ok"}
 
-    add_serve_command(app)
+    add_serve_command(app, store)
     return app
