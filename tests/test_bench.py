@@ -1,8 +1,12 @@
-"""The bench's release against release: which earlier release it serves beside this build."""
+"""The benchmark's own machinery: the apps it serves beside the service, and the earlier release it compares."""
 
 import subprocess
 
+import pytest
+
 from bench import release
+from tests.helpers import SECRET, valid_event
+from tests.server import Server
 
 
 def _commit(repo, path: str, text: str, tag: str | None = None) -> None:
@@ -27,3 +31,14 @@ def test_the_previous_release_is_the_newest_tag_serving_other_code(tmp_path):
     assert release.previous_tag(tmp_path) == "v1"  # docs after v2: v2 is still this release
     _commit(tmp_path, "backup_api/app.py", "4")
     assert release.previous_tag(tmp_path) == "v2"
+
+
+@pytest.mark.parametrize("module", ["bench.baseline", "bench.floor"])
+def test_the_bare_apps_are_served_as_the_service_is(tmp_path, module):
+    # `make bench` serves them with the service's serve command, its waitress settings and bounds per client.
+    server = Server(tmp_path / "bench.db", SECRET, module=module).start()
+    try:
+        status, _, answer = server.request("POST", "/player-events", valid_event("bet"))
+        assert (status, answer) == (200, {"status": "ok"})
+    finally:
+        server.stop()
